@@ -1,0 +1,120 @@
+//! The per-layer figures of the reports.
+//!
+//! L_CS is homogeneous of degree 4 in the weights, so a lower loss may only mean smaller weights.
+//! The scale-free similarity and the norm ratio separate decorrelation from shrinking; the kernel
+//! cosine is the "kernel orthogonality" quantity the paper argues is the wrong target.
+
+use candle_core::{DType, Tensor};
+
+use crate::similarity::{conv_similarity_value, KernelGeometry, Variant};
+use crate::Result;
+
+/// Figures of one conv weight.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct LayerMetrics {
+    /// L_CS of the weight.
+    pub loss: f64,
+    /// L_CS with every filter scaled to unit norm, divided by the number of filter pairs.
+    pub scale_free: f64,
+    /// Mean absolute cosine between flattened filters, over all pairs `i < j`.
+    pub kernel_cosine: f64,
+}
+
+impl LayerMetrics {
+    /// Measures a weight (`[S, C, k...]`, any float dtype and device), computing in f32 or f64.
+    pub fn measure(weight: &Tensor, variant: Variant) -> Result<Self> {
+        let weight = computable(weight)?;
+        Ok(Self {
+            loss: conv_similarity_value(&weight, variant)?,
+            scale_free: scale_free_similarity(&weight, variant)?,
+            kernel_cosine: kernel_cosine(&weight)?,
+        })
+    }
+}
+
+fn computable(weight: &Tensor) -> Result<Tensor> {
+    KernelGeometry::from_dims(weight.dims())?;
+    Ok(match weight.dtype() {
+        DType::F64 | DType::F32 => weight.clone(),
+        _ => weight.to_dtype(DType::F32)?,
+    })
+}
+
+/// Every filter flattened to a row: `[S, C * prod(k)]`.
+fn rows(weight: &Tensor) -> Result<Tensor> {
+    Ok(weight.flatten_from(1)?)
+}
+
+/// Every filter divided by its norm (zero filters stay zero).
+fn unit_filters(weight: &Tensor) -> Result<Tensor> {
+    let rows = rows(weight)?;
+    let norms = rows.sqr()?.sum_keepdim(1)?.sqrt()?;
+    let safe = norms.gt(0.0)?.where_cond(&norms, &norms.ones_like()?)?;
+    Ok(rows.broadcast_div(&safe)?.reshape(weight.shape())?)
+}
+
+/// L_CS of the weight with unit-norm filters, per filter pair: comparable across layers and
+/// unchanged by rescaling filters.
+pub fn scale_free_similarity(weight: &Tensor, variant: Variant) -> Result<f64> {
+    let weight = computable(weight)?;
+    let pairs = variant.filter_pairs(weight.dim(0)?);
+    if pairs == 0 {
+        return Ok(0.0);
+    }
+    Ok(conv_similarity_value(&unit_filters(&weight)?, variant)? / pairs as f64)
+}
+
+/// Frobenius norm of every output filter.
+pub fn filter_norms(weight: &Tensor) -> Result<Vec<f64>> {
+    let rows = rows(&computable(weight)?)?.to_dtype(DType::F64)?;
+    Ok(rows.sqr()?.sum(1)?.sqrt()?.to_vec1::<f64>()?)
+}
+
+/// Per-filter norm ratios after/before, summarized.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct NormRatio {
+    pub mean: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl NormRatio {
+    /// Compares filter norms; filters that were zero before are left out.
+    pub fn between(before: &Tensor, after: &Tensor) -> Result<Self> {
+        let ratios: Vec<f64> = filter_norms(before)?
+            .into_iter()
+            .zip(filter_norms(after)?)
+            .filter(|(b, _)| *b > 0.0)
+            .map(|(b, a)| a / b)
+            .collect();
+        if ratios.is_empty() {
+            return Ok(Self {
+                mean: 1.0,
+                min: 1.0,
+                max: 1.0,
+            });
+        }
+        Ok(Self {
+            mean: ratios.iter().sum::<f64>() / ratios.len() as f64,
+            min: ratios.iter().copied().fold(f64::INFINITY, f64::min),
+            max: ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        })
+    }
+}
+
+/// Mean `|cos(W_i, W_j)|` over filter pairs `i < j` (0 for a single filter).
+pub fn kernel_cosine(weight: &Tensor) -> Result<f64> {
+    let weight = computable(weight)?;
+    let s = weight.dim(0)?;
+    if s < 2 {
+        return Ok(0.0);
+    }
+    let unit = rows(&unit_filters(&weight)?)?;
+    let cos = unit.matmul(&unit.t()?)?.abs()?.to_dtype(DType::F64)?;
+    // Sum of all |cos| minus the diagonal, halved for i < j.
+    let all = cos.sum_all()?.to_scalar::<f64>()?;
+    let diagonal: f64 = (0..s)
+        .map(|i| cos.get(i)?.get(i)?.to_scalar::<f64>())
+        .sum::<candle_core::Result<f64>>()?;
+    Ok((all - diagonal) / 2.0 / (s * (s - 1) / 2) as f64)
+}

@@ -1,0 +1,215 @@
+//! The fast L_CS paths against the literal definition, and their gradients.
+
+mod common;
+
+use candle_core::{DType, Tensor, Var};
+use common::{relative, relative_norm, scalar, uniform, values};
+use cs_init::similarity::{fused, literal, portable, KernelGeometry, Variant};
+
+/// At least 50 shapes: the edge cases the issue names, then random ones.
+fn shapes() -> Vec<Vec<usize>> {
+    let mut shapes: Vec<Vec<usize>> = vec![
+        vec![1, 3, 3, 3],    // one filter: loss 0
+        vec![1, 1, 1, 1],    // one 1x1 weight
+        vec![4, 1, 3, 3],    // one channel (depthwise-like)
+        vec![5, 4, 1, 1],    // pointwise
+        vec![3, 2, 2, 3],    // non-square
+        vec![4, 3, 1, 5],    // 1x5
+        vec![3, 2, 5, 5],    // 5x5
+        vec![3, 2, 7, 7],    // 7x7
+        vec![6, 3, 7, 1],    // 7x1
+        vec![4, 3, 5],       // conv1d
+        vec![2, 1, 1],       // conv1d, single tap
+        vec![7, 2, 4],       // conv1d, even kernel
+        vec![3, 2, 3, 3, 3], // conv3d
+        vec![2, 2, 1, 2, 3], // conv3d, mixed
+        vec![3, 1, 2, 1, 1], // conv3d, degenerate
+        vec![9, 5, 3, 3],
+        vec![2, 9, 2, 2],
+    ];
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    while shapes.len() < 60 {
+        let rank = 3 + next(3);
+        let mut dims = vec![1 + next(8), 1 + next(6)];
+        for _ in 2..rank {
+            dims.push(1 + next(if rank == 5 { 3 } else { 5 }));
+        }
+        shapes.push(dims);
+    }
+    shapes
+}
+
+#[test]
+fn fast_paths_match_the_literal_definition_in_f64() {
+    for (n, dims) in shapes().iter().enumerate() {
+        let w = uniform(dims, n as u64);
+        for variant in Variant::ALL {
+            let expected = literal::conv_similarity_value(&w, variant).unwrap();
+            let geometry = KernelGeometry::from_dims(dims).unwrap();
+            let fused = fused::loss(&values(&w), &geometry, variant);
+            let portable = scalar(&portable::conv_similarity(&w, variant).unwrap());
+            if variant.filter_pairs(dims[0]) == 0 {
+                assert_eq!(expected, 0.0);
+                assert!(
+                    fused.abs() < 1e-12 && portable.abs() < 1e-12,
+                    "{dims:?} {variant}"
+                );
+                continue;
+            }
+            assert!(
+                relative(fused, expected) <= 1e-10,
+                "fused {dims:?} {variant}: {fused} vs {expected}"
+            );
+            assert!(
+                relative(portable, expected) <= 1e-10,
+                "portable {dims:?} {variant}: {portable} vs {expected}"
+            );
+        }
+    }
+}
+
+#[test]
+fn fast_paths_match_the_literal_definition_in_f32() {
+    for (n, dims) in shapes().iter().enumerate() {
+        let w = uniform(dims, 1000 + n as u64).to_dtype(DType::F32).unwrap();
+        let geometry = KernelGeometry::from_dims(dims).unwrap();
+        let data = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for variant in Variant::ALL {
+            if variant.filter_pairs(dims[0]) == 0 {
+                continue;
+            }
+            let expected = literal::conv_similarity_value(&w, variant).unwrap();
+            let fused = fused::loss(&data, &geometry, variant);
+            let portable = scalar(&portable::conv_similarity(&w, variant).unwrap());
+            assert!(
+                relative(fused, expected) <= 1e-4,
+                "fused {dims:?} {variant}"
+            );
+            assert!(
+                relative(portable, expected) <= 1e-4,
+                "portable {dims:?} {variant}"
+            );
+        }
+    }
+}
+
+#[test]
+fn single_filter_has_zero_loss_and_zero_gradient() {
+    for dims in [vec![1, 3, 3, 3], vec![1, 1, 5], vec![1, 2, 1, 1]] {
+        let w = uniform(&dims, 7);
+        let geometry = KernelGeometry::from_dims(&dims).unwrap();
+        for variant in Variant::ALL {
+            let (loss, gradient) = fused::loss_and_gradient(&values(&w), &geometry, variant);
+            assert_eq!(loss, 0.0);
+            assert!(gradient.iter().all(|&g| g == 0.0));
+            let var = Var::from_tensor(&w).unwrap();
+            let loss = portable::conv_similarity(var.as_tensor(), variant).unwrap();
+            assert_eq!(scalar(&loss), 0.0);
+            let grad = loss.backward().unwrap();
+            assert!(values(grad.get(var.as_tensor()).unwrap())
+                .iter()
+                .all(|&g| g == 0.0));
+        }
+    }
+}
+
+/// Central finite differences of the fused loss, on every coordinate.
+fn finite_differences(data: &[f64], geometry: &KernelGeometry, variant: Variant) -> Vec<f64> {
+    let h = 1e-5;
+    (0..data.len())
+        .map(|k| {
+            let mut plus = data.to_vec();
+            let mut minus = data.to_vec();
+            plus[k] += h;
+            minus[k] -= h;
+            (fused::loss(&plus, geometry, variant) - fused::loss(&minus, geometry, variant))
+                / (2.0 * h)
+        })
+        .collect()
+}
+
+#[test]
+fn fused_gradient_matches_central_finite_differences() {
+    let cases = [
+        vec![3, 2, 3, 3],
+        vec![4, 3, 5],
+        vec![2, 2, 2, 2, 2],
+        vec![3, 1, 2, 3],
+        vec![4, 3, 1, 1],
+    ];
+    for (n, dims) in cases.iter().enumerate() {
+        let data = values(&uniform(dims, 50 + n as u64));
+        let geometry = KernelGeometry::from_dims(dims).unwrap();
+        for variant in Variant::ALL {
+            let (_, gradient) = fused::loss_and_gradient(&data, &geometry, variant);
+            let numeric = finite_differences(&data, &geometry, variant);
+            let err = relative_norm(&gradient, &numeric);
+            assert!(err < 1e-7, "{dims:?} {variant}: relative error {err:e}");
+        }
+    }
+}
+
+fn autograd(loss: impl Fn(&Tensor) -> Tensor, w: &Tensor) -> Vec<f64> {
+    let var = Var::from_tensor(w).unwrap();
+    let grads = loss(var.as_tensor()).backward().unwrap();
+    values(grads.get(var.as_tensor()).unwrap())
+}
+
+#[test]
+fn gradients_match_autograd_through_the_literal_definition() {
+    for (n, dims) in shapes().iter().enumerate().step_by(3) {
+        let w = uniform(dims, 200 + n as u64);
+        let geometry = KernelGeometry::from_dims(dims).unwrap();
+        for variant in Variant::ALL {
+            let expected = autograd(|w| literal::conv_similarity(w, variant).unwrap(), &w);
+            let portable = autograd(|w| portable::conv_similarity(w, variant).unwrap(), &w);
+            let through_op = autograd(|w| cs_init::conv_similarity(w, variant).unwrap(), &w);
+            let (_, fused) = fused::loss_and_gradient(&values(&w), &geometry, variant);
+            for (name, got) in [
+                ("portable", &portable),
+                ("fused op", &through_op),
+                ("fused", &fused),
+            ] {
+                let err = relative_norm(got, &expected);
+                assert!(err < 1e-10, "{name} {dims:?} {variant}: {err:e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_custom_op_scales_its_gradient_by_the_upstream_gradient() {
+    let w = uniform(&[4, 3, 3, 3], 9);
+    let var = Var::from_tensor(&w).unwrap();
+    let loss = (cs_init::conv_similarity(var.as_tensor(), Variant::Paper).unwrap() * 3.0).unwrap();
+    let scaled = values(loss.backward().unwrap().get(var.as_tensor()).unwrap());
+    let plain = autograd(|w| cs_init::conv_similarity(w, Variant::Paper).unwrap(), &w);
+    for (s, p) in scaled.iter().zip(&plain) {
+        assert!((s - 3.0 * p).abs() <= 1e-12 * p.abs().max(1.0));
+    }
+}
+
+#[test]
+fn non_contiguous_weights_are_accepted() {
+    // A weight stored as [C, S, k, k] and viewed as [S, C, k, k].
+    let stored = uniform(&[3, 5, 3, 3], 4);
+    let view = stored.transpose(0, 1).unwrap();
+    let expected = literal::conv_similarity_value(&view, Variant::Paper).unwrap();
+    let got = scalar(&cs_init::conv_similarity(&view, Variant::Paper).unwrap());
+    assert!(relative(got, expected) < 1e-10);
+}
+
+#[test]
+fn non_conv_shapes_are_rejected_with_the_shape() {
+    let w = uniform(&[4, 4], 0);
+    let err = cs_init::conv_similarity(&w, Variant::Paper)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("[4, 4]"), "{err}");
+}
