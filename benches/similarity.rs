@@ -1,1 +1,253 @@
-fn main() {}
+//! Benchmarks of the L_CS engines, printed as Markdown for docs/benchmarks.md.
+//!
+//! `cargo bench --bench similarity` runs everything; `-- --iters N` changes the iteration count of
+//! the ResNet-18 runs (default 200), `-- --portable-iters N` the portable path's (default 20; its
+//! time per iteration is steady after the first), `-- --quick` skips the literal and the portable runs.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, Var};
+use cs_init::similarity::{fused, literal, portable, KernelGeometry, Variant};
+use cs_init::{minimize, Engine, Settings};
+
+/// Counts live heap bytes so the engine's peak extra memory can be measured.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+        PEAK.fetch_max(now, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn resnet18_shapes() -> Vec<Vec<usize>> {
+    let mut shapes = vec![vec![64, 3, 7, 7]];
+    shapes.extend(std::iter::repeat_n(vec![64, 64, 3, 3], 4));
+    for (c, prev) in [(128, 64), (256, 128), (512, 256)] {
+        shapes.push(vec![c, prev, 3, 3]);
+        shapes.extend(std::iter::repeat_n(vec![c, c, 3, 3], 3));
+        shapes.push(vec![c, prev, 1, 1]);
+    }
+    shapes
+}
+
+fn weight(dims: &[usize], seed: u64) -> Tensor {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let fan_out = dims[0] * dims[2..].iter().product::<usize>();
+    let normal = rand_distr::Normal::new(0.0, (2.0 / fan_out as f64).sqrt()).unwrap();
+    let data: Vec<f32> = (0..dims.iter().product())
+        .map(|_| rng.sample(normal) as f32)
+        .collect();
+    Tensor::from_vec(data, dims, &Device::Cpu).unwrap()
+}
+
+/// Median seconds of `runs` calls of `f` after one warm-up call.
+fn median_seconds(runs: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    seconds(runs, f)
+}
+
+/// Median seconds of `runs` calls of `f`, no warm-up.
+fn seconds(runs: usize, mut f: impl FnMut()) -> f64 {
+    let mut times: Vec<f64> = (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[runs / 2]
+}
+
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(str::trim)
+        .unwrap_or("unknown CPU")
+        .to_string();
+    format!("{model}, {} threads (rayon)", rayon::current_num_threads())
+}
+
+fn literal_vs_fast() {
+    println!("## Loss + gradient of one 64x64x3x3 layer\n");
+    println!("| path | dtype | ms | ratio to literal |");
+    println!("|---|---|---|---|");
+    let w64 = weight(&[64, 64, 3, 3], 1).to_dtype(DType::F64).unwrap();
+    let geometry = KernelGeometry::from_dims(w64.dims()).unwrap();
+    let backward = |loss: &dyn Fn(&Tensor) -> Tensor, w: &Tensor| {
+        let var = Var::from_tensor(w).unwrap();
+        loss(var.as_tensor()).backward().unwrap();
+    };
+    // About half a minute per call: one call, no warm-up.
+    let literal_s = seconds(1, || {
+        backward(
+            &|w| literal::conv_similarity(w, Variant::Paper).unwrap(),
+            &w64,
+        )
+    });
+    println!(
+        "| literal (Eq. 10, candle autograd) | f64 | {:.1} | 1 |",
+        literal_s * 1e3
+    );
+    for dtype in [DType::F64, DType::F32] {
+        let w = w64.to_dtype(dtype).unwrap();
+        let portable_s = median_seconds(20, || {
+            backward(
+                &|w| portable::conv_similarity(w, Variant::Paper).unwrap(),
+                &w,
+            )
+        });
+        let fused_s = if dtype == DType::F64 {
+            let data = w.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            median_seconds(50, || {
+                fused::loss_and_gradient(&data, &geometry, Variant::Paper);
+            })
+        } else {
+            let data = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            median_seconds(50, || {
+                fused::loss_and_gradient(&data, &geometry, Variant::Paper);
+            })
+        };
+        let name = format!("{dtype:?}").to_lowercase();
+        println!(
+            "| portable (candle autograd) | {name} | {:.3} | {:.0}x faster |",
+            portable_s * 1e3,
+            literal_s / portable_s
+        );
+        println!(
+            "| fused (loss_and_gradient) | {name} | {:.3} | {:.0}x faster |",
+            fused_s * 1e3,
+            literal_s / fused_s
+        );
+    }
+    println!();
+}
+
+fn resnet18(iterations: usize, portable_iterations: Option<usize>) {
+    println!("## ResNet-18: 20 conv weights (11.2 M parameters), Adam lr 1e-3, f32\n");
+    let weights: Vec<Tensor> = resnet18_shapes()
+        .iter()
+        .enumerate()
+        .map(|(i, d)| weight(d, i as u64))
+        .collect();
+    let run = |engine: Engine, iterations: usize| -> (f64, Vec<f64>) {
+        let settings = Settings {
+            iterations,
+            ..Settings::default()
+        };
+        let mut per_layer = Vec::new();
+        let start = Instant::now();
+        for w in &weights {
+            let t = Instant::now();
+            let out = minimize(w, &settings, engine, &mut |_, _| {}).unwrap();
+            assert!(!out.trace.diverged);
+            per_layer.push(t.elapsed().as_secs_f64());
+        }
+        (start.elapsed().as_secs_f64(), per_layer)
+    };
+    run(Engine::Fused, 5); // warm-up
+    let (fused_s, fused_layers) = run(Engine::Fused, iterations);
+    println!("| engine | iterations | total s | ms per iteration |");
+    println!("|---|---|---|---|");
+    println!(
+        "| fused | {iterations} | {fused_s:.2} | {:.2} |",
+        fused_s * 1e3 / iterations as f64
+    );
+    if let Some(n) = portable_iterations {
+        let (portable_s, _) = run(Engine::Portable, n);
+        println!(
+            "| portable | {n} | {portable_s:.2} | {:.1} ({:.1}x the fused engine) |",
+            portable_s * 1e3 / n as f64,
+            (portable_s / n as f64) / (fused_s / iterations as f64)
+        );
+    }
+    println!("\nPer layer, fused engine:\n");
+    println!("| layer | shape | ms per iteration |");
+    println!("|---|---|---|");
+    for (i, (dims, s)) in resnet18_shapes().iter().zip(&fused_layers).enumerate() {
+        println!("| {i} | {dims:?} | {:.3} |", s * 1e3 / iterations as f64);
+    }
+    println!();
+}
+
+fn memory() {
+    println!("## Peak extra memory of the fused engine, relative to the layer's f32 size\n");
+    println!("| shape | variant | Adam | SGD |");
+    println!("|---|---|---|---|");
+    let mut shapes = resnet18_shapes();
+    shapes.dedup();
+    shapes.sort();
+    shapes.dedup();
+    for dims in shapes {
+        let data = weight(&dims, 0)
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let geometry = KernelGeometry::from_dims(&dims).unwrap();
+        for variant in [Variant::Paper, Variant::SameChannel] {
+            let mut row = format!("| {dims:?} | {variant} |");
+            for optimizer in [
+                cs_init::optim::OptimizerConfig::default(),
+                cs_init::optim::OptimizerConfig::Sgd(cs_init::optim::SgdConfig {
+                    lr: 1e-3,
+                    momentum: 0.0,
+                }),
+            ] {
+                let settings = Settings {
+                    variant,
+                    iterations: 2,
+                    optimizer,
+                    keep_norm: false,
+                };
+                let mut w = data.clone();
+                let base = LIVE.load(Ordering::Relaxed);
+                PEAK.store(base, Ordering::Relaxed);
+                fused::minimize(&mut w, &geometry, &settings, &mut |_, _| {}).unwrap();
+                let extra = PEAK.load(Ordering::Relaxed) - base;
+                row += &format!(" {:.2}x |", extra as f64 / (data.len() * 4) as f64);
+            }
+            println!("{row}");
+        }
+    }
+    println!();
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let value = |flag: &str, default: usize| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .map(|v| v.parse().expect("a number"))
+            .unwrap_or(default)
+    };
+    let quick = args.iter().any(|a| a == "--quick");
+    println!("Machine: {}\n", machine());
+    if !quick {
+        literal_vs_fast();
+    }
+    resnet18(
+        value("--iters", 200),
+        (!quick).then(|| value("--portable-iters", 20)),
+    );
+    memory();
+}

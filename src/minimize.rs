@@ -141,17 +141,9 @@ fn minimize_portable(
     progress: &mut dyn FnMut(usize, f64),
 ) -> Result<(Tensor, Trace)> {
     let var = Var::from_tensor(&weight.copy()?)?;
-    let mut optimizer: Box<
-        dyn FnMut(&candle_core::backprop::GradStore) -> candle_core::Result<()>,
-    > = match settings.optimizer {
-        OptimizerConfig::Adam(c) => {
-            let mut adam = Adam::new(vec![var.clone()], c)?;
-            Box::new(move |g| adam.step(g))
-        }
-        OptimizerConfig::Sgd(c) => {
-            let mut sgd = Sgd::new(vec![var.clone()], c)?;
-            Box::new(move |g| sgd.step(g))
-        }
+    let mut optimizer = match settings.optimizer {
+        OptimizerConfig::Adam(c) => PortableOptimizer::Adam(Adam::new(vec![var.clone()], c)?),
+        OptimizerConfig::Sgd(c) => PortableOptimizer::Sgd(Sgd::new(vec![var.clone()], c)?),
     };
     let reduce: Vec<usize> = (1..weight.rank()).collect();
     let norms = if settings.keep_norm {
@@ -171,7 +163,7 @@ fn minimize_portable(
         if step == settings.iterations {
             break;
         }
-        optimizer(&loss_tensor.backward()?)?;
+        optimizer.step(&loss_tensor.backward()?)?;
         if let Some(norms) = &norms {
             let current = var.sqr()?.sum_keepdim(reduce.as_slice())?.sqrt()?;
             // Zero filters stay zero rather than turning into NaN.
@@ -191,4 +183,18 @@ fn minimize_portable(
         return Ok((weight.clone(), Trace::diverged(losses)));
     }
     Ok((result, Trace::completed(losses)))
+}
+
+enum PortableOptimizer {
+    Adam(Adam),
+    Sgd(Sgd),
+}
+
+impl PortableOptimizer {
+    fn step(&mut self, grads: &candle_core::backprop::GradStore) -> candle_core::Result<()> {
+        match self {
+            PortableOptimizer::Adam(o) => o.step(grads),
+            PortableOptimizer::Sgd(o) => o.step(grads),
+        }
+    }
 }

@@ -20,8 +20,8 @@ pub fn conv_similarity(weight: &Tensor, variant: Variant) -> Result<Tensor> {
     if variant.adjacent_only() {
         if s < 2 {
             // No pair: zero, kept in the graph (candle prunes `x * 0.0`) so the gradient is zero, not absent.
-            let sum = r.sum_all()?;
-            return Ok((&sum - &sum)?);
+            let zero = Tensor::zeros((), r.dtype(), r.device())?;
+            return Ok(r.sum_all()?.mul(&zero)?);
         }
         let pairs = r.narrow(0, 0, s - 1)?.mul(&r.narrow(0, 1, s - 1)?)?;
         Ok(pairs.broadcast_mul(&weights)?.sum_all()?)

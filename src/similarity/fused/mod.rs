@@ -97,12 +97,12 @@ impl<T: Real> Update<T> {
             Update::Momentum { lr, momentum } => {
                 for ((w, b), &g) in weights.iter_mut().zip(state.iter_mut()).zip(gradient) {
                     *b = *b * *momentum + g;
-                    *w = *w - *lr * *b;
+                    *w -= *lr * *b;
                 }
             }
             Update::Sgd { lr } => {
                 for (w, &g) in weights.iter_mut().zip(gradient) {
-                    *w = *w - *lr * g;
+                    *w -= *lr * g;
                 }
             }
         }

@@ -1,0 +1,316 @@
+//! Minimizing one layer: optimizer semantics, engine agreement, norm preservation, divergence.
+
+mod common;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::Optimizer;
+use common::{kaiming, relative_norm, resnet18_conv_shapes, uniform, values};
+use cs_init::optim::{Adam, AdamConfig, OptimizerConfig, Sgd, SgdConfig};
+use cs_init::{minimize, Engine, Settings, Variant};
+
+/// `W = [a, b]` as two 1x1 single-channel filters: L_CS = (ab)², gradient (2ab², 2a²b).
+fn two_scalars() -> Tensor {
+    Tensor::new(&[[[[1f64]]], [[[2.]]]], &Device::Cpu).unwrap()
+}
+
+fn settings(optimizer: OptimizerConfig, iterations: usize) -> Settings {
+    Settings {
+        variant: Variant::Paper,
+        iterations,
+        optimizer,
+        keep_norm: false,
+    }
+}
+
+/// Values computed by hand (in f64, from the algorithm boxes of PyTorch's documentation for
+/// `torch.optim.Adam` and `torch.optim.SGD`) for L = (ab)² from a = 1, b = 2, lr = 0.1.
+const ADAM: [[f64; 2]; 3] = [
+    [0.900000000125, 1.90000000025],
+    [0.8010696618013792, 1.80151131226089],
+    [0.7040120123418707, 1.7056828830722333],
+];
+const SGD: [[f64; 2]; 3] = [
+    [0.19999999999999996, 1.6],
+    [0.09759999999999996, 1.5872000000000002],
+    [0.048425141043199976, 1.5841761427456003],
+];
+const SGD_MOMENTUM: [[f64; 2]; 3] = [
+    [0.19999999999999996, 1.6],
+    [-0.6224000000000001, 1.2272],
+    [-1.1750906503168, 0.7966010208256],
+];
+
+fn check_trajectory(optimizer: OptimizerConfig, expected: &[[f64; 2]; 3]) {
+    for engine in [Engine::Fused, Engine::Portable] {
+        for (steps, want) in expected.iter().enumerate() {
+            let out = minimize(
+                &two_scalars(),
+                &settings(optimizer, steps + 1),
+                engine,
+                &mut |_, _| {},
+            )
+            .unwrap();
+            let got = values(&out.weight);
+            for k in 0..2 {
+                assert!(
+                    (got[k] - want[k]).abs() <= 1e-12 * want[k].abs(),
+                    "{engine:?} {optimizer:?} step {}: {got:?} vs {want:?}",
+                    steps + 1
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn adam_follows_pytorch() {
+    check_trajectory(
+        OptimizerConfig::Adam(AdamConfig {
+            lr: 0.1,
+            ..AdamConfig::default()
+        }),
+        &ADAM,
+    );
+}
+
+#[test]
+fn sgd_follows_pytorch() {
+    check_trajectory(
+        OptimizerConfig::Sgd(SgdConfig {
+            lr: 0.1,
+            momentum: 0.0,
+        }),
+        &SGD,
+    );
+}
+
+#[test]
+fn sgd_with_momentum_follows_pytorch() {
+    check_trajectory(
+        OptimizerConfig::Sgd(SgdConfig {
+            lr: 0.1,
+            momentum: 0.9,
+        }),
+        &SGD_MOMENTUM,
+    );
+}
+
+/// Three steps of a candle optimizer on L = (ab)², as a user's training loop would run them.
+fn candle_loop<O: Optimizer>(config: O::Config) -> Vec<[f64; 2]> {
+    let var = Var::from_tensor(&two_scalars()).unwrap();
+    let mut opt = O::new(vec![var.clone()], config).unwrap();
+    (0..3)
+        .map(|_| {
+            opt.backward_step(&cs_init::conv_similarity(var.as_tensor(), Variant::Paper).unwrap())
+                .unwrap();
+            let v = values(var.as_tensor());
+            [v[0], v[1]]
+        })
+        .collect()
+}
+
+#[test]
+fn optimizers_work_in_a_candle_training_loop() {
+    let adam = candle_loop::<Adam>(AdamConfig {
+        lr: 0.1,
+        ..AdamConfig::default()
+    });
+    let sgd = candle_loop::<Sgd>(SgdConfig {
+        lr: 0.1,
+        momentum: 0.9,
+    });
+    for (got, want) in adam.iter().zip(&ADAM).chain(sgd.iter().zip(&SGD_MOMENTUM)) {
+        assert!((got[0] - want[0]).abs() < 1e-12 && (got[1] - want[1]).abs() < 1e-12);
+    }
+}
+
+#[test]
+fn invalid_optimizer_settings_are_rejected() {
+    let bad = [
+        OptimizerConfig::Adam(AdamConfig {
+            lr: -1.0,
+            ..AdamConfig::default()
+        }),
+        OptimizerConfig::Adam(AdamConfig {
+            beta1: 1.0,
+            ..AdamConfig::default()
+        }),
+        OptimizerConfig::Sgd(SgdConfig {
+            lr: f64::NAN,
+            momentum: 0.0,
+        }),
+        OptimizerConfig::Sgd(SgdConfig {
+            lr: 0.1,
+            momentum: -0.5,
+        }),
+    ];
+    for optimizer in bad {
+        let err = minimize(
+            &two_scalars(),
+            &settings(optimizer, 1),
+            Engine::Auto,
+            &mut |_, _| {},
+        );
+        assert!(err.is_err(), "{optimizer:?}");
+    }
+}
+
+/// `||Δ_a - Δ_b|| / ||Δ_b||` for the updates of two runs from the same start.
+fn update_difference(start: &Tensor, a: &Tensor, b: &Tensor) -> f64 {
+    let (s, a, b) = (values(start), values(a), values(b));
+    let da: Vec<f64> = a.iter().zip(&s).map(|(x, y)| x - y).collect();
+    let db: Vec<f64> = b.iter().zip(&s).map(|(x, y)| x - y).collect();
+    relative_norm(&da, &db)
+}
+
+fn compare_engines(weight: &Tensor, settings: &Settings) -> f64 {
+    let fused = minimize(weight, settings, Engine::Fused, &mut |_, _| {}).unwrap();
+    let portable = minimize(weight, settings, Engine::Portable, &mut |_, _| {}).unwrap();
+    assert!(
+        !fused.trace.diverged && !portable.trace.diverged,
+        "{settings:?}"
+    );
+    assert_eq!(fused.weight.dtype(), weight.dtype());
+    let last = |t: &cs_init::Trace| *t.losses.last().unwrap();
+    if !settings.keep_norm {
+        assert!(
+            last(&fused.trace) < fused.trace.losses[0],
+            "{settings:?}: {} -> {}",
+            fused.trace.losses[0],
+            last(&fused.trace)
+        );
+    }
+    let loss_gap = (last(&fused.trace) - last(&portable.trace)).abs() / last(&portable.trace);
+    assert!(loss_gap < 1e-3, "final losses differ by {loss_gap:e}");
+    update_difference(weight, &fused.weight, &portable.weight)
+}
+
+#[test]
+fn fused_engine_matches_portable_adam_on_resnet18_shapes() {
+    let mut shapes = resnet18_conv_shapes();
+    shapes.dedup();
+    // The full list (with 512-channel layers) runs in the benchmark; tests keep the smaller half.
+    for (n, dims) in shapes
+        .iter()
+        .filter(|d| d[0] * d[1] <= 128 * 128)
+        .enumerate()
+    {
+        let weight = kaiming(dims, n as u64);
+        let diff = compare_engines(&weight, &Settings::default());
+        assert!(
+            diff <= 1e-3,
+            "{dims:?}: relative difference of the update {diff:e}"
+        );
+    }
+}
+
+#[test]
+fn engines_agree_for_every_variant_optimizer_and_norm_mode() {
+    let weight = kaiming(&[24, 16, 3, 3], 3);
+    let optimizers = [
+        OptimizerConfig::default(),
+        OptimizerConfig::Sgd(SgdConfig {
+            lr: 0.01,
+            momentum: 0.0,
+        }),
+        OptimizerConfig::Sgd(SgdConfig {
+            lr: 0.002,
+            momentum: 0.9,
+        }),
+    ];
+    for variant in Variant::ALL {
+        for optimizer in optimizers {
+            for keep_norm in [false, true] {
+                let settings = Settings {
+                    variant,
+                    iterations: 50,
+                    optimizer,
+                    keep_norm,
+                };
+                let diff = compare_engines(&weight, &settings);
+                assert!(
+                    diff <= 1e-3,
+                    "{variant} {optimizer:?} keep_norm={keep_norm}: {diff:e}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn keep_norm_preserves_every_filter_norm() {
+    let weight = kaiming(&[16, 8, 3, 3], 5);
+    let before = cs_init::metrics::filter_norms(&weight).unwrap();
+    for engine in [Engine::Fused, Engine::Portable] {
+        let settings = Settings {
+            keep_norm: true,
+            ..Settings::default()
+        };
+        let out = minimize(&weight, &settings, engine, &mut |_, _| {}).unwrap();
+        let after = cs_init::metrics::filter_norms(&out.weight).unwrap();
+        for (b, a) in before.iter().zip(&after) {
+            assert!((a - b).abs() <= 1e-5 * b, "{engine:?}: {b} -> {a}");
+        }
+        assert_ne!(values(&out.weight), values(&weight));
+    }
+}
+
+#[test]
+fn without_keep_norm_the_weights_shrink() {
+    let weight = kaiming(&[32, 16, 3, 3], 6);
+    let out = minimize(&weight, &Settings::default(), Engine::Auto, &mut |_, _| {}).unwrap();
+    let ratio = cs_init::metrics::NormRatio::between(&weight, &out.weight).unwrap();
+    assert!(ratio.mean < 1.0, "{ratio:?}");
+}
+
+#[test]
+fn trace_records_every_iteration_and_the_final_loss() {
+    let weight = uniform(&[4, 3, 3, 3], 1);
+    let mut seen = Vec::new();
+    let settings = Settings {
+        iterations: 7,
+        ..Settings::default()
+    };
+    let out = minimize(&weight, &settings, Engine::Fused, &mut |i, l| {
+        seen.push((i, l))
+    })
+    .unwrap();
+    assert_eq!(out.trace.losses.len(), 8);
+    assert_eq!(
+        seen.iter().map(|s| s.0).collect::<Vec<_>>(),
+        (0..=7).collect::<Vec<_>>()
+    );
+    let expected =
+        cs_init::similarity::literal::conv_similarity_value(&weight, Variant::Paper).unwrap();
+    assert!((out.trace.losses[0] - expected).abs() < 1e-10 * expected);
+}
+
+#[test]
+fn a_diverging_run_keeps_the_input_weights() {
+    let weight = uniform(&[6, 4, 3, 3], 2);
+    let settings = Settings {
+        iterations: 100,
+        optimizer: OptimizerConfig::Sgd(SgdConfig {
+            lr: 10.0,
+            momentum: 0.0,
+        }),
+        ..Settings::default()
+    };
+    for engine in [Engine::Fused, Engine::Portable] {
+        let out = minimize(&weight, &settings, engine, &mut |_, _| {}).unwrap();
+        assert!(out.trace.diverged, "{engine:?}");
+        assert_eq!(values(&out.weight), values(&weight));
+    }
+}
+
+#[test]
+fn half_precision_weights_come_back_in_their_dtype() {
+    let weight = kaiming(&[8, 4, 3, 3], 8);
+    for dtype in [DType::F16, DType::BF16, DType::F32, DType::F64] {
+        let w = weight.to_dtype(dtype).unwrap();
+        let out = minimize(&w, &Settings::default(), Engine::Auto, &mut |_, _| {}).unwrap();
+        assert_eq!(out.weight.dtype(), dtype);
+        assert_eq!(out.engine, Engine::Fused);
+        assert!(out.trace.losses.last().unwrap() < &out.trace.losses[0]);
+    }
+}
