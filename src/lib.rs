@@ -20,10 +20,16 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod arch;
+pub mod checkpoint;
+pub mod cli;
 mod error;
 pub mod metrics;
 pub mod minimize;
 pub mod optim;
+pub mod pipeline;
+pub mod plan;
+pub mod report;
 pub mod similarity;
 
 pub use error::{Error, Result};

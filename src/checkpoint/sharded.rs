@@ -1,0 +1,106 @@
+//! Sharded checkpoints: a `model.safetensors.index.json` whose `weight_map` names the shard file
+//! of every tensor, in the layout Hugging Face writes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Map, Value};
+
+use super::{CheckpointError, Result};
+
+/// The conventional name of the index file.
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
+
+/// A parsed and checked index.
+#[derive(Debug, Clone)]
+pub struct ShardIndex {
+    path: PathBuf,
+    metadata: Map<String, Value>,
+    weight_map: BTreeMap<String, String>,
+    shards: Vec<String>,
+}
+
+impl ShardIndex {
+    /// Reads an index file and checks that every shard it names exists beside it.
+    pub fn open(path: &Path) -> Result<Self> {
+        let bad = |reason: String| CheckpointError::BadIndex {
+            path: path.into(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| CheckpointError::io(path, e))?;
+        let json: Value = serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+        let metadata = match json.get("metadata") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(m)) => m.clone(),
+            Some(other) => return Err(bad(format!("\"metadata\" is {other}, expected an object"))),
+        };
+        let Some(Value::Object(map)) = json.get("weight_map") else {
+            return Err(bad("no \"weight_map\" object".into()));
+        };
+        let mut weight_map = BTreeMap::new();
+        for (tensor, shard) in map {
+            let Value::String(shard) = shard else {
+                return Err(bad(format!(
+                    "weight_map['{tensor}'] is {shard}, expected a file name"
+                )));
+            };
+            if Path::new(shard).components().count() != 1 || shard == ".." || shard == "." {
+                return Err(bad(format!(
+                    "shard '{shard}' of '{tensor}' is not a plain file name"
+                )));
+            }
+            weight_map.insert(tensor.clone(), shard.clone());
+        }
+        let mut shards: Vec<String> = weight_map.values().cloned().collect();
+        shards.sort();
+        shards.dedup();
+        let index = Self {
+            path: path.into(),
+            metadata,
+            weight_map,
+            shards,
+        };
+        for shard in &index.shards {
+            if !index.shard_path(shard).is_file() {
+                return Err(bad(format!(
+                    "names shard '{shard}', which does not exist in {}",
+                    index.dir().display()
+                )));
+            }
+        }
+        Ok(index)
+    }
+
+    /// The index file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The directory holding the index and its shards.
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
+    /// Shard file names, sorted.
+    pub fn shards(&self) -> &[String] {
+        &self.shards
+    }
+
+    pub fn shard_path(&self, shard: &str) -> PathBuf {
+        self.dir().join(shard)
+    }
+
+    /// Tensor name → shard file name.
+    pub fn weight_map(&self) -> &BTreeMap<String, String> {
+        &self.weight_map
+    }
+
+    /// The index JSON for an output with the same shards, keeping the input's metadata and
+    /// setting `metadata.total_size` to the bytes of all tensors.
+    pub fn to_json(&self, total_size: usize) -> String {
+        let mut metadata = self.metadata.clone();
+        metadata.insert("total_size".into(), json!(total_size));
+        let json = json!({"metadata": metadata, "weight_map": self.weight_map});
+        serde_json::to_string_pretty(&json).expect("index serializes") + "\n"
+    }
+}

@@ -1,0 +1,215 @@
+//! The `cs-init` command line: argument definitions and one module per subcommand.
+
+mod check;
+mod device;
+mod inspect;
+mod new;
+mod output;
+mod plan;
+mod progress;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::plan::{KernelLayout, Selection};
+use crate::Variant;
+
+pub use output::Exit;
+
+const AFTER_HELP: &str = "\
+Examples:
+  cs-init resnet18                   decorrelate a new ResNet-18 (no file needed)
+  cs-init model.safetensors          write model.cs.safetensors + model.cs.report.json
+  cs-init plan model.safetensors     which tensors would be optimized, and why
+  cs-init inspect model.safetensors  per-layer L_CS, scale-free similarity, |cos|
+
+Exit codes: 0 success; 1 error (nothing written); 2 invalid command line;
+3 some layer diverged (output written, those layers keep their input weights).
+The math: docs/math.md. Every flag: docs/cli.md.";
+
+/// Minimize the Convolutional Similarity of every conv layer of a checkpoint.
+///
+/// cs-init reads a checkpoint (safetensors, sharded safetensors, or a built-in architecture),
+/// runs --iters steps of an optimizer on the Convolutional Similarity L_CS of each conv weight,
+/// one layer at a time, and writes a new checkpoint with every other tensor copied byte for byte,
+/// plus a JSON report of each layer's loss curve.
+#[derive(Debug, Parser)]
+#[command(name = "cs-init", version, after_help = AFTER_HELP)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    #[command(flatten)]
+    run: run::RunArgs,
+
+    #[command(flatten)]
+    global: GlobalArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Dry run: list every tensor, whether it would be optimized, and why. Writes nothing.
+    Plan(plan::PlanArgs),
+    /// Per-layer metrics of a checkpoint (L_CS, scale-free similarity, kernel cosine). Writes nothing.
+    Inspect(inspect::InspectArgs),
+    /// Write a freshly initialized checkpoint of a built-in architecture.
+    New(new::NewArgs),
+    /// Check the fast L_CS engines against the literal definition on a checkpoint's layers.
+    Check(check::CheckArgs),
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+struct GlobalArgs {
+    /// Print nothing but errors (and --json output).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+
+    /// More log output (-v: debug, -vv: trace), on stderr.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+/// Which tensors are conv weights to optimize.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Selection")]
+struct SelectionArgs {
+    /// Only optimize conv weights whose name matches this regex (repeatable).
+    #[arg(long, value_name = "REGEX")]
+    include: Vec<regex::Regex>,
+
+    /// Leave conv weights whose name matches this regex alone (repeatable).
+    #[arg(long, value_name = "REGEX")]
+    exclude: Vec<regex::Regex>,
+
+    /// Leave 1x1 (pointwise) convs alone.
+    #[arg(long)]
+    skip_pointwise: bool,
+
+    /// Kernel layout in the file: oihw (PyTorch) or hwio (Keras/Flax).
+    #[arg(long, value_enum, default_value_t = LayoutArg::Oihw)]
+    layout: LayoutArg,
+}
+
+impl SelectionArgs {
+    fn selection(&self) -> Selection {
+        Selection {
+            include: self.include.clone(),
+            exclude: self.exclude.clone(),
+            skip_pointwise: self.skip_pointwise,
+            layout: match self.layout {
+                LayoutArg::Oihw => KernelLayout::Oihw,
+                LayoutArg::Hwio => KernelLayout::Hwio,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LayoutArg {
+    Oihw,
+    Hwio,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum VariantArg {
+    /// All filter pairs, all channel pairs (the paper's Equation 10).
+    Paper,
+    /// All filter pairs, same input channel only.
+    SameChannel,
+    /// Adjacent filters only, all channel pairs.
+    Adjacent,
+    /// Adjacent filters, same channel (the paper authors' released code).
+    AdjacentSameChannel,
+}
+
+impl From<VariantArg> for Variant {
+    fn from(v: VariantArg) -> Self {
+        match v {
+            VariantArg::Paper => Variant::Paper,
+            VariantArg::SameChannel => Variant::SameChannel,
+            VariantArg::Adjacent => Variant::Adjacent,
+            VariantArg::AdjacentSameChannel => Variant::AdjacentSameChannel,
+        }
+    }
+}
+
+/// Where and how to compute.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Execution")]
+struct ExecutionArgs {
+    /// Device: auto (best compiled-in device that works), cpu, cuda, cuda:N or metal.
+    #[arg(long, default_value = "auto", value_name = "DEVICE")]
+    device: device::DeviceArg,
+
+    /// CPU threads (default: all cores).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+}
+
+impl ExecutionArgs {
+    fn apply_threads(&self) -> anyhow::Result<()> {
+        if let Some(n) = self.threads {
+            anyhow::ensure!(n > 0, "--threads must be at least 1");
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build_global()?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.global);
+    ctrlc::set_handler(|| {
+        crate::checkpoint::remove_pending_outputs();
+        eprintln!("cs-init: interrupted; no output was written");
+        std::process::exit(130);
+    })
+    .ok();
+    let quiet = cli.global.quiet;
+    let result = match cli.command {
+        Some(Command::Plan(args)) => plan::run(args),
+        Some(Command::Inspect(args)) => inspect::run(args, quiet),
+        Some(Command::New(args)) => new::run(args, quiet),
+        Some(Command::Check(args)) => check::run(args, quiet),
+        None => run::run(cli.run, quiet),
+    };
+    match result {
+        Ok(exit) => exit.code(),
+        Err(e) => {
+            eprintln!("cs-init: error: {e:#}");
+            Exit::Error.code()
+        }
+    }
+}
+
+fn init_tracing(global: &GlobalArgs) {
+    let level = match (global.quiet, global.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CS_INIT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("cs_init={level}")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+/// Paths and INPUT as given.
+fn input_arg(input: &Option<PathBuf>) -> anyhow::Result<String> {
+    input
+        .as_ref()
+        .map(|p| p.to_string_lossy().into_owned())
+        .ok_or_else(|| anyhow::anyhow!("INPUT is required"))
+}

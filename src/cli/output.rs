@@ -1,0 +1,29 @@
+//! Exit codes and machine-readable output shared by the subcommands.
+
+use std::process::ExitCode;
+
+/// How a command ended (docs/cli.md lists the codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Success,
+    /// An error; nothing was written.
+    Error,
+    /// Output written, but some layer diverged and kept its input weights (or `check` failed).
+    Diverged,
+}
+
+impl Exit {
+    pub fn code(self) -> ExitCode {
+        match self {
+            Exit::Success => ExitCode::SUCCESS,
+            Exit::Error => ExitCode::from(1),
+            Exit::Diverged => ExitCode::from(3),
+        }
+    }
+}
+
+/// Prints a value as pretty JSON on stdout.
+pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}

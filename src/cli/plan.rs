@@ -1,0 +1,72 @@
+//! `cs-init plan`: which tensors would be optimized, and why. Writes nothing.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use serde::Serialize;
+
+use super::output::{print_json, Exit};
+use super::{input_arg, SelectionArgs};
+use crate::checkpoint::{built_in_file, Input, SafetensorsFile};
+use crate::plan::{plan, PlanEntry};
+use crate::report::{plan_table, SCHEMA_VERSION};
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// A .safetensors file, a sharded checkpoint, or a built-in architecture.
+    #[arg(value_name = "INPUT")]
+    input: Option<PathBuf>,
+
+    #[command(flatten)]
+    selection: SelectionArgs,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct PlanReport {
+    schema_version: u32,
+    input: String,
+    optimized: usize,
+    tensors: Vec<PlanEntry>,
+}
+
+/// Opens every file of an input (one, or one per shard) with its name for display.
+pub(super) fn open_all(input: &Input, seed: u64) -> anyhow::Result<Vec<SafetensorsFile>> {
+    Ok(match input {
+        Input::File(path) => vec![SafetensorsFile::open(path)?],
+        Input::BuiltIn(arch) => vec![built_in_file(*arch, seed)?],
+        Input::Sharded(index) => index
+            .shards()
+            .iter()
+            .map(|s| SafetensorsFile::open(&index.shard_path(s)))
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+pub fn run(args: PlanArgs) -> anyhow::Result<Exit> {
+    let input = Input::resolve(&input_arg(&args.input)?)?;
+    let selection = args.selection.selection();
+    let entries: Vec<PlanEntry> = open_all(&input, 0)?
+        .iter()
+        .flat_map(|f| plan(f.tensors(), &selection))
+        .collect();
+    let optimized = entries.iter().filter(|e| e.optimize).count();
+    if args.json {
+        print_json(&PlanReport {
+            schema_version: SCHEMA_VERSION,
+            input: input.describe(),
+            optimized,
+            tensors: entries,
+        })?;
+    } else {
+        print!("{}", plan_table(&entries));
+        println!(
+            "\n{optimized} of {} tensors would be optimized.",
+            entries.len()
+        );
+    }
+    Ok(Exit::Success)
+}

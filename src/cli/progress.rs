@@ -1,0 +1,83 @@
+//! Progress on stderr: a bar per layer on a terminal, one log line per layer otherwise.
+
+use std::io::IsTerminal;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::pipeline::Observer;
+use crate::report::{shape, LayerReport, Status};
+
+pub struct Progress {
+    quiet: bool,
+    terminal: bool,
+    bar: Option<ProgressBar>,
+    prefix: String,
+}
+
+impl Progress {
+    pub fn new(quiet: bool) -> Self {
+        Self {
+            quiet,
+            terminal: std::io::stderr().is_terminal(),
+            bar: None,
+            prefix: String::new(),
+        }
+    }
+
+    pub fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Observer for Progress {
+    fn layer_started(
+        &mut self,
+        name: &str,
+        dims: &[usize],
+        position: usize,
+        count: usize,
+        iterations: usize,
+    ) {
+        self.prefix = format!("[{position}/{count}] {name} {}", shape(dims));
+        if self.quiet || !self.terminal {
+            return;
+        }
+        self.finish();
+        let bar = ProgressBar::new(iterations as u64).with_style(
+            ProgressStyle::with_template("{prefix} {bar:30} {pos}/{len} it, ETA {eta} {msg}")
+                .expect("valid template"),
+        );
+        bar.set_prefix(self.prefix.clone());
+        self.bar = Some(bar);
+    }
+
+    fn iteration(&mut self, iteration: usize, loss: f64) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(iteration as u64);
+            bar.set_message(format!("L_CS {loss:.3e}"));
+        }
+    }
+
+    fn layer_finished(&mut self, layer: &LayerReport) {
+        self.finish();
+        if self.quiet || layer.status == Status::Skipped {
+            return;
+        }
+        let line = match (layer.status, layer.loss_before, layer.loss_after) {
+            (Status::Optimized, Some(b), Some(a)) => format!(
+                "{}: L_CS {b:.3e} -> {a:.3e} ({:.1}%) in {:.2} s",
+                self.prefix,
+                layer.reduction_percent().unwrap_or(0.0),
+                layer.seconds
+            ),
+            _ => format!(
+                "{}: {}",
+                self.prefix,
+                layer.reason.as_deref().unwrap_or("diverged")
+            ),
+        };
+        eprintln!("{line}");
+    }
+}

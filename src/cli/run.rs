@@ -1,0 +1,561 @@
+//! The main job: decorrelate every selected conv layer and write the checkpoint and the report.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+
+use super::output::{print_json, Exit};
+use super::progress::Progress;
+use super::{device, input_arg, ExecutionArgs, SelectionArgs, VariantArg};
+use crate::checkpoint::{built_in_file, Input, OutputDir, OutputFile, SafetensorsFile, INDEX_FILE};
+use crate::minimize::{Engine, Settings};
+use crate::optim::{AdamConfig, OptimizerConfig, SgdConfig};
+use crate::pipeline::{process_file, Job};
+use crate::plan::plan;
+use crate::report::plot::{write_plot, Curve as PlotCurve, PlotFormat};
+use crate::report::{layer_table, LayerReport, Status, Totals, SCHEMA_VERSION};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// A .safetensors file, a sharded checkpoint (its directory or its model.safetensors.index.json),
+    /// or a built-in architecture: cnn1, cnn2, resnet18.
+    #[arg(value_name = "INPUT", required = true)]
+    input: Option<PathBuf>,
+
+    #[command(flatten)]
+    optimization: OptimizationArgs,
+
+    #[command(flatten)]
+    output: OutputArgs,
+
+    #[command(flatten)]
+    selection: SelectionArgs,
+
+    #[command(flatten)]
+    execution: ExecutionArgs,
+
+    /// Seed of the initialization when INPUT is a built-in architecture.
+    #[arg(long, default_value_t = 0, help_heading = "Execution")]
+    seed: u64,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Optimization")]
+struct OptimizationArgs {
+    /// Optimizer iterations per conv layer.
+    #[arg(long, default_value_t = 200, value_name = "N")]
+    iters: usize,
+
+    /// Learning rate.
+    #[arg(long, default_value_t = 1e-3, value_name = "X")]
+    lr: f64,
+
+    /// Optimizer, with PyTorch's semantics (Adam: betas 0.9/0.999, eps 1e-8).
+    #[arg(long, value_enum, default_value_t = OptimizerArg::Adam)]
+    optimizer: OptimizerArg,
+
+    /// Momentum for --optimizer sgd (PyTorch's formula; 0 disables it).
+    #[arg(long, value_name = "M")]
+    momentum: Option<f64>,
+
+    /// Which kernel pairs L_CS sums over.
+    #[arg(long, value_enum, default_value_t = VariantArg::Paper)]
+    variant: VariantArg,
+
+    /// Rescale every filter to its starting norm after each step, so L_CS cannot fall by shrinking.
+    #[arg(long)]
+    keep_norm: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OptimizerArg {
+    Adam,
+    Sgd,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Output")]
+struct OutputArgs {
+    /// Output checkpoint [default: <stem>.cs.safetensors beside the input; a directory for sharded input].
+    #[arg(short, long, value_name = "PATH")]
+    output: Option<PathBuf>,
+
+    /// JSON report [default: beside the output, <output stem>.report.json].
+    #[arg(long, value_name = "PATH")]
+    report: Option<PathBuf>,
+
+    /// Also draw every layer's loss curve (log scale) to this .svg or .png file.
+    #[arg(long, value_name = "FILE")]
+    plot: Option<PathBuf>,
+
+    /// Overwrite existing output, report and plot files.
+    #[arg(long)]
+    force: bool,
+
+    /// Print a machine-readable summary (JSON) on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The settings as recorded in the report.
+#[derive(Debug, Serialize)]
+struct RunSettings<'a> {
+    #[serde(flatten)]
+    settings: &'a Settings,
+    seed: u64,
+    device: String,
+    engine: &'static str,
+    layout: crate::plan::KernelLayout,
+}
+
+/// The JSON report.
+#[derive(Debug, Serialize)]
+struct Report<'a> {
+    schema_version: u32,
+    tool: &'static str,
+    version: &'static str,
+    command_line: String,
+    input: String,
+    output: String,
+    settings: RunSettings<'a>,
+    totals: Totals,
+    layers: Vec<LayerReport>,
+}
+
+pub fn run(args: RunArgs, quiet: bool) -> anyhow::Result<Exit> {
+    let started = Instant::now();
+    let settings = settings(&args.optimization)?;
+    args.execution.apply_threads()?;
+    let input_name = input_arg(&args.input)?;
+    let input = Input::resolve(&input_name)?;
+    let output = output_path(&input, args.output.output.as_deref())?;
+    let report_path = args
+        .output
+        .report
+        .clone()
+        .unwrap_or_else(|| default_report(&output));
+    check_paths(
+        &input,
+        &output,
+        &report_path,
+        args.output.plot.as_deref(),
+        args.output.force,
+    )?;
+
+    let device = args.execution.device.open(quiet)?;
+    let job = Job {
+        settings: settings.clone(),
+        engine: Engine::Auto,
+        device: device.clone(),
+        layout: args.selection.selection().layout,
+    };
+    let selection = args.selection.selection();
+    let command_line = std::env::args().collect::<Vec<_>>().join(" ");
+    let provenance = provenance(&settings, args.seed, &command_line);
+    let mut progress = Progress::new(quiet || args.output.json);
+
+    let (tensors, layers) = match &input {
+        Input::File(path) => {
+            let file = SafetensorsFile::open(path)?;
+            write_single(
+                &file,
+                &selection,
+                &job,
+                &provenance,
+                &output,
+                args.output.force,
+                &mut progress,
+            )?
+        }
+        Input::BuiltIn(arch) => {
+            let file = built_in_file(*arch, args.seed)?;
+            write_single(
+                &file,
+                &selection,
+                &job,
+                &provenance,
+                &output,
+                args.output.force,
+                &mut progress,
+            )?
+        }
+        Input::Sharded(index) => {
+            let shards: Vec<SafetensorsFile> = index
+                .shards()
+                .iter()
+                .map(|s| SafetensorsFile::open(&index.shard_path(s)))
+                .collect::<Result<_, _>>()?;
+            for (name, shard) in index.weight_map() {
+                let file = &shards[index.shards().binary_search(shard).expect("shard listed")];
+                if file.tensor(name).is_none() {
+                    bail!(
+                        "{}: names '{name}' in {shard}, which has no such tensor",
+                        index.path().display()
+                    );
+                }
+            }
+            let plans: Vec<_> = shards
+                .iter()
+                .map(|f| plan(f.tensors(), &selection))
+                .collect();
+            let selected = plans.iter().flatten().filter(|e| e.optimize).count();
+            ensure_conv_layers(
+                selected,
+                plans.iter().flatten().map(|e| e.name.as_str()),
+                &index.dir().display().to_string(),
+            )?;
+            let dir = OutputDir::create(&output, args.output.force)?;
+            let mut layers = Vec::new();
+            let mut tensors = 0;
+            let mut position = (0, selected);
+            let mut total_size = 0;
+            for ((name, file), plan) in index.shards().iter().zip(&shards).zip(&plans) {
+                let metadata = merged_metadata(file.metadata(), &provenance);
+                let out = dir.file(name)?;
+                let (out, shard_layers) = process_file(
+                    file,
+                    plan,
+                    &job,
+                    Some(&metadata),
+                    out,
+                    &mut position,
+                    &mut progress,
+                )?;
+                out.into_inner()
+                    .map_err(|e| e.into_error())
+                    .with_context(|| format!("writing {name}"))?;
+                tensors += file.tensors().len();
+                total_size += file
+                    .tensors()
+                    .iter()
+                    .map(|t| t.end - t.begin)
+                    .sum::<usize>();
+                layers.extend(shard_layers);
+            }
+            let mut index_file = dir.file(INDEX_FILE)?;
+            std::io::Write::write_all(&mut index_file, index.to_json(total_size).as_bytes())?;
+            index_file.into_inner().map_err(|e| e.into_error())?;
+            dir.commit()?;
+            (tensors, layers)
+        }
+    };
+    progress.finish();
+
+    let mut totals = Totals::from_layers(tensors, &layers);
+    totals.total_seconds = started.elapsed().as_secs_f64();
+    let report = Report {
+        schema_version: SCHEMA_VERSION,
+        tool: "cs-init",
+        version: env!("CARGO_PKG_VERSION"),
+        command_line,
+        input: input.describe(),
+        output: output.display().to_string(),
+        settings: RunSettings {
+            settings: &settings,
+            seed: args.seed,
+            device: device::describe(&device),
+            engine: if device.is_cpu() { "fused" } else { "portable" },
+            layout: job.layout,
+        },
+        totals,
+        layers,
+    };
+    write_text(
+        &report_path,
+        &(serde_json::to_string_pretty(&report)? + "\n"),
+        args.output.force,
+    )?;
+    if let Some(plot) = &args.output.plot {
+        let curves: Vec<PlotCurve> = report
+            .layers
+            .iter()
+            .filter_map(|l| {
+                l.curve.as_ref().map(|c| PlotCurve {
+                    label: l.name.clone(),
+                    points: c
+                        .iteration
+                        .iter()
+                        .zip(&c.loss)
+                        .map(|(&i, &y)| (i as f64, y))
+                        .collect(),
+                })
+            })
+            .collect();
+        write_plot(
+            plot,
+            &format!("L_CS per layer: {}", input.describe()),
+            &curves,
+        )
+        .with_context(|| format!("writing the plot {}", plot.display()))?;
+    }
+
+    if args.output.json {
+        print_json(&summary(&report, &report_path)?)?;
+    } else if !quiet {
+        print!("{}", layer_table(&report.layers));
+        println!(
+            "\n{} of {} conv tensors optimized ({} skipped, {} diverged) in {:.2} s; total L_CS {:.4e} -> {:.4e}",
+            report.totals.optimized,
+            report.totals.conv_tensors,
+            report.totals.skipped,
+            report.totals.diverged,
+            report.totals.total_seconds,
+            report.totals.loss_before,
+            report.totals.loss_after
+        );
+        println!("wrote {} and {}", output.display(), report_path.display());
+    }
+    Ok(if report.totals.diverged > 0 {
+        Exit::Diverged
+    } else {
+        Exit::Success
+    })
+}
+
+fn settings(args: &OptimizationArgs) -> anyhow::Result<Settings> {
+    let optimizer = match args.optimizer {
+        OptimizerArg::Adam => {
+            if args.momentum.is_some() {
+                bail!("--momentum applies to --optimizer sgd only");
+            }
+            OptimizerConfig::Adam(AdamConfig {
+                lr: args.lr,
+                ..AdamConfig::default()
+            })
+        }
+        OptimizerArg::Sgd => OptimizerConfig::Sgd(SgdConfig {
+            lr: args.lr,
+            momentum: args.momentum.unwrap_or(0.0),
+        }),
+    };
+    optimizer.validate()?;
+    Ok(Settings {
+        variant: args.variant.into(),
+        iterations: args.iters,
+        optimizer,
+        keep_norm: args.keep_norm,
+    })
+}
+
+/// Processes a single-file checkpoint into an atomically written output file.
+fn write_single(
+    file: &SafetensorsFile,
+    selection: &crate::plan::Selection,
+    job: &Job,
+    provenance: &BTreeMap<String, String>,
+    output: &Path,
+    force: bool,
+    progress: &mut Progress,
+) -> anyhow::Result<(usize, Vec<LayerReport>)> {
+    let plan = plan(file.tensors(), selection);
+    let selected = plan.iter().filter(|e| e.optimize).count();
+    ensure_conv_layers(
+        selected,
+        plan.iter().map(|e| e.name.as_str()),
+        &file.path().display().to_string(),
+    )?;
+    let out = OutputFile::create(output, force)?;
+    let metadata = merged_metadata(file.metadata(), provenance);
+    let (out, layers) = process_file(
+        file,
+        &plan,
+        job,
+        Some(&metadata),
+        out,
+        &mut (0, selected),
+        progress,
+    )?;
+    out.commit()?;
+    Ok((file.tensors().len(), layers))
+}
+
+fn ensure_conv_layers<'a>(
+    selected: usize,
+    names: impl Iterator<Item = &'a str>,
+    origin: &str,
+) -> anyhow::Result<()> {
+    if selected > 0 {
+        return Ok(());
+    }
+    let names: Vec<&str> = names.collect();
+    let shown = names
+        .iter()
+        .take(12)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
+    let more = if names.len() > 12 {
+        format!(", ... ({} in all)", names.len())
+    } else {
+        String::new()
+    };
+    bail!(
+        "{origin}: no conv layer to optimize among its {} tensors ({shown}{more}); `cs-init plan` shows why each was left out",
+        names.len()
+    )
+}
+
+/// Provenance keys added to `__metadata__`.
+fn provenance(settings: &Settings, seed: u64, command_line: &str) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    m.insert("cs_init.version".into(), env!("CARGO_PKG_VERSION").into());
+    m.insert("cs_init.variant".into(), settings.variant.to_string());
+    m.insert("cs_init.iters".into(), settings.iterations.to_string());
+    m.insert("cs_init.lr".into(), settings.optimizer.lr().to_string());
+    m.insert("cs_init.optimizer".into(), settings.optimizer.name().into());
+    if let OptimizerConfig::Sgd(c) = settings.optimizer {
+        m.insert("cs_init.momentum".into(), c.momentum.to_string());
+    }
+    m.insert("cs_init.keep_norm".into(), settings.keep_norm.to_string());
+    m.insert("cs_init.seed".into(), seed.to_string());
+    m.insert("cs_init.command".into(), command_line.into());
+    m
+}
+
+fn merged_metadata(
+    input: Option<&BTreeMap<String, String>>,
+    provenance: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut m = input.cloned().unwrap_or_default();
+    m.extend(provenance.iter().map(|(k, v)| (k.clone(), v.clone())));
+    m
+}
+
+/// `<stem>.cs.safetensors` beside a file input, `<dir>.cs` beside a sharded one, `<arch>.cs.safetensors` here.
+fn output_path(input: &Input, explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p.to_path_buf());
+    }
+    Ok(match input {
+        Input::File(path) => {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let stem = name.strip_suffix(".safetensors").unwrap_or(&name);
+            path.with_file_name(format!("{stem}.cs.safetensors"))
+        }
+        Input::Sharded(index) => {
+            let dir = index
+                .dir()
+                .canonicalize()
+                .with_context(|| index.dir().display().to_string())?;
+            let name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "model".into());
+            dir.with_file_name(format!("{name}.cs"))
+        }
+        Input::BuiltIn(arch) => PathBuf::from(format!("{arch}.cs.safetensors")),
+    })
+}
+
+fn default_report(output: &Path) -> PathBuf {
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = name.strip_suffix(".safetensors").unwrap_or(&name);
+    output.with_file_name(format!("{stem}.report.json"))
+}
+
+/// Refuses outputs that would overwrite the input or each other, or existing files without --force.
+fn check_paths(
+    input: &Input,
+    output: &Path,
+    report: &Path,
+    plot: Option<&Path>,
+    force: bool,
+) -> anyhow::Result<()> {
+    let canonical = |p: &Path| -> PathBuf {
+        let parent = p
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        match (parent.canonicalize(), p.file_name()) {
+            (Ok(dir), Some(name)) => dir.join(name),
+            _ => p.to_path_buf(),
+        }
+    };
+    let outputs: Vec<(&str, &Path)> = [
+        ("output", Some(output)),
+        ("report", Some(report)),
+        ("plot", plot),
+    ]
+    .into_iter()
+    .filter_map(|(what, p)| p.map(|p| (what, p)))
+    .collect();
+    if let Some(input_path) = input.path() {
+        let input_path = canonical(input_path);
+        for (what, p) in &outputs {
+            let p = canonical(p);
+            if p == input_path
+                || input_path.starts_with(&p)
+                || (p.starts_with(&input_path) && input_path.is_dir())
+            {
+                bail!("the {what} path {} would overwrite the input; choose another with -o/--report/--plot", p.display());
+            }
+        }
+    }
+    for (i, (a, pa)) in outputs.iter().enumerate() {
+        for (b, pb) in &outputs[i + 1..] {
+            if canonical(pa) == canonical(pb) {
+                bail!(
+                    "the {a} and the {b} would both be written to {}",
+                    pa.display()
+                );
+            }
+        }
+    }
+    if let Some(plot) = plot {
+        if PlotFormat::from_path(plot).is_none() {
+            bail!(
+                "--plot {}: expected a .svg or .png file name",
+                plot.display()
+            );
+        }
+    }
+    if !force {
+        for (what, p) in &outputs {
+            if p.exists() {
+                bail!(
+                    "the {what} {} already exists; pass --force to overwrite it",
+                    p.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_text(path: &Path, text: &str, force: bool) -> anyhow::Result<()> {
+    let mut out = OutputFile::create(path, force)?;
+    std::io::Write::write_all(&mut out, text.as_bytes())
+        .with_context(|| path.display().to_string())?;
+    out.commit()?;
+    Ok(())
+}
+
+/// The report without loss curves, plus where the files are.
+fn summary(report: &Report, report_path: &Path) -> anyhow::Result<serde_json::Value> {
+    let mut value = serde_json::to_value(report)?;
+    if let Some(layers) = value.get_mut("layers").and_then(|l| l.as_array_mut()) {
+        for layer in layers {
+            if let Some(obj) = layer.as_object_mut() {
+                obj.remove("curve");
+            }
+        }
+    }
+    value["report"] = serde_json::Value::String(report_path.display().to_string());
+    let diverged = report
+        .layers
+        .iter()
+        .filter(|l| l.status == Status::Diverged)
+        .count();
+    value["exit_code"] = serde_json::json!(if diverged > 0 { 3 } else { 0 });
+    Ok(value)
+}

@@ -1,0 +1,194 @@
+//! One checkpoint file through the whole job: plan → per-layer engine → writer → layer reports.
+//!
+//! Tensors are read from the (memory-mapped) input and written to the output one at a time, in
+//! the order of their data, so memory is bounded by the largest layer, not by the checkpoint.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::checkpoint::{
+    tensor_from_bytes, tensor_to_bytes, CheckpointError, HeaderEntry, SafetensorsFile,
+    SafetensorsWriter,
+};
+use crate::metrics::{LayerMetrics, NormRatio};
+use crate::minimize::{minimize, Engine, Settings};
+use crate::plan::{KernelLayout, PlanEntry};
+use crate::report::{Curve, LayerReport, Status};
+
+/// How every layer is processed.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub settings: Settings,
+    pub engine: Engine,
+    pub device: Device,
+    pub layout: KernelLayout,
+}
+
+/// Hooks for progress display.
+pub trait Observer {
+    /// A conv tensor is about to be optimized (`position` counts from 1 over the selected tensors).
+    fn layer_started(
+        &mut self,
+        _name: &str,
+        _shape: &[usize],
+        _position: usize,
+        _count: usize,
+        _iterations: usize,
+    ) {
+    }
+    /// An iteration of the current layer (called with the loss before each step and once after).
+    fn iteration(&mut self, _iteration: usize, _loss: f64) {}
+    /// A conv tensor is done (optimized, skipped or diverged).
+    fn layer_finished(&mut self, _layer: &LayerReport) {}
+}
+
+/// An observer that shows nothing.
+pub struct Silent;
+impl Observer for Silent {}
+
+/// Processes one file: every tensor is written to `out` in data order, optimized conv weights
+/// replaced and everything else copied byte for byte. `plan` has one entry per tensor of
+/// `file.tensors()`, in the same order. `position` continues the layer count across shards.
+pub fn process_file<W: Write>(
+    file: &SafetensorsFile,
+    plan: &[PlanEntry],
+    job: &Job,
+    metadata: Option<&BTreeMap<String, String>>,
+    out: W,
+    position: &mut (usize, usize),
+    observer: &mut dyn Observer,
+) -> Result<(W, Vec<LayerReport>), CheckpointError> {
+    let entries = file
+        .tensors()
+        .iter()
+        .map(|t| HeaderEntry {
+            name: t.name.clone(),
+            dtype: t.dtype,
+            shape: t.shape.clone(),
+            len: t.end - t.begin,
+        })
+        .collect();
+    let io = |e| CheckpointError::io(file.path(), e);
+    let mut writer = SafetensorsWriter::new(out, metadata, entries).map_err(io)?;
+    let mut layers = Vec::new();
+    for (tensor, entry) in file.tensors().iter().zip(plan) {
+        let bytes = file.data(tensor);
+        let Some(kind) = entry.kind else {
+            writer.write_tensor(&tensor.name, bytes).map_err(io)?;
+            continue;
+        };
+        if !entry.optimize {
+            let report = LayerReport::skipped(
+                &entry.name,
+                &entry.shape,
+                &entry.dtype,
+                kind,
+                entry.reason.clone(),
+            );
+            observer.layer_finished(&report);
+            layers.push(report);
+            writer.write_tensor(&tensor.name, bytes).map_err(io)?;
+            continue;
+        }
+        position.0 += 1;
+        observer.layer_started(
+            &entry.name,
+            &entry.shape,
+            position.0,
+            position.1,
+            job.settings.iterations,
+        );
+        let (report, new_bytes) = optimize_tensor(file, tensor, entry, kind, job, observer)?;
+        writer
+            .write_tensor(&tensor.name, new_bytes.as_deref().unwrap_or(bytes))
+            .map_err(io)?;
+        observer.layer_finished(&report);
+        layers.push(report);
+    }
+    Ok((writer.finish().map_err(io)?, layers))
+}
+
+/// Minimizes one conv tensor; returns its report and its new bytes (None: keep the input's).
+fn optimize_tensor(
+    file: &SafetensorsFile,
+    tensor: &crate::checkpoint::TensorInfo,
+    entry: &PlanEntry,
+    kind: crate::plan::ConvKind,
+    job: &Job,
+    observer: &mut dyn Observer,
+) -> Result<(LayerReport, Option<Vec<u8>>), CheckpointError> {
+    let settings = &job.settings;
+    let rank = tensor.shape.len();
+    let stored = tensor_from_bytes(file.data(tensor), tensor.dtype, &tensor.shape, &job.device)?;
+    let weight = to_f32_oihw(&stored, job.layout)?;
+    let mut report =
+        LayerReport::skipped(&entry.name, &entry.shape, &entry.dtype, kind, String::new());
+    report.reason = None;
+    if !all_finite(&weight)? {
+        report.reason = Some("holds NaN or Inf; left unchanged".into());
+        return Ok((report, None));
+    }
+    let before = LayerMetrics::measure(&weight, settings.variant).map_err(library)?;
+    report.loss_before = Some(before.loss);
+    report.scale_free_before = Some(before.scale_free);
+    report.kernel_cosine_before = Some(before.kernel_cosine);
+
+    let start = Instant::now();
+    let result = minimize(&weight, settings, job.engine, &mut |i, loss| {
+        observer.iteration(i, loss)
+    })
+    .map_err(library)?;
+    report.seconds = start.elapsed().as_secs_f64();
+    report.curve = Some(Curve::sample(&result.trace.losses));
+    if result.trace.diverged {
+        report.status = Status::Diverged;
+        report.iterations = result.trace.losses.len().saturating_sub(1);
+        report.reason = Some(format!(
+            "L_CS stopped being finite after {} iterations; input weights kept (lower --lr?)",
+            report.iterations
+        ));
+        return Ok((report, None));
+    }
+    report.iterations = settings.iterations;
+    let new_stored = result
+        .weight
+        .permute(job.layout.from_oihw_permutation(rank))?
+        .contiguous()?
+        .to_dtype(stored.dtype())?;
+    // Figures of what is written, after rounding to the stored dtype.
+    let written = to_f32_oihw(&new_stored, job.layout)?;
+    let after = LayerMetrics::measure(&written, settings.variant).map_err(library)?;
+    report.status = Status::Optimized;
+    report.loss_after = Some(after.loss);
+    report.scale_free_after = Some(after.scale_free);
+    report.kernel_cosine_after = Some(after.kernel_cosine);
+    report.norm_ratio = Some(NormRatio::between(&weight, &written).map_err(library)?);
+    Ok((report, Some(tensor_to_bytes(&new_stored)?)))
+}
+
+fn to_f32_oihw(stored: &Tensor, layout: KernelLayout) -> candle_core::Result<Tensor> {
+    stored
+        .permute(layout.to_oihw_permutation(stored.rank()))?
+        .contiguous()?
+        .to_dtype(DType::F32)
+}
+
+fn all_finite(weight: &Tensor) -> candle_core::Result<bool> {
+    // In f64, so that large but finite weights cannot overflow the sum.
+    let sum = weight
+        .to_dtype(DType::F64)?
+        .abs()?
+        .sum_all()?
+        .to_scalar::<f64>()?;
+    Ok(sum.is_finite())
+}
+
+fn library(e: crate::Error) -> CheckpointError {
+    match e {
+        crate::Error::Candle(c) => CheckpointError::Candle(c),
+        other => CheckpointError::Input(other.to_string()),
+    }
+}

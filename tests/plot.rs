@@ -1,0 +1,476 @@
+//! Loss-curve plots: the SVG is well-formed and shows what it should, the PNG decodes, odd data
+//! does not panic, and `write_plot` writes whole files or none.
+
+use std::path::Path;
+
+use cs_init::report::plot::{render, write_plot, Curve, PlotFormat};
+
+fn curve(label: &str, points: impl IntoIterator<Item = (f64, f64)>) -> Curve {
+    Curve {
+        label: label.to_string(),
+        points: points.into_iter().collect(),
+    }
+}
+
+/// A loss falling from `start` by a factor `rate` per iteration over `n` iterations.
+fn decay(label: &str, start: f64, rate: f64, n: usize) -> Curve {
+    curve(
+        label,
+        (0..n).map(|i| (i as f64, start * rate.powi(i as i32))),
+    )
+}
+
+fn svg(title: &str, curves: &[Curve]) -> String {
+    String::from_utf8(render(PlotFormat::Svg, title, curves)).expect("the SVG is UTF-8")
+}
+
+/// One element of a parsed document.
+#[derive(Debug)]
+struct Element {
+    name: String,
+    attributes: Vec<(String, String)>,
+}
+
+impl Element {
+    fn attribute(&self, name: &str) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Checks that character data uses only the five predefined entities and no raw '<'.
+fn check_character_data(text: &str) {
+    assert!(!text.contains('<'), "raw '<' in {text:?}");
+    for (i, _) in text.match_indices('&') {
+        let rest = &text[i..];
+        assert!(
+            ["&amp;", "&lt;", "&gt;", "&quot;", "&apos;"]
+                .iter()
+                .any(|entity| rest.starts_with(entity)),
+            "unescaped '&' in {text:?}"
+        );
+    }
+}
+
+/// A small XML well-formedness check, enough for the documents the plot writes: one root,
+/// balanced tags, quoted attributes, escaped text. Returns the elements in document order.
+fn parse_xml(document: &str) -> Vec<Element> {
+    let mut rest = document;
+    if let Some(after) = rest.strip_prefix("<?xml") {
+        rest = &after[after.find("?>").expect("unterminated declaration") + 2..];
+    }
+    let (mut elements, mut open, mut roots) = (Vec::new(), Vec::<String>::new(), 0);
+    while let Some(start) = rest.find('<') {
+        let text = &rest[..start];
+        check_character_data(text);
+        assert!(
+            !open.is_empty() || text.trim().is_empty(),
+            "text outside the root: {text:?}"
+        );
+        let end = start + rest[start..].find('>').expect("unterminated tag");
+        let tag = &rest[start + 1..end];
+        rest = &rest[end + 1..];
+        if let Some(name) = tag.strip_prefix('/') {
+            assert_eq!(open.pop().as_deref(), Some(name), "mismatched </{name}>");
+            continue;
+        }
+        let (tag, empty) = match tag.strip_suffix('/') {
+            Some(tag) => (tag, true),
+            None => (tag, false),
+        };
+        let name_end = tag.find(|c: char| c.is_whitespace()).unwrap_or(tag.len());
+        let name = &tag[..name_end];
+        assert!(
+            !name.is_empty() && name.chars().all(|c| c.is_alphanumeric() || c == '-'),
+            "bad element name {name:?}"
+        );
+        let mut attributes = Vec::new();
+        let mut attribute_text = tag[name_end..].trim_start();
+        while !attribute_text.is_empty() {
+            let eq = attribute_text.find("=\"").expect("attribute without =\"");
+            let attribute = attribute_text[..eq].trim();
+            let value_end = eq + 2 + attribute_text[eq + 2..].find('"').expect("open quote");
+            let value = &attribute_text[eq + 2..value_end];
+            check_character_data(value);
+            assert!(
+                attributes.iter().all(|(n, _)| n != attribute),
+                "duplicate attribute {attribute}"
+            );
+            attributes.push((attribute.to_string(), value.to_string()));
+            attribute_text = attribute_text[value_end + 1..].trim_start();
+        }
+        if open.is_empty() {
+            roots += 1;
+        }
+        if !empty {
+            open.push(name.to_string());
+        }
+        elements.push(Element {
+            name: name.to_string(),
+            attributes,
+        });
+    }
+    assert!(rest.trim().is_empty(), "text after the root: {rest:?}");
+    assert!(open.is_empty(), "unclosed elements {open:?}");
+    assert_eq!(roots, 1, "a document has exactly one root");
+    elements
+}
+
+fn count(elements: &[Element], name: &str) -> usize {
+    elements.iter().filter(|e| e.name == name).count()
+}
+
+/// The image size and its pixels as RGB(A) bytes.
+fn decode_png(bytes: &[u8]) -> (u32, u32, Vec<u8>) {
+    let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    let mut reader = decoder.read_info().expect("a PNG header");
+    let mut pixels = vec![0; reader.output_buffer_size().expect("a sane size")];
+    let info = reader.next_frame(&mut pixels).expect("PNG image data");
+    pixels.truncate(info.buffer_size());
+    (info.width, info.height, pixels)
+}
+
+/// Renders both formats, checks that the SVG is well-formed, and returns it parsed.
+fn render_both(curves: &[Curve]) -> Vec<Element> {
+    let (width, height, _) = decode_png(&render(PlotFormat::Png, "edge case", curves));
+    assert_eq!((width, height), (1200, 700));
+    parse_xml(&svg("edge case", curves))
+}
+
+#[test]
+fn svg_is_well_formed_with_a_view_box_and_one_path_per_drawable_curve() {
+    let curves = [
+        decay("layer1.0.conv1", 100.0, 0.9, 200),
+        decay("layer1.0.conv2", 10.0, 0.95, 200),
+        decay("layer2.0.conv1", 1.0, 0.97, 150),
+        curve("never finite", [(0.0, f64::NAN), (1.0, f64::INFINITY)]),
+        curve("empty", []),
+    ];
+    let document = svg("ResNet-18", &curves);
+    let elements = parse_xml(&document);
+    let root = &elements[0];
+    assert_eq!(root.name, "svg");
+    assert_eq!(root.attribute("viewBox"), Some("0 0 1200 700"));
+    assert_eq!(root.attribute("xmlns"), Some("http://www.w3.org/2000/svg"));
+    assert_eq!(count(&elements, "path") + count(&elements, "polyline"), 3);
+    for curve in &curves {
+        assert!(
+            document.contains(&format!(">{}</text>", curve.label)),
+            "{} is in the legend",
+            curve.label
+        );
+    }
+    for text in ["ResNet-18", "iteration", "L_CS (log scale)"] {
+        assert!(document.contains(&format!(">{text}</text>")), "{text}");
+    }
+    assert!(!document.contains("href"), "no external resources");
+}
+
+#[test]
+fn svg_escapes_labels_and_title() {
+    let label = r#"a<b & "c" 'd'>"#;
+    let curves = [decay(label, 1.0, 0.9, 10)];
+    let document = svg("<Title> & co", &curves);
+    parse_xml(&document);
+    assert!(document.contains("a&lt;b &amp; &quot;c&quot; &apos;d&apos;&gt;"));
+    assert!(document.contains("&lt;Title&gt; &amp; co"));
+    assert!(!document.contains("<b"));
+    assert!(!document.contains("<Title>"));
+}
+
+#[test]
+fn svg_has_a_label_at_every_decade_of_the_data() {
+    let curves = [curve(
+        "conv",
+        (0..=6).map(|i| (i as f64 * 100.0, 10f64.powi(3 - i))),
+    )];
+    let document = svg("decades", &curves);
+    for exponent in -3..=3 {
+        assert!(
+            document.contains(&format!(">1e{exponent}</text>")),
+            "1e{exponent}"
+        );
+    }
+    for x in ["0", "100", "200", "300", "400", "500", "600"] {
+        assert!(document.contains(&format!(">{x}</text>")), "x tick {x}");
+    }
+}
+
+#[test]
+fn svg_labels_fewer_decades_on_a_wide_range() {
+    let curves = [curve("wide", [(0.0, 1e-100), (1.0, 1e100)])];
+    let document = svg("wide", &curves);
+    let decade_labels = document.matches(">1e").count();
+    assert!(
+        (3..=10).contains(&decade_labels),
+        "{decade_labels} decade labels"
+    );
+    assert!(document.contains(">1e-100</text>") && document.contains(">1e100</text>"));
+}
+
+#[test]
+fn svg_breaks_the_line_at_unplottable_losses() {
+    let curves = [curve(
+        "gappy",
+        [
+            (0.0, 1.0),
+            (1.0, 0.5),
+            (2.0, f64::NAN),
+            (3.0, 0.2),
+            (4.0, 0.1),
+            (5.0, 0.0),
+            (6.0, -1.0),
+            (7.0, 0.05),
+            (8.0, 0.04),
+            (9.0, f64::INFINITY),
+            (10.0, 0.03),
+        ],
+    )];
+    let elements = parse_xml(&svg("gaps", &curves));
+    let paths: Vec<&Element> = elements.iter().filter(|e| e.name == "path").collect();
+    assert_eq!(paths.len(), 1);
+    let d = paths[0].attribute("d").expect("a path has d");
+    assert_eq!(d.matches('M').count(), 3, "three runs in {d}");
+    assert!(!d.contains("NaN") && !d.contains("inf"), "{d}");
+    assert_eq!(
+        count(&elements, "circle"),
+        1,
+        "the last point alone is a dot"
+    );
+}
+
+#[test]
+fn png_has_the_signature_and_decodes_to_a_drawn_image() {
+    let curves = [
+        decay("layer1.0.conv1", 100.0, 0.9, 200),
+        decay("layer1.0.conv2", 10.0, 0.95, 200),
+    ];
+    let bytes = render(PlotFormat::Png, "ResNet-18", &curves);
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"));
+    let (width, height, pixels) = decode_png(&bytes);
+    assert_eq!((width, height), (1200, 700));
+    let channels = pixels.len() / (width * height) as usize;
+    assert!(channels >= 3);
+    let first = &pixels[..channels];
+    assert!(pixels.chunks(channels).any(|pixel| pixel != first));
+    // The first curve's color (Tableau blue) is drawn somewhere.
+    assert!(pixels
+        .chunks(channels)
+        .any(|pixel| pixel[..3] == [0x1f, 0x77, 0xb4]));
+}
+
+#[test]
+fn edge_cases_render_without_panicking() {
+    assert_eq!(count(&render_both(&[]), "path"), 0);
+
+    let zeros_and_nan = [curve(
+        "bad",
+        [
+            (0.0, 0.0),
+            (1.0, f64::NAN),
+            (2.0, -3.0),
+            (3.0, f64::NEG_INFINITY),
+        ],
+    )];
+    assert_eq!(count(&render_both(&zeros_and_nan), "path"), 0);
+
+    let constant = [curve("flat", (0..100).map(|i| (i as f64, 0.25)))];
+    assert_eq!(count(&render_both(&constant), "path"), 1);
+
+    let power_of_ten = [curve("one", (0..100).map(|i| (i as f64, 1.0)))];
+    let elements = render_both(&power_of_ten);
+    assert_eq!(count(&elements, "path"), 1);
+    assert!(svg("", &power_of_ten).contains(">1e0</text>"));
+
+    // A single point has no line through it: it is drawn as a dot.
+    let single = [curve("single", [(1.0, 3.0)])];
+    let elements = render_both(&single);
+    assert_eq!(
+        (count(&elements, "path"), count(&elements, "circle")),
+        (0, 1)
+    );
+
+    let odd_x = [curve(
+        "odd x",
+        [
+            (f64::NAN, 1.0),
+            (-5.0, 2.0),
+            (f64::INFINITY, 3.0),
+            (1e12, 4.0),
+            (f64::MAX, 5.0),
+        ],
+    )];
+    render_both(&odd_x);
+
+    let extremes = [curve(
+        "extremes",
+        [(0.0, f64::MIN_POSITIVE / 1e10), (1.0, f64::MAX), (2.0, 1.0)],
+    )];
+    assert_eq!(count(&render_both(&extremes), "path"), 1);
+
+    // A label too long for the legend keeps both ends, which is where layer names differ.
+    let long_label = [decay(&format!("start{}end", "x".repeat(1000)), 1.0, 0.5, 5)];
+    render_both(&long_label);
+    let document = svg("", &long_label);
+    assert!(
+        document.contains(">startx")
+            && document.contains("x..x")
+            && document.contains("xend</text>")
+    );
+
+    let odd_text = [decay("tab\tnewline\n\u{7}bell ünï", 1.0, 0.5, 5)];
+    render_both(&odd_text);
+}
+
+#[test]
+fn many_curves_get_a_path_and_a_legend_entry_each() {
+    let curves: Vec<Curve> = (0..100)
+        .map(|i| decay(&format!("layer{i}.conv"), 1.0 + i as f64, 0.99, 1000))
+        .collect();
+    let document = svg("100 layers", &curves);
+    let elements = parse_xml(&document);
+    assert_eq!(count(&elements, "path"), 100);
+    for curve in &curves {
+        assert!(document.contains(&format!(">{}</text>", curve.label)));
+    }
+    // Past the palette's ten colors, the curves are told apart by dashes: the first 60 have
+    // styles of their own.
+    let mut styles: Vec<(Option<&str>, Option<&str>)> = elements
+        .iter()
+        .filter(|e| e.name == "path")
+        .take(60)
+        .map(|e| (e.attribute("stroke"), e.attribute("stroke-dasharray")))
+        .collect();
+    styles.sort();
+    styles.dedup();
+    assert_eq!(styles.len(), 60);
+    render_both(&curves);
+}
+
+#[test]
+fn too_many_curves_for_the_legend_are_counted() {
+    let curves: Vec<Curve> = (0..500)
+        .map(|i| decay(&format!("a rather long layer name {i}"), 1.0, 0.9, 3))
+        .collect();
+    let elements = render_both(&curves);
+    assert_eq!(count(&elements, "path"), 500);
+    assert!(svg("", &curves).contains(" more</text>"));
+}
+
+#[test]
+fn format_is_chosen_by_extension_in_any_case() {
+    let format = |path: &str| PlotFormat::from_path(Path::new(path));
+    assert_eq!(format("loss.svg"), Some(PlotFormat::Svg));
+    assert_eq!(format("out/Loss.SVG"), Some(PlotFormat::Svg));
+    assert_eq!(format("loss.png"), Some(PlotFormat::Png));
+    assert_eq!(format("loss.PNG"), Some(PlotFormat::Png));
+    assert_eq!(format("loss.txt"), None);
+    assert_eq!(format("loss"), None);
+    assert_eq!(format(".svg"), None);
+}
+
+#[test]
+fn write_plot_rejects_other_extensions_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("loss.txt");
+    let error = write_plot(&path, "t", &[decay("a", 1.0, 0.5, 10)]).unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(error.to_string().contains(".svg or .png"), "{error}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn write_plot_into_a_missing_directory_fails_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("missing").join("loss.svg");
+    assert!(write_plot(&path, "t", &[decay("a", 1.0, 0.5, 10)]).is_err());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn write_plot_writes_svg_and_png_files_and_no_temporaries() {
+    let dir = tempfile::tempdir().unwrap();
+    let curves = [decay("a", 1.0, 0.5, 10), decay("b", 2.0, 0.6, 10)];
+    let svg_path = dir.path().join("loss.svg");
+    let png_path = dir.path().join("loss.PNG");
+    write_plot(&svg_path, "t", &curves).unwrap();
+    write_plot(&png_path, "t", &curves).unwrap();
+    assert_eq!(
+        std::fs::read(&svg_path).unwrap(),
+        render(PlotFormat::Svg, "t", &curves)
+    );
+    let (width, height, _) = decode_png(&std::fs::read(&png_path).unwrap());
+    assert_eq!((width, height), (1200, 700));
+    // Writing again replaces the file.
+    write_plot(&svg_path, "t2", &curves).unwrap();
+    assert!(String::from_utf8(std::fs::read(&svg_path).unwrap())
+        .unwrap()
+        .contains(">t2</text>"));
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["loss.PNG", "loss.svg"]);
+}
+
+#[test]
+fn demo_to_tmp() {
+    let mut curves: Vec<Curve> = (0..20)
+        .map(|i| {
+            decay(
+                &format!("layer{}.{}.conv{}", i / 4 + 1, i % 2, i % 3 + 1),
+                10f64.powf(i as f64 / 5.0),
+                0.995 - i as f64 * 0.0005,
+                2000,
+            )
+        })
+        .collect();
+    curves.push(curve(
+        "gappy & <odd>",
+        (0..2000).map(|i| {
+            (
+                i as f64,
+                if i % 300 < 20 {
+                    f64::NAN
+                } else {
+                    1e-2 * (1.0 + (i as f64 / 50.0).sin().abs())
+                },
+            )
+        }),
+    ));
+    curves.push(curve("single", [(1000.0, 1e-3)]));
+    curves.push(curve("empty", []));
+    write_plot(
+        Path::new("/tmp/plot_demo.png"),
+        "ResNet-18: L_CS per layer (Adam, lr 1e-3)",
+        &curves,
+    )
+    .unwrap();
+    write_plot(
+        Path::new("/tmp/plot_demo.svg"),
+        "ResNet-18: L_CS per layer (Adam, lr 1e-3)",
+        &curves,
+    )
+    .unwrap();
+    let many: Vec<Curve> = (0..100)
+        .map(|i| {
+            decay(
+                &format!("layer{}.{}.downsample.{}", i / 25 + 1, i % 7, i % 3),
+                1.0 + i as f64,
+                0.99,
+                1000,
+            )
+        })
+        .collect();
+    write_plot(Path::new("/tmp/plot_many.png"), "ResNet-50", &many).unwrap();
+    write_plot(
+        Path::new("/tmp/plot_one.png"),
+        "constant",
+        &[curve("flat", (0..10).map(|i| (i as f64, 0.3)))],
+    )
+    .unwrap();
+    write_plot(Path::new("/tmp/plot_font.png"), " !\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~", &[]).unwrap();
+}
