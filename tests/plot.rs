@@ -300,6 +300,7 @@ fn edge_cases_render_without_panicking() {
             (f64::INFINITY, 3.0),
             (1e12, 4.0),
             (f64::MAX, 5.0),
+            (-f64::MAX, 6.0),
         ],
     )];
     render_both(&odd_x);
@@ -414,63 +415,4 @@ fn write_plot_writes_svg_and_png_files_and_no_temporaries() {
         .collect();
     names.sort();
     assert_eq!(names, ["loss.PNG", "loss.svg"]);
-}
-
-#[test]
-fn demo_to_tmp() {
-    let mut curves: Vec<Curve> = (0..20)
-        .map(|i| {
-            decay(
-                &format!("layer{}.{}.conv{}", i / 4 + 1, i % 2, i % 3 + 1),
-                10f64.powf(i as f64 / 5.0),
-                0.995 - i as f64 * 0.0005,
-                2000,
-            )
-        })
-        .collect();
-    curves.push(curve(
-        "gappy & <odd>",
-        (0..2000).map(|i| {
-            (
-                i as f64,
-                if i % 300 < 20 {
-                    f64::NAN
-                } else {
-                    1e-2 * (1.0 + (i as f64 / 50.0).sin().abs())
-                },
-            )
-        }),
-    ));
-    curves.push(curve("single", [(1000.0, 1e-3)]));
-    curves.push(curve("empty", []));
-    write_plot(
-        Path::new("/tmp/plot_demo.png"),
-        "ResNet-18: L_CS per layer (Adam, lr 1e-3)",
-        &curves,
-    )
-    .unwrap();
-    write_plot(
-        Path::new("/tmp/plot_demo.svg"),
-        "ResNet-18: L_CS per layer (Adam, lr 1e-3)",
-        &curves,
-    )
-    .unwrap();
-    let many: Vec<Curve> = (0..100)
-        .map(|i| {
-            decay(
-                &format!("layer{}.{}.downsample.{}", i / 25 + 1, i % 7, i % 3),
-                1.0 + i as f64,
-                0.99,
-                1000,
-            )
-        })
-        .collect();
-    write_plot(Path::new("/tmp/plot_many.png"), "ResNet-50", &many).unwrap();
-    write_plot(
-        Path::new("/tmp/plot_one.png"),
-        "constant",
-        &[curve("flat", (0..10).map(|i| (i as f64, 0.3)))],
-    )
-    .unwrap();
-    write_plot(Path::new("/tmp/plot_font.png"), " !\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~", &[]).unwrap();
 }

@@ -180,7 +180,7 @@ impl<W: Write> SafetensorsWriter<W> {
         }
         let mut text = serde_json::to_string(&Value::Object(header)).expect("header serializes");
         // Pad to 8 bytes so the data section is aligned, as the reference writer does.
-        while text.len() % 8 != 0 {
+        while !text.len().is_multiple_of(8) {
             text.push(' ');
         }
         out.write_all(&(text.len() as u64).to_le_bytes())?;

@@ -1,7 +1,7 @@
 //! Loss-curve plots (SVG and PNG), like Figure 1 of the paper: the loss of every layer
 //! against the iteration on a log-scale y axis, one line per layer.
 //!
-//! The plot is laid out once as a list of [`Shape`]s in pixel coordinates, which is then
+//! The plot is laid out once as a list of shapes in pixel coordinates, which is then
 //! either written out as SVG or rasterized and encoded as PNG, so that both formats show the
 //! same picture. The rasterizer and its bitmap font live here so that writing a PNG needs no
 //! drawing library, system font or other file at run time.
@@ -288,11 +288,10 @@ fn layout(title: &str, curves: &[Curve]) -> Vec<Shape> {
             }
         }
         if !lines.is_empty() || !dots.is_empty() {
-            let stroke = style(index);
             shapes.push(Shape::Curve {
                 lines,
                 dots,
-                stroke,
+                stroke: style(index),
             });
         }
     }
@@ -390,7 +389,7 @@ fn crisp(v: f64) -> f64 {
 }
 
 /// The width of `chars` characters of the bitmap font (also the advance of SVG's monospace
-/// font at the size [`svg`] gives it).
+/// font at the size the SVG gives it).
 fn text_width(chars: usize, scale: u32) -> f64 {
     chars as f64 * 6.0 * f64::from(scale)
 }

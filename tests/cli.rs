@@ -1,0 +1,653 @@
+//! The real `cs-init` binary on generated and real checkpoints, good and bad.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use candle_core::{DType, Tensor};
+use cs_init::checkpoint::{serialize, tensor_from_bytes, tensor_to_bytes, Dtype, SafetensorsFile};
+use cs_init::similarity::{conv_similarity_value, Variant};
+
+fn cs_init(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cs-init"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("cs-init runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A small network: two convs, a BN, a linear layer and an integer counter.
+fn small_network(dtype: Dtype) -> Vec<(String, Dtype, Vec<usize>, Vec<u8>)> {
+    let to = |t: Tensor| {
+        let t = t
+            .to_dtype(cs_init::checkpoint::candle_dtype(dtype).unwrap())
+            .unwrap();
+        tensor_to_bytes(&t).unwrap()
+    };
+    vec![
+        (
+            "conv1.weight".into(),
+            dtype,
+            vec![8, 3, 3, 3],
+            to(common::kaiming(&[8, 3, 3, 3], 1)),
+        ),
+        (
+            "bn1.weight".into(),
+            dtype,
+            vec![8],
+            to(common::kaiming(&[8, 1, 1], 2).flatten_all().unwrap()),
+        ),
+        (
+            "bn1.num_batches_tracked".into(),
+            Dtype::I64,
+            vec![],
+            7i64.to_le_bytes().to_vec(),
+        ),
+        (
+            "conv2.weight".into(),
+            dtype,
+            vec![16, 8, 3, 3],
+            to(common::kaiming(&[16, 8, 3, 3], 3)),
+        ),
+        (
+            "proj.weight".into(),
+            dtype,
+            vec![16, 8, 1, 1],
+            to(common::kaiming(&[16, 8, 1, 1], 4)),
+        ),
+        (
+            "fc.weight".into(),
+            dtype,
+            vec![10, 16],
+            to(common::kaiming(&[10, 16, 1], 5).flatten_from(1).unwrap()),
+        ),
+    ]
+}
+
+fn write(
+    path: &Path,
+    metadata: Option<&BTreeMap<String, String>>,
+    tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)],
+) {
+    std::fs::write(path, serialize(metadata, tensors)).unwrap();
+}
+
+fn user_metadata() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("format".to_string(), "pt".to_string()),
+        ("author".to_string(), "test".to_string()),
+    ])
+}
+
+fn loss(file: &SafetensorsFile, name: &str) -> f64 {
+    let t = file.tensor(name).unwrap();
+    let w = tensor_from_bytes(file.data(t), t.dtype, &t.shape, &candle_core::Device::Cpu).unwrap();
+    conv_similarity_value(&w.to_dtype(DType::F64).unwrap(), Variant::Paper).unwrap()
+}
+
+/// Checks an output against its input: convs changed with lower L_CS, all else byte-identical.
+fn check_output(input: &Path, output: &Path, convs: &[&str]) {
+    let a = SafetensorsFile::open(input).unwrap();
+    let b = SafetensorsFile::open(output).unwrap();
+    assert_eq!(a.tensors().len(), b.tensors().len());
+    for ta in a.tensors() {
+        let tb = b
+            .tensor(&ta.name)
+            .unwrap_or_else(|| panic!("{} missing", ta.name));
+        assert_eq!((ta.dtype, &ta.shape), (tb.dtype, &tb.shape), "{}", ta.name);
+        if convs.contains(&ta.name.as_str()) {
+            assert_ne!(a.data(ta), b.data(tb), "{} unchanged", ta.name);
+            assert!(
+                loss(&b, &ta.name) < loss(&a, &ta.name),
+                "{} L_CS not lower",
+                ta.name
+            );
+        } else {
+            assert_eq!(a.data(ta), b.data(tb), "{} not byte-identical", ta.name);
+        }
+    }
+}
+
+fn no_outputs(dir: &Path, keep: &[&str]) {
+    let left: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !keep.contains(&n.as_str()))
+        .collect();
+    assert!(left.is_empty(), "unexpected files left behind: {left:?}");
+}
+
+#[test]
+fn optimizes_convs_and_copies_everything_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("net.safetensors");
+    write(&input, Some(&user_metadata()), &small_network(Dtype::F32));
+    let before = std::fs::read(&input).unwrap();
+    let out = cs_init(&["net.safetensors", "--iters", "50"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&input).unwrap(), before, "input modified");
+    let output = dir.path().join("net.cs.safetensors");
+    check_output(
+        &input,
+        &output,
+        &["conv1.weight", "conv2.weight", "proj.weight"],
+    );
+
+    let file = SafetensorsFile::open(&output).unwrap();
+    let meta = file.metadata().unwrap();
+    assert_eq!(meta["author"], "test");
+    assert_eq!(meta["format"], "pt");
+    assert_eq!(meta["cs_init.iters"], "50");
+    assert_eq!(meta["cs_init.variant"], "paper");
+    assert_eq!(meta["cs_init.optimizer"], "adam");
+    assert_eq!(meta["cs_init.lr"], "0.001");
+    assert_eq!(meta["cs_init.seed"], "0");
+    assert!(meta["cs_init.command"].contains("--iters 50"));
+
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("net.cs.report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["schema_version"], 1);
+    let layers = report["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 3);
+    let proj = layers.iter().find(|l| l["name"] == "proj.weight").unwrap();
+    assert_eq!(proj["kind"], "pointwise");
+    for l in layers {
+        assert_eq!(l["status"], "optimized");
+        assert!(l["loss_after"].as_f64().unwrap() < l["loss_before"].as_f64().unwrap());
+        assert_eq!(l["curve"]["loss"].as_array().unwrap().len(), 51);
+        assert!(l["norm_ratio"]["mean"].as_f64().unwrap() > 0.0);
+        for key in [
+            "scale_free_before",
+            "scale_free_after",
+            "kernel_cosine_before",
+            "kernel_cosine_after",
+            "seconds",
+        ] {
+            assert!(l[key].is_number(), "{key}");
+        }
+    }
+    assert_eq!(report["totals"]["optimized"], 3);
+}
+
+#[test]
+fn half_precision_dtypes_are_preserved() {
+    for (dtype, name) in [
+        (Dtype::F16, "f16"),
+        (Dtype::BF16, "bf16"),
+        (Dtype::F64, "f64"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join(format!("{name}.safetensors"));
+        write(&input, None, &small_network(dtype));
+        let out = cs_init(
+            &[input.to_str().unwrap(), "--iters", "30", "-q"],
+            dir.path(),
+        );
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        check_output(
+            &input,
+            &dir.path().join(format!("{name}.cs.safetensors")),
+            &["conv1.weight", "conv2.weight", "proj.weight"],
+        );
+    }
+}
+
+#[test]
+fn runs_are_deterministic() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        &dir.path().join("net.safetensors"),
+        None,
+        &small_network(Dtype::F32),
+    );
+    let run = || {
+        let out = cs_init(&["net.safetensors", "--force", "-q"], dir.path());
+        assert!(out.status.success(), "{}", stderr(&out));
+        std::fs::read(dir.path().join("net.cs.safetensors")).unwrap()
+    };
+    assert_eq!(run(), run());
+}
+
+#[test]
+fn selection_flags_choose_the_tensors() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("net.safetensors");
+    write(&input, None, &small_network(Dtype::F32));
+    let cases: [(&[&str], &[&str]); 3] = [
+        (&["--skip-pointwise"], &["conv1.weight", "conv2.weight"]),
+        (&["--include", "conv"], &["conv1.weight", "conv2.weight"]),
+        (
+            &["--exclude", "^conv1", "--exclude", "proj"],
+            &["conv2.weight"],
+        ),
+    ];
+    for (flags, convs) in cases {
+        let mut args = vec!["net.safetensors", "--iters", "10", "-q", "--force"];
+        args.extend_from_slice(flags);
+        let out = cs_init(&args, dir.path());
+        assert!(out.status.success(), "{flags:?}: {}", stderr(&out));
+        check_output(&input, &dir.path().join("net.cs.safetensors"), convs);
+    }
+}
+
+#[test]
+fn hwio_kernels_get_the_same_result_as_their_oihw_transpose() {
+    let dir = tempfile::tempdir().unwrap();
+    let oihw = common::kaiming(&[12, 4, 3, 5], 9);
+    let hwio = oihw.permute((2, 3, 1, 0)).unwrap().contiguous().unwrap();
+    let entry = |t: &Tensor| {
+        vec![(
+            "k.weight".to_string(),
+            Dtype::F32,
+            t.dims().to_vec(),
+            tensor_to_bytes(t).unwrap(),
+        )]
+    };
+    write(&dir.path().join("a.safetensors"), None, &entry(&oihw));
+    write(&dir.path().join("b.safetensors"), None, &entry(&hwio));
+    assert!(cs_init(&["a.safetensors", "-q"], dir.path())
+        .status
+        .success());
+    let out = cs_init(&["b.safetensors", "--layout", "hwio", "-q"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let read = |n: &str| {
+        let f = SafetensorsFile::open(&dir.path().join(n)).unwrap();
+        let t = f.tensor("k.weight").unwrap();
+        tensor_from_bytes(f.data(t), t.dtype, &t.shape, &candle_core::Device::Cpu).unwrap()
+    };
+    let a = read("a.cs.safetensors");
+    let b = read("b.cs.safetensors").permute((3, 2, 0, 1)).unwrap();
+    assert_eq!(common::values(&a), common::values(&b));
+}
+
+#[test]
+fn nan_layers_are_skipped_and_diverging_layers_keep_their_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut tensors = small_network(Dtype::F32);
+    let mut nan = common::kaiming(&[8, 3, 3, 3], 1)
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    nan[5] = f32::NAN;
+    tensors[0].3 = nan.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let input = dir.path().join("net.safetensors");
+    write(&input, None, &tensors);
+    let out = cs_init(&["net.safetensors", "--iters", "20", "--json"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let conv1 = &summary["layers"][0];
+    assert_eq!(conv1["status"], "skipped");
+    assert!(conv1["reason"].as_str().unwrap().contains("NaN"));
+    check_output(
+        &input,
+        &dir.path().join("net.cs.safetensors"),
+        &["conv2.weight", "proj.weight"],
+    );
+
+    // SGD with a huge step makes the quartic loss blow up: exit 3, everything still written.
+    let out = cs_init(
+        &[
+            "net.safetensors",
+            "--optimizer",
+            "sgd",
+            "--lr",
+            "1e6",
+            "--force",
+            "-q",
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let a = SafetensorsFile::open(&input).unwrap();
+    let b = SafetensorsFile::open(&dir.path().join("net.cs.safetensors")).unwrap();
+    for t in a.tensors() {
+        assert_eq!(a.data(t), b.data(b.tensor(&t.name).unwrap()), "{}", t.name);
+    }
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("net.cs.report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["totals"]["diverged"], 2);
+}
+
+#[test]
+fn sharded_input_gives_sharded_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    let tensors = small_network(Dtype::F32);
+    let (first, second) = tensors.split_at(3);
+    write(
+        &model.join("model-00001-of-00002.safetensors"),
+        Some(&user_metadata()),
+        first,
+    );
+    write(
+        &model.join("model-00002-of-00002.safetensors"),
+        Some(&user_metadata()),
+        second,
+    );
+    let weight_map: BTreeMap<&str, &str> = tensors
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            (
+                t.0.as_str(),
+                if i < 3 {
+                    "model-00001-of-00002.safetensors"
+                } else {
+                    "model-00002-of-00002.safetensors"
+                },
+            )
+        })
+        .collect();
+    let total: usize = tensors.iter().map(|t| t.3.len()).sum();
+    let index = serde_json::json!({"metadata": {"total_size": total}, "weight_map": weight_map});
+    std::fs::write(
+        model.join("model.safetensors.index.json"),
+        index.to_string(),
+    )
+    .unwrap();
+
+    let out = cs_init(&["model", "--iters", "20", "-q"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let output = dir.path().join("model.cs");
+    for shard in [
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+    ] {
+        let convs: &[&str] = if shard.contains("00001") {
+            &["conv1.weight"]
+        } else {
+            &["conv2.weight", "proj.weight"]
+        };
+        check_output(&model.join(shard), &output.join(shard), convs);
+    }
+    let written: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(output.join("model.safetensors.index.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(written["weight_map"], index["weight_map"]);
+    assert_eq!(written["metadata"]["total_size"], total);
+    assert!(dir.path().join("model.cs.report.json").is_file());
+
+    // The index file itself works as INPUT too.
+    let out = cs_init(
+        &[
+            "model/model.safetensors.index.json",
+            "-o",
+            "again",
+            "--iters",
+            "5",
+            "-q",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(dir
+        .path()
+        .join("again/model.safetensors.index.json")
+        .is_file());
+}
+
+/// A valid file's bytes, then broken in a given way.
+fn broken_inputs() -> Vec<(&'static str, Vec<u8>, &'static str)> {
+    let good = serialize(None, &small_network(Dtype::F32));
+    let header_len = u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
+    let header = String::from_utf8(good[8..8 + header_len].to_vec()).unwrap();
+    let with_header = |h: String| {
+        let mut h = h.into_bytes();
+        while !h.len().is_multiple_of(8) {
+            h.push(b' ');
+        }
+        let mut out = (h.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(&h);
+        out.extend_from_slice(&good[8 + header_len..]);
+        out
+    };
+    let mut huge_len = good.clone();
+    huge_len[..8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    // conv1.weight is first, at bytes [0, 864); bn1.weight follows at [864, 896).
+    assert!(header.contains("\"data_offsets\":[0,864]"));
+    let first = "\"data_offsets\":[0,864]";
+    let out_of_bounds = header.replacen(first, "\"data_offsets\":[99999136,100000000]", 1);
+    let overlapping = header.replacen(first, "\"data_offsets\":[16,880]", 1);
+    vec![
+        (
+            "empty.safetensors",
+            vec![],
+            "shorter than the 8-byte header length",
+        ),
+        (
+            "text.safetensors",
+            b"hello, this is not a checkpoint".to_vec(),
+            "claims",
+        ),
+        (
+            "truncated.safetensors",
+            good[..good.len() - 100].to_vec(),
+            "extend beyond the data section",
+        ),
+        ("headerlen.safetensors", huge_len, "claims"),
+        (
+            "json.safetensors",
+            with_header("{\"a\": [1, 2".into()),
+            "not a JSON object",
+        ),
+        (
+            "bounds.safetensors",
+            with_header(out_of_bounds),
+            "data_offsets",
+        ),
+        ("overlap.safetensors", with_header(overlapping), "overlap"),
+        ("zip.pth", b"PK\x03\x04 rest of a zip".to_vec(), "zip"),
+    ]
+}
+
+#[test]
+fn bad_inputs_fail_clearly_and_write_nothing() {
+    for (name, bytes, expected) in broken_inputs() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(name), &bytes).unwrap();
+        let out = cs_init(&[name, "-o", "out.safetensors"], dir.path());
+        assert_eq!(out.status.code(), Some(1), "{name}");
+        let err = stderr(&out);
+        assert!(
+            err.contains(name) && err.contains(expected),
+            "{name}: {err}"
+        );
+        no_outputs(dir.path(), &[name]);
+    }
+}
+
+#[test]
+fn other_bad_inputs_fail_clearly_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["missing.safetensors"], "no such file"),
+        (vec!["nets"], "without model.safetensors.index.json"),
+        (vec!["shards"], "does not exist"),
+        (vec!["noconv.safetensors"], "no conv layer"),
+        (
+            vec!["net.safetensors", "-o", "net.safetensors"],
+            "would overwrite the input",
+        ),
+        (
+            vec!["net.safetensors", "-o", "taken.safetensors"],
+            "already exists",
+        ),
+        (
+            vec!["net.safetensors", "--plot", "curves.pdf"],
+            ".svg or .png",
+        ),
+        (vec!["net.safetensors", "--momentum", "0.9"], "--momentum"),
+        (vec!["net.safetensors", "--lr=-1"], "lr"),
+    ];
+    write(&d.join("net.safetensors"), None, &small_network(Dtype::F32));
+    write(
+        &d.join("noconv.safetensors"),
+        None,
+        &small_network(Dtype::F32)[1..3],
+    );
+    std::fs::write(d.join("taken.safetensors"), b"precious").unwrap();
+    std::fs::create_dir(d.join("nets")).unwrap();
+    std::fs::create_dir(d.join("shards")).unwrap();
+    std::fs::write(
+        d.join("shards/model.safetensors.index.json"),
+        r#"{"weight_map": {"conv1.weight": "model-00001-of-00002.safetensors"}}"#,
+    )
+    .unwrap();
+    let keep = [
+        "net.safetensors",
+        "noconv.safetensors",
+        "taken.safetensors",
+        "nets",
+        "shards",
+    ];
+    for (args, expected) in cases {
+        let out = cs_init(&args, d);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(expected),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        no_outputs(d, &keep);
+    }
+    assert_eq!(
+        std::fs::read(d.join("taken.safetensors")).unwrap(),
+        b"precious"
+    );
+    let out = cs_init(&["net.safetensors", "--iters"], d);
+    assert_eq!(out.status.code(), Some(2), "usage errors exit with 2");
+}
+
+#[test]
+fn plan_inspect_and_json_output() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        &dir.path().join("net.safetensors"),
+        None,
+        &small_network(Dtype::F32),
+    );
+    let out = cs_init(&["plan", "net.safetensors", "--skip-pointwise"], dir.path());
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("skipped by --skip-pointwise") && text.contains("rank 2"),
+        "{text}"
+    );
+    let out = cs_init(&["plan", "net.safetensors", "--json"], dir.path());
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["optimized"], 3);
+    assert_eq!(plan["tensors"].as_array().unwrap().len(), 6);
+
+    let out = cs_init(&["inspect", "net.safetensors", "--json"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let inspect: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let layers = inspect["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 3);
+    let file = SafetensorsFile::open(&dir.path().join("net.safetensors")).unwrap();
+    let expected = loss(&file, "conv2.weight");
+    let got = layers[1]["loss"].as_f64().unwrap();
+    assert!((got - expected).abs() < 1e-4 * expected);
+    no_outputs(dir.path(), &["net.safetensors"]);
+
+    let out = cs_init(&["check", "net.safetensors"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn new_writes_torchvision_resnet18_and_the_builtin_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cs_init(
+        &["new", "resnet18", "-o", "r18.safetensors", "--seed", "3"],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let file = SafetensorsFile::open(&dir.path().join("r18.safetensors")).unwrap();
+    assert_eq!(file.tensors().len(), 122);
+    let t = file.tensor("layer4.1.bn2.num_batches_tracked").unwrap();
+    assert_eq!((t.dtype, t.shape.clone()), (Dtype::I64, vec![]));
+    assert_eq!(file.tensor("fc.weight").unwrap().shape, vec![1000, 512]);
+    let out = cs_init(&["new", "resnet18", "-o", "r18.safetensors"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+
+    let out = cs_init(
+        &["cnn1", "--iters", "10", "--json", "--plot", "curves.svg"],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["totals"]["optimized"], 4);
+    assert!(dir.path().join("cnn1.cs.safetensors").is_file());
+    let svg = std::fs::read_to_string(dir.path().join("curves.svg")).unwrap();
+    assert!(svg.contains("conv4.weight"));
+}
+
+/// `../shared/data/checkpoints`, present in CI and in developer checkouts, absent in user clones.
+fn shared_checkpoints() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/checkpoints");
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "skipped: {} is absent (only developer checkouts and CI have it)",
+            dir.display()
+        );
+        None
+    }
+}
+
+#[test]
+fn real_pretrained_resnet20_and_tinygrad_checkpoints() {
+    let Some(shared) = shared_checkpoints() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let resnet20 = shared.join("resnet20-cifar10.safetensors");
+    let out = cs_init(
+        &[resnet20.to_str().unwrap(), "-o", "r20.safetensors", "-q"],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let input = SafetensorsFile::open(&resnet20).unwrap();
+    let convs: Vec<&str> = input
+        .tensors()
+        .iter()
+        .filter(|t| t.shape.len() == 4)
+        .map(|t| t.name.as_str())
+        .collect();
+    assert_eq!(convs.len(), 19);
+    check_output(&resnet20, &dir.path().join("r20.safetensors"), &convs);
+    let meta = SafetensorsFile::open(&dir.path().join("r20.safetensors"))
+        .unwrap()
+        .metadata()
+        .unwrap()
+        .clone();
+    assert_eq!(meta["format"], "pt");
+
+    let tinygrad = shared.join("tinygrad-mnist-cnn.safetensors");
+    let out = cs_init(
+        &[tinygrad.to_str().unwrap(), "-o", "tg.safetensors", "-q"],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let input = SafetensorsFile::open(&tinygrad).unwrap();
+    let convs: Vec<&str> = input
+        .tensors()
+        .iter()
+        .filter(|t| t.shape.len() == 4)
+        .map(|t| t.name.as_str())
+        .collect();
+    assert_eq!(convs.len(), 4);
+    check_output(&tinygrad, &dir.path().join("tg.safetensors"), &convs);
+}
