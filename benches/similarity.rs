@@ -1,8 +1,9 @@
 //! Benchmarks of the L_CS engines, printed as Markdown for docs/benchmarks.md.
 //!
 //! `cargo bench --bench similarity` runs everything; `-- --iters N` changes the iteration count of
-//! the ResNet-18 runs (default 200), `-- --portable-iters N` the portable path's (default 20; its
-//! time per iteration is steady after the first), `-- --quick` skips the literal and the portable runs.
+//! the ResNet-18 runs (default 200), `-- --portable-iters N` the portable path's (default 200; with
+//! equal counts the weight updates of the two engines are compared), `-- --quick` skips the
+//! literal and the portable runs.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -148,44 +149,87 @@ fn resnet18(iterations: usize, portable_iterations: Option<usize>) {
         .enumerate()
         .map(|(i, d)| weight(d, i as u64))
         .collect();
-    let run = |engine: Engine, iterations: usize| -> (f64, Vec<f64>) {
+    let run = |engine: Engine, iterations: usize| -> (f64, Vec<f64>, Vec<Tensor>) {
         let settings = Settings {
             iterations,
             ..Settings::default()
         };
         let mut per_layer = Vec::new();
+        let mut results = Vec::new();
         let start = Instant::now();
         for w in &weights {
             let t = Instant::now();
             let out = minimize(w, &settings, engine, &mut |_, _| {}).unwrap();
             assert!(!out.trace.diverged);
             per_layer.push(t.elapsed().as_secs_f64());
+            results.push(out.weight);
         }
-        (start.elapsed().as_secs_f64(), per_layer)
+        (start.elapsed().as_secs_f64(), per_layer, results)
     };
     run(Engine::Fused, 5); // warm-up
-    let (fused_s, fused_layers) = run(Engine::Fused, iterations);
+    let (fused_s, fused_layers, fused_weights) = run(Engine::Fused, iterations);
     println!("| engine | iterations | total s | ms per iteration |");
     println!("|---|---|---|---|");
     println!(
         "| fused | {iterations} | {fused_s:.2} | {:.2} |",
         fused_s * 1e3 / iterations as f64
     );
+    let mut differences = None;
     if let Some(n) = portable_iterations {
-        let (portable_s, _) = run(Engine::Portable, n);
+        let (portable_s, _, portable_weights) = run(Engine::Portable, n);
         println!(
             "| portable | {n} | {portable_s:.2} | {:.1} ({:.1}x the fused engine) |",
             portable_s * 1e3 / n as f64,
             (portable_s / n as f64) / (fused_s / iterations as f64)
         );
+        if n == iterations {
+            differences = Some(update_differences(
+                &weights,
+                &fused_weights,
+                &portable_weights,
+            ));
+        }
     }
-    println!("\nPer layer, fused engine:\n");
-    println!("| layer | shape | ms per iteration |");
-    println!("|---|---|---|");
+    println!(
+        "\nPer layer, fused engine (and, with equal iteration counts, how far its weight update is"
+    );
+    println!("from the portable path's: `||Δ_fused - Δ_portable|| / ||Δ_portable||`):\n");
+    println!("| layer | shape | ms per iteration | update difference |");
+    println!("|---|---|---|---|");
     for (i, (dims, s)) in resnet18_shapes().iter().zip(&fused_layers).enumerate() {
-        println!("| {i} | {dims:?} | {:.3} |", s * 1e3 / iterations as f64);
+        let diff = differences
+            .as_ref()
+            .map_or("-".to_string(), |d| format!("{:.1e}", d[i]));
+        println!(
+            "| {i} | {dims:?} | {:.3} | {diff} |",
+            s * 1e3 / iterations as f64
+        );
     }
     println!();
+}
+
+fn update_differences(start: &[Tensor], a: &[Tensor], b: &[Tensor]) -> Vec<f64> {
+    let flat = |t: &Tensor| {
+        t.to_dtype(DType::F64)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap()
+    };
+    start
+        .iter()
+        .zip(a.iter().zip(b))
+        .map(|(s, (a, b))| {
+            let (s, a, b) = (flat(s), flat(a), flat(b));
+            let (mut diff, mut norm) = (0.0, 0.0);
+            for ((s, a), b) in s.iter().zip(&a).zip(&b) {
+                diff += ((a - s) - (b - s)) * ((a - s) - (b - s));
+                norm += (b - s) * (b - s);
+            }
+            (diff / norm).sqrt()
+        })
+        .collect()
 }
 
 fn memory() {

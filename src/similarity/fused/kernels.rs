@@ -18,6 +18,8 @@ pub(super) struct LayerShape {
     pub channels: usize,
     pub positions: usize,
     pub pairs: Vec<PositionPair>,
+    /// Half-shift index of every ordered position pair `(p, q)`, `[P][P]`.
+    pub shift_of: Vec<u32>,
     /// Same-channel variants keep one autocorrelation per channel: `[H][C]` instead of `[H]`.
     pub per_channel: bool,
     pub adjacent: bool,
@@ -46,10 +48,12 @@ pub(super) struct FilterJob<'a, T> {
     pub scratch: &'a mut Scratch<T>,
 }
 
-/// Per-thread scratch: the filter's gradient and its gradient weights `G_i`.
+/// Per-thread scratch: the filter's gradient, its gradient weights `G_i`, and `G_i` spread over
+/// position pairs.
 pub(super) struct Scratch<T> {
     pub gradient: Vec<T>,
     pub gradient_weights: Vec<T>,
+    pub pair_weights: Vec<T>,
 }
 
 impl<T: Real> Scratch<T> {
@@ -57,6 +61,7 @@ impl<T: Real> Scratch<T> {
         Self {
             gradient: vec![T::zero(); shape.positions * shape.channels],
             gradient_weights: vec![T::zero(); shape.record_len],
+            pair_weights: vec![T::zero(); shape.positions * shape.positions],
         }
     }
 }
@@ -110,20 +115,23 @@ impl Isa {
     }
 
     /// The L_CS gradient of one filter from its (already doubled) gradient weights.
+    /// `pair_weights` is `[P][P]` scratch.
     pub fn gradient<T: Real>(
         self,
         shape: &LayerShape,
         rows: &[T],
         weights: &[T],
+        pair_weights: &mut [T],
         gradient: &mut [T],
     ) {
+        let pw = pair_weights;
         match self {
-            Isa::Baseline => gradient_of(shape, rows, weights, gradient),
+            Isa::Baseline => gradient_of(shape, rows, weights, pw, gradient),
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { avx2::gradient_of(shape, rows, weights, gradient) },
+            Isa::Avx2 => unsafe { avx2::gradient_of(shape, rows, weights, pw, gradient) },
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { avx512::gradient_of(shape, rows, weights, gradient) },
+            Isa::Avx512 => unsafe { avx512::gradient_of(shape, rows, weights, pw, gradient) },
         }
     }
 }
@@ -156,9 +164,10 @@ macro_rules! compiled_for {
                 shape: &LayerShape,
                 rows: &[T],
                 weights: &[T],
+                pair_weights: &mut [T],
                 gradient: &mut [T],
             ) {
-                super::gradient_of(shape, rows, weights, gradient)
+                super::gradient_of(shape, rows, weights, pair_weights, gradient)
             }
         }
     };
@@ -196,7 +205,13 @@ fn step_filter<T: Real>(inputs: &IterationInputs<T>, job: FilterJob<T>) {
             *g = two * (t - r);
         }
     }
-    gradient_of(shape, weights, g, &mut scratch.gradient);
+    gradient_of(
+        shape,
+        weights,
+        g,
+        &mut scratch.pair_weights,
+        &mut scratch.gradient,
+    );
     inputs.update.apply(weights, state, &scratch.gradient);
     if let Some(norms) = inputs.norms {
         let norm = sum_of_squares(weights).sqrt();
@@ -223,26 +238,80 @@ fn autocorrelate<T: Real>(shape: &LayerShape, rows: &[T], record: &mut [T]) {
     }
 }
 
-/// `grad_p = sum_q G[shift(p, q)] row_q`, each pair contributing to both of its rows.
+/// `grad_p = sum_q G[shift(p, q)] row_q`.
+///
+/// With one weight per shift (all-channel variants) the gradient is computed a block of
+/// [`LANES`] channels at a time: each output block is accumulated in registers over all `q` and
+/// stored once, instead of being read and written once per position pair.
 #[inline(always)]
-fn gradient_of<T: Real>(shape: &LayerShape, rows: &[T], weights: &[T], gradient: &mut [T]) {
-    let c = shape.channels;
-    gradient.fill(T::zero());
-    for pair in &shape.pairs {
-        let (p, q, h) = (pair.p as usize, pair.q as usize, pair.shift as usize);
-        let (row_p, row_q) = (&rows[p * c..(p + 1) * c], &rows[q * c..(q + 1) * c]);
-        if shape.per_channel {
+fn gradient_of<T: Real>(
+    shape: &LayerShape,
+    rows: &[T],
+    weights: &[T],
+    pair_weights: &mut [T],
+    gradient: &mut [T],
+) {
+    let (c, positions) = (shape.channels, shape.positions);
+    if shape.per_channel {
+        gradient.fill(T::zero());
+        for pair in &shape.pairs {
+            let (p, q, h) = (pair.p as usize, pair.q as usize, pair.shift as usize);
+            let (row_p, row_q) = (&rows[p * c..(p + 1) * c], &rows[q * c..(q + 1) * c]);
             let g = &weights[h * c..(h + 1) * c];
             mul_add_assign(&mut gradient[p * c..(p + 1) * c], g, row_q);
             if p != q {
                 mul_add_assign(&mut gradient[q * c..(q + 1) * c], g, row_p);
             }
-        } else {
-            let g = weights[h];
-            axpy(&mut gradient[p * c..(p + 1) * c], g, row_q);
-            if p != q {
-                axpy(&mut gradient[q * c..(q + 1) * c], g, row_p);
+        }
+        return;
+    }
+    for (w, &h) in pair_weights.iter_mut().zip(&shape.shift_of) {
+        *w = weights[h as usize];
+    }
+    let full = c - c % LANES;
+    for start in (0..full).step_by(LANES) {
+        // Four output positions at a time: four independent accumulator chains share each load.
+        let mut p = 0;
+        while p + 4 <= positions {
+            let mut acc = [[T::zero(); LANES]; 4];
+            for q in 0..positions {
+                let row = &rows[q * c + start..q * c + start + LANES];
+                for (k, acc) in acc.iter_mut().enumerate() {
+                    let h = pair_weights[(p + k) * positions + q];
+                    for l in 0..LANES {
+                        acc[l] += h * row[l];
+                    }
+                }
             }
+            for (k, acc) in acc.iter().enumerate() {
+                gradient[(p + k) * c + start..(p + k) * c + start + LANES].copy_from_slice(acc);
+            }
+            p += 4;
+        }
+        for p in p..positions {
+            let mut acc = [T::zero(); LANES];
+            for (q, &h) in pair_weights[p * positions..(p + 1) * positions]
+                .iter()
+                .enumerate()
+            {
+                let row = &rows[q * c + start..q * c + start + LANES];
+                for l in 0..LANES {
+                    acc[l] += h * row[l];
+                }
+            }
+            gradient[p * c + start..p * c + start + LANES].copy_from_slice(&acc);
+        }
+    }
+    for ch in full..c {
+        for p in 0..positions {
+            let mut acc = T::zero();
+            for (q, &h) in pair_weights[p * positions..(p + 1) * positions]
+                .iter()
+                .enumerate()
+            {
+                acc += h * rows[q * c + ch];
+            }
+            gradient[p * c + ch] = acc;
         }
     }
 }
@@ -262,13 +331,6 @@ fn dot<T: Real>(a: &[T], b: &[T]) -> T {
         tail += x * y;
     }
     acc.iter().fold(tail, |s, &x| s + x)
-}
-
-#[inline(always)]
-fn axpy<T: Real>(y: &mut [T], alpha: T, x: &[T]) {
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y += alpha * x;
-    }
 }
 
 #[inline(always)]

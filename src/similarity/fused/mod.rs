@@ -137,6 +137,7 @@ impl<T: Real> Layer<T> {
                 shifts.half_len()
             },
             pairs: shifts.pairs().to_vec(),
+            shift_of: shift_of(&shifts, p),
             per_channel,
             adjacent: variant.adjacent_only(),
         };
@@ -252,8 +253,9 @@ impl<T: Real> Layer<T> {
             .zip(gradient.par_chunks_mut(self.filter_len()))
             .enumerate()
             .for_each_init(
-                || vec![T::zero(); len],
-                |g, (i, (rows, out))| {
+                || Scratch::new(shape),
+                |scratch, (i, (rows, out))| {
+                    let g = &mut scratch.gradient_weights;
                     for (k, g) in g.iter_mut().enumerate() {
                         let r = |j: usize| records[j * len + k];
                         *g = two
@@ -264,11 +266,22 @@ impl<T: Real> Layer<T> {
                                 total[k] - r(i)
                             };
                     }
-                    isa.gradient(shape, rows, g, out);
+                    isa.gradient(shape, rows, g, &mut scratch.pair_weights, out);
                 },
             );
         (loss, gradient)
     }
+}
+
+/// The half-shift index of every ordered position pair, `[P][P]`.
+fn shift_of(shifts: &ShiftTable, positions: usize) -> Vec<u32> {
+    let mut table = vec![0; positions * positions];
+    for pair in shifts.pairs() {
+        let (p, q) = (pair.p as usize, pair.q as usize);
+        table[p * positions + q] = pair.shift;
+        table[q * positions + p] = pair.shift;
+    }
+    table
 }
 
 /// L_CS of a PyTorch-layout weight, in f64.
