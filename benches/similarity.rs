@@ -291,7 +291,7 @@ fn main() {
     }
     resnet18(
         value("--iters", 200),
-        (!quick).then(|| value("--portable-iters", 20)),
+        (!quick).then(|| value("--portable-iters", 200)),
     );
     memory();
 }
