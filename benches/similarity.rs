@@ -35,14 +35,13 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOCATOR: Counting = Counting;
 
 fn resnet18_shapes() -> Vec<Vec<usize>> {
-    let mut shapes = vec![vec![64, 3, 7, 7]];
-    shapes.extend(std::iter::repeat_n(vec![64, 64, 3, 3], 4));
-    for (c, prev) in [(128, 64), (256, 128), (512, 256)] {
-        shapes.push(vec![c, prev, 3, 3]);
-        shapes.extend(std::iter::repeat_n(vec![c, c, 3, 3], 3));
-        shapes.push(vec![c, prev, 1, 1]);
-    }
-    shapes
+    cs_init::arch::Architecture::Resnet18
+        .tensors(0)
+        .unwrap()
+        .into_iter()
+        .map(|(_, t)| t.dims().to_vec())
+        .filter(|dims| dims.len() == 4)
+        .collect()
 }
 
 fn weight(dims: &[usize], seed: u64) -> Tensor {

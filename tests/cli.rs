@@ -613,41 +613,27 @@ fn real_pretrained_resnet20_and_tinygrad_checkpoints() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let resnet20 = shared.join("resnet20-cifar10.safetensors");
-    let out = cs_init(
-        &[resnet20.to_str().unwrap(), "-o", "r20.safetensors", "-q"],
-        dir.path(),
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let input = SafetensorsFile::open(&resnet20).unwrap();
-    let convs: Vec<&str> = input
-        .tensors()
-        .iter()
-        .filter(|t| t.shape.len() == 4)
-        .map(|t| t.name.as_str())
-        .collect();
-    assert_eq!(convs.len(), 19);
-    check_output(&resnet20, &dir.path().join("r20.safetensors"), &convs);
-    let meta = SafetensorsFile::open(&dir.path().join("r20.safetensors"))
-        .unwrap()
-        .metadata()
-        .unwrap()
-        .clone();
-    assert_eq!(meta["format"], "pt");
-
-    let tinygrad = shared.join("tinygrad-mnist-cnn.safetensors");
-    let out = cs_init(
-        &[tinygrad.to_str().unwrap(), "-o", "tg.safetensors", "-q"],
-        dir.path(),
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let input = SafetensorsFile::open(&tinygrad).unwrap();
-    let convs: Vec<&str> = input
-        .tensors()
-        .iter()
-        .filter(|t| t.shape.len() == 4)
-        .map(|t| t.name.as_str())
-        .collect();
-    assert_eq!(convs.len(), 4);
-    check_output(&tinygrad, &dir.path().join("tg.safetensors"), &convs);
+    // ResNet-20 was converted by PyTorch (`format: pt` metadata); tinygrad's file has none.
+    for (file, conv_count, format) in [
+        ("resnet20-cifar10.safetensors", 19, Some("pt")),
+        ("tinygrad-mnist-cnn.safetensors", 4, None),
+    ] {
+        let input = shared.join(file);
+        let out = cs_init(&[input.to_str().unwrap(), "-o", file, "-q"], dir.path());
+        assert!(out.status.success(), "{file}: {}", stderr(&out));
+        let original = SafetensorsFile::open(&input).unwrap();
+        let convs: Vec<&str> = original
+            .tensors()
+            .iter()
+            .filter(|t| t.shape.len() == 4)
+            .map(|t| t.name.as_str())
+            .collect();
+        assert_eq!(convs.len(), conv_count, "{file}");
+        let output = dir.path().join(file);
+        check_output(&input, &output, &convs);
+        let written = SafetensorsFile::open(&output).unwrap();
+        let metadata = written.metadata().unwrap();
+        assert_eq!(metadata.get("format").map(String::as_str), format, "{file}");
+        assert_eq!(metadata["cs_init.iters"], "200");
+    }
 }

@@ -58,6 +58,20 @@ impl Input {
         }
     }
 
+    /// Opens every file of the input: one, or one per shard (sorted by name). Built-in
+    /// architectures are initialized from `seed`.
+    pub fn open(&self, seed: u64) -> Result<Vec<SafetensorsFile>> {
+        match self {
+            Input::File(path) => Ok(vec![SafetensorsFile::open(path)?]),
+            Input::BuiltIn(arch) => Ok(vec![built_in_file(*arch, seed)?]),
+            Input::Sharded(index) => index
+                .shards()
+                .iter()
+                .map(|s| SafetensorsFile::open(&index.shard_path(s)))
+                .collect(),
+        }
+    }
+
     /// The input's path on disk, if it has one (used to refuse writing over it).
     pub fn path(&self) -> Option<&Path> {
         match self {

@@ -12,16 +12,36 @@ use serde_json::{json, Map, Value};
 
 use super::{CheckpointError, Result};
 
-/// Gives a temporary file or directory the usual permissions of a new one: tempfile's default,
-/// 0600, would leave the output private to its owner after the rename.
-fn usual_permissions(builder: &mut tempfile::Builder, mode: u32) {
+/// The directory an output goes into (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// `.NAME.`: temporary names beside an output are hidden and say what they will become.
+fn hidden_prefix(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!(".{name}.")
+}
+
+/// A builder of temporary names `PREFIX.XXXXXX.partial` with the usual permissions of a new
+/// file or directory: tempfile's default, 0600, would leave the output private to its owner.
+fn temp_builder(prefix: &str, mode: u32) -> tempfile::Builder<'_, 'static> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(prefix).suffix(".partial");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         builder.permissions(std::fs::Permissions::from_mode(mode));
     }
     #[cfg(not(unix))]
-    let _ = (builder, mode);
+    let _ = mode;
+    builder
 }
 
 /// Temporary files not yet committed, for the Ctrl-C handler.
@@ -75,19 +95,9 @@ impl OutputFile {
         if !overwrite && path.exists() {
             return Err(CheckpointError::OutputExists { path: path.into() });
         }
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let prefix = format!(".{name}.");
-        let mut builder = tempfile::Builder::new();
-        builder.prefix(&prefix).suffix(".partial");
-        usual_permissions(&mut builder, 0o644);
-        let temp = builder
+        let dir = parent_dir(path);
+        let prefix = hidden_prefix(path);
+        let temp = temp_builder(&prefix, 0o644)
             .tempfile_in(dir)
             .map_err(|e| CheckpointError::io(dir, e))?;
         Ok(Self {
@@ -266,19 +276,9 @@ impl OutputDir {
             }
             check_replaceable(path)?;
         }
-        let parent = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let prefix = format!(".{name}.");
-        let mut builder = tempfile::Builder::new();
-        builder.prefix(&prefix).suffix(".partial");
-        usual_permissions(&mut builder, 0o755);
-        let temp = builder
+        let parent = parent_dir(path);
+        let prefix = hidden_prefix(path);
+        let temp = temp_builder(&prefix, 0o755)
             .tempdir_in(parent)
             .map_err(|e| CheckpointError::io(parent, e))?;
         Ok(Self {

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::output::Exit;
-use super::plan::open_all;
 use super::{input_arg, SelectionArgs, VariantArg};
 use crate::checkpoint::{tensor_from_bytes, Input};
 use crate::plan::plan;
@@ -40,7 +39,7 @@ pub fn run(args: CheckArgs, quiet: bool) -> anyhow::Result<Exit> {
     let variant: Variant = args.variant.into();
     let mut worst: f64 = 0.0;
     let mut checked = 0;
-    for file in open_all(&input, 0)? {
+    for file in input.open(0)? {
         for (tensor, entry) in file.tensors().iter().zip(plan(file.tensors(), &selection)) {
             if !entry.optimize {
                 continue;

@@ -6,7 +6,6 @@ use clap::Args;
 use serde::Serialize;
 
 use super::output::{print_json, Exit};
-use super::plan::open_all;
 use super::{input_arg, ExecutionArgs, SelectionArgs, VariantArg};
 use crate::checkpoint::{tensor_from_bytes, Input};
 use crate::metrics::LayerMetrics;
@@ -63,7 +62,7 @@ pub fn run(args: InspectArgs, quiet: bool) -> anyhow::Result<Exit> {
     let selection = args.selection.selection();
     let variant: Variant = args.variant.into();
     let mut layers = Vec::new();
-    for file in open_all(&input, args.seed)? {
+    for file in input.open(args.seed)? {
         for (tensor, entry) in file.tensors().iter().zip(plan(file.tensors(), &selection)) {
             let (Some(kind), true) = (entry.kind, entry.optimize) else {
                 continue;

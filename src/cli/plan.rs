@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::output::{print_json, Exit};
 use super::{input_arg, SelectionArgs};
-use crate::checkpoint::{built_in_file, Input, SafetensorsFile};
+use crate::checkpoint::Input;
 use crate::plan::{plan, PlanEntry};
 use crate::report::{plan_table, SCHEMA_VERSION};
 
@@ -33,23 +33,11 @@ struct PlanReport {
     tensors: Vec<PlanEntry>,
 }
 
-/// Opens every file of an input (one, or one per shard) with its name for display.
-pub(super) fn open_all(input: &Input, seed: u64) -> anyhow::Result<Vec<SafetensorsFile>> {
-    Ok(match input {
-        Input::File(path) => vec![SafetensorsFile::open(path)?],
-        Input::BuiltIn(arch) => vec![built_in_file(*arch, seed)?],
-        Input::Sharded(index) => index
-            .shards()
-            .iter()
-            .map(|s| SafetensorsFile::open(&index.shard_path(s)))
-            .collect::<Result<_, _>>()?,
-    })
-}
-
 pub fn run(args: PlanArgs) -> anyhow::Result<Exit> {
     let input = Input::resolve(&input_arg(&args.input)?)?;
     let selection = args.selection.selection();
-    let entries: Vec<PlanEntry> = open_all(&input, 0)?
+    let entries: Vec<PlanEntry> = input
+        .open(0)?
         .iter()
         .flat_map(|f| plan(f.tensors(), &selection))
         .collect();

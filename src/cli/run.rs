@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::output::{print_json, Exit};
 use super::progress::Progress;
 use super::{device, input_arg, ExecutionArgs, SelectionArgs, VariantArg};
-use crate::checkpoint::{built_in_file, Input, OutputDir, OutputFile, SafetensorsFile, INDEX_FILE};
+use crate::checkpoint::{Input, OutputDir, OutputFile, SafetensorsFile, ShardIndex, INDEX_FILE};
 use crate::minimize::{Engine, Settings};
 use crate::optim::{AdamConfig, OptimizerConfig, SgdConfig};
 use crate::pipeline::{process_file, Job};
@@ -158,90 +158,27 @@ pub fn run(args: RunArgs, quiet: bool) -> anyhow::Result<Exit> {
     let provenance = provenance(&settings, args.seed, &command_line);
     let mut progress = Progress::new(quiet || args.output.json);
 
+    let files = input.open(args.seed)?;
     let (tensors, layers) = match &input {
-        Input::File(path) => {
-            let file = SafetensorsFile::open(path)?;
-            write_single(
-                &file,
-                &selection,
-                &job,
-                &provenance,
-                &output,
-                args.output.force,
-                &mut progress,
-            )?
-        }
-        Input::BuiltIn(arch) => {
-            let file = built_in_file(*arch, args.seed)?;
-            write_single(
-                &file,
-                &selection,
-                &job,
-                &provenance,
-                &output,
-                args.output.force,
-                &mut progress,
-            )?
-        }
-        Input::Sharded(index) => {
-            let shards: Vec<SafetensorsFile> = index
-                .shards()
-                .iter()
-                .map(|s| SafetensorsFile::open(&index.shard_path(s)))
-                .collect::<Result<_, _>>()?;
-            for (name, shard) in index.weight_map() {
-                let file = &shards[index.shards().binary_search(shard).expect("shard listed")];
-                if file.tensor(name).is_none() {
-                    bail!(
-                        "{}: names '{name}' in {shard}, which has no such tensor",
-                        index.path().display()
-                    );
-                }
-            }
-            let plans: Vec<_> = shards
-                .iter()
-                .map(|f| plan(f.tensors(), &selection))
-                .collect();
-            let selected = plans.iter().flatten().filter(|e| e.optimize).count();
-            ensure_conv_layers(
-                selected,
-                plans.iter().flatten().map(|e| e.name.as_str()),
-                &index.dir().display().to_string(),
-            )?;
-            let dir = OutputDir::create(&output, args.output.force)?;
-            let mut layers = Vec::new();
-            let mut tensors = 0;
-            let mut position = (0, selected);
-            let mut total_size = 0;
-            for ((name, file), plan) in index.shards().iter().zip(&shards).zip(&plans) {
-                let metadata = merged_metadata(file.metadata(), &provenance);
-                let out = dir.file(name)?;
-                let (out, shard_layers) = process_file(
-                    file,
-                    plan,
-                    &job,
-                    Some(&metadata),
-                    out,
-                    &mut position,
-                    &mut progress,
-                )?;
-                out.into_inner()
-                    .map_err(|e| e.into_error())
-                    .with_context(|| format!("writing {name}"))?;
-                tensors += file.tensors().len();
-                total_size += file
-                    .tensors()
-                    .iter()
-                    .map(|t| t.end - t.begin)
-                    .sum::<usize>();
-                layers.extend(shard_layers);
-            }
-            let mut index_file = dir.file(INDEX_FILE)?;
-            std::io::Write::write_all(&mut index_file, index.to_json(total_size).as_bytes())?;
-            index_file.into_inner().map_err(|e| e.into_error())?;
-            dir.commit()?;
-            (tensors, layers)
-        }
+        Input::Sharded(index) => write_sharded(
+            index,
+            &files,
+            &selection,
+            &job,
+            &provenance,
+            &output,
+            args.output.force,
+            &mut progress,
+        )?,
+        _ => write_single(
+            &files[0],
+            &selection,
+            &job,
+            &provenance,
+            &output,
+            args.output.force,
+            &mut progress,
+        )?,
     };
     progress.finish();
 
@@ -371,6 +308,71 @@ fn write_single(
     )?;
     out.commit()?;
     Ok((file.tensors().len(), layers))
+}
+
+/// Processes a sharded checkpoint into an output directory with the same shards and index.
+#[allow(clippy::too_many_arguments)]
+fn write_sharded(
+    index: &ShardIndex,
+    shards: &[SafetensorsFile],
+    selection: &crate::plan::Selection,
+    job: &Job,
+    provenance: &BTreeMap<String, String>,
+    output: &Path,
+    force: bool,
+    progress: &mut Progress,
+) -> anyhow::Result<(usize, Vec<LayerReport>)> {
+    for (name, shard) in index.weight_map() {
+        let file = &shards[index.shards().binary_search(shard).expect("shard listed")];
+        if file.tensor(name).is_none() {
+            bail!(
+                "{}: names '{name}' in {shard}, which has no such tensor",
+                index.path().display()
+            );
+        }
+    }
+    let plans: Vec<_> = shards
+        .iter()
+        .map(|f| plan(f.tensors(), selection))
+        .collect();
+    let selected = plans.iter().flatten().filter(|e| e.optimize).count();
+    ensure_conv_layers(
+        selected,
+        plans.iter().flatten().map(|e| e.name.as_str()),
+        &index.dir().display().to_string(),
+    )?;
+    let dir = OutputDir::create(output, force)?;
+    let mut layers = Vec::new();
+    let mut position = (0, selected);
+    for ((name, file), plan) in index.shards().iter().zip(shards).zip(&plans) {
+        let metadata = merged_metadata(file.metadata(), provenance);
+        let out = dir.file(name)?;
+        let (out, shard_layers) = process_file(
+            file,
+            plan,
+            job,
+            Some(&metadata),
+            out,
+            &mut position,
+            progress,
+        )?;
+        out.into_inner()
+            .map_err(|e| e.into_error())
+            .with_context(|| format!("writing {name}"))?;
+        layers.extend(shard_layers);
+    }
+    // Dtypes and shapes are unchanged, so the total size is the input's.
+    let total_size = shards
+        .iter()
+        .flat_map(|f| f.tensors())
+        .map(|t| t.end - t.begin)
+        .sum();
+    let mut index_file = dir.file(INDEX_FILE)?;
+    std::io::Write::write_all(&mut index_file, index.to_json(total_size).as_bytes())?;
+    index_file.into_inner().map_err(|e| e.into_error())?;
+    dir.commit()?;
+    let tensors = shards.iter().map(|f| f.tensors().len()).sum();
+    Ok((tensors, layers))
 }
 
 fn ensure_conv_layers<'a>(

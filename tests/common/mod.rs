@@ -61,12 +61,11 @@ pub fn relative_norm(a: &[f64], b: &[f64]) -> f64 {
 
 /// The 20 conv weight shapes of torchvision's ResNet-18.
 pub fn resnet18_conv_shapes() -> Vec<Vec<usize>> {
-    let mut shapes = vec![vec![64, 3, 7, 7]];
-    shapes.extend(std::iter::repeat_n(vec![64, 64, 3, 3], 4));
-    for (c, prev) in [(128, 64), (256, 128), (512, 256)] {
-        shapes.push(vec![c, prev, 3, 3]);
-        shapes.extend(std::iter::repeat_n(vec![c, c, 3, 3], 3));
-        shapes.push(vec![c, prev, 1, 1]);
-    }
-    shapes
+    cs_init::arch::Architecture::Resnet18
+        .tensors(0)
+        .unwrap()
+        .into_iter()
+        .map(|(_, t)| t.dims().to_vec())
+        .filter(|dims| dims.len() == 4)
+        .collect()
 }
