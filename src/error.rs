@@ -21,6 +21,9 @@ pub enum Error {
 
     #[error("invalid optimizer setting: {0}")]
     InvalidOptimizer(String),
+
+    #[error("feature-map probe: {0}")]
+    Probe(String),
 }
 
 /// Result with the library's [`Error`].

@@ -29,7 +29,9 @@ pub mod minimize;
 pub mod optim;
 pub mod pipeline;
 pub mod plan;
+pub mod probe;
 pub mod report;
+pub mod reproduce;
 pub mod similarity;
 
 pub use error::{Error, Result};

@@ -16,15 +16,17 @@ use crate::checkpoint::{
 use crate::metrics::{LayerMetrics, NormRatio};
 use crate::minimize::{minimize, Engine, Settings};
 use crate::plan::{KernelLayout, PlanEntry};
+use crate::probe::Probe;
 use crate::report::{Curve, LayerReport, Status};
 
 /// How every layer is processed.
-#[derive(Debug, Clone)]
 pub struct Job {
     pub settings: Settings,
     pub engine: Engine,
     pub device: Device,
     pub layout: KernelLayout,
+    /// Measures feature-map similarity before and after, when set.
+    pub probe: Option<Probe>,
 }
 
 /// Hooks for progress display.
@@ -101,7 +103,8 @@ pub fn process_file<W: Write>(
             position.1,
             job.settings.iterations,
         );
-        let (report, new_bytes) = optimize_tensor(file, tensor, entry, kind, job, observer)?;
+        let (report, new_bytes) =
+            optimize_tensor(file, tensor, entry, kind, job, position.0 as u64, observer)?;
         writer
             .write_tensor(&tensor.name, new_bytes.as_deref().unwrap_or(bytes))
             .map_err(io)?;
@@ -118,8 +121,15 @@ fn optimize_tensor(
     entry: &PlanEntry,
     kind: crate::plan::ConvKind,
     job: &Job,
+    layer: u64,
     observer: &mut dyn Observer,
 ) -> Result<(LayerReport, Option<Vec<u8>>), CheckpointError> {
+    let probe = |w: &Tensor| -> Result<Option<f64>, CheckpointError> {
+        match &job.probe {
+            Some(p) => p.feature_cosine(w, layer).map_err(library),
+            None => Ok(None),
+        }
+    };
     let settings = &job.settings;
     let rank = tensor.shape.len();
     let stored = tensor_from_bytes(file.data(tensor), tensor.dtype, &tensor.shape, &job.device)?;
@@ -135,6 +145,7 @@ fn optimize_tensor(
     report.loss_before = Some(before.loss);
     report.scale_free_before = Some(before.scale_free);
     report.kernel_cosine_before = Some(before.kernel_cosine);
+    report.feature_cosine_before = probe(&weight)?;
 
     let start = Instant::now();
     let result = minimize(&weight, settings, job.engine, &mut |i, loss| {
@@ -165,6 +176,7 @@ fn optimize_tensor(
     report.loss_after = Some(after.loss);
     report.scale_free_after = Some(after.scale_free);
     report.kernel_cosine_after = Some(after.kernel_cosine);
+    report.feature_cosine_after = probe(&written)?;
     report.norm_ratio = Some(NormRatio::between(&weight, &written).map_err(library)?);
     Ok((report, Some(tensor_to_bytes(&new_stored)?)))
 }

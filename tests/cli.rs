@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
+use common::{check_output, loss, no_outputs, small_network, write};
 use cs_init::checkpoint::{serialize, tensor_from_bytes, tensor_to_bytes, Dtype, SafetensorsFile};
-use cs_init::similarity::{conv_similarity_value, Variant};
 
 fn cs_init(args: &[&str], dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cs-init"))
@@ -22,105 +22,11 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// A small network: two convs, a BN, a linear layer and an integer counter.
-fn small_network(dtype: Dtype) -> Vec<(String, Dtype, Vec<usize>, Vec<u8>)> {
-    let to = |t: Tensor| {
-        let t = t
-            .to_dtype(cs_init::checkpoint::candle_dtype(dtype).unwrap())
-            .unwrap();
-        tensor_to_bytes(&t).unwrap()
-    };
-    vec![
-        (
-            "conv1.weight".into(),
-            dtype,
-            vec![8, 3, 3, 3],
-            to(common::kaiming(&[8, 3, 3, 3], 1)),
-        ),
-        (
-            "bn1.weight".into(),
-            dtype,
-            vec![8],
-            to(common::kaiming(&[8, 1, 1], 2).flatten_all().unwrap()),
-        ),
-        (
-            "bn1.num_batches_tracked".into(),
-            Dtype::I64,
-            vec![],
-            7i64.to_le_bytes().to_vec(),
-        ),
-        (
-            "conv2.weight".into(),
-            dtype,
-            vec![16, 8, 3, 3],
-            to(common::kaiming(&[16, 8, 3, 3], 3)),
-        ),
-        (
-            "proj.weight".into(),
-            dtype,
-            vec![16, 8, 1, 1],
-            to(common::kaiming(&[16, 8, 1, 1], 4)),
-        ),
-        (
-            "fc.weight".into(),
-            dtype,
-            vec![10, 16],
-            to(common::kaiming(&[10, 16, 1], 5).flatten_from(1).unwrap()),
-        ),
-    ]
-}
-
-fn write(
-    path: &Path,
-    metadata: Option<&BTreeMap<String, String>>,
-    tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)],
-) {
-    std::fs::write(path, serialize(metadata, tensors)).unwrap();
-}
-
 fn user_metadata() -> BTreeMap<String, String> {
     BTreeMap::from([
         ("format".to_string(), "pt".to_string()),
         ("author".to_string(), "test".to_string()),
     ])
-}
-
-fn loss(file: &SafetensorsFile, name: &str) -> f64 {
-    let t = file.tensor(name).unwrap();
-    let w = tensor_from_bytes(file.data(t), t.dtype, &t.shape, &candle_core::Device::Cpu).unwrap();
-    conv_similarity_value(&w.to_dtype(DType::F64).unwrap(), Variant::Paper).unwrap()
-}
-
-/// Checks an output against its input: convs changed with lower L_CS, all else byte-identical.
-fn check_output(input: &Path, output: &Path, convs: &[&str]) {
-    let a = SafetensorsFile::open(input).unwrap();
-    let b = SafetensorsFile::open(output).unwrap();
-    assert_eq!(a.tensors().len(), b.tensors().len());
-    for ta in a.tensors() {
-        let tb = b
-            .tensor(&ta.name)
-            .unwrap_or_else(|| panic!("{} missing", ta.name));
-        assert_eq!((ta.dtype, &ta.shape), (tb.dtype, &tb.shape), "{}", ta.name);
-        if convs.contains(&ta.name.as_str()) {
-            assert_ne!(a.data(ta), b.data(tb), "{} unchanged", ta.name);
-            assert!(
-                loss(&b, &ta.name) < loss(&a, &ta.name),
-                "{} L_CS not lower",
-                ta.name
-            );
-        } else {
-            assert_eq!(a.data(ta), b.data(tb), "{} not byte-identical", ta.name);
-        }
-    }
-}
-
-fn no_outputs(dir: &Path, keep: &[&str]) {
-    let left: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| !keep.contains(&n.as_str()))
-        .collect();
-    assert!(left.is_empty(), "unexpected files left behind: {left:?}");
 }
 
 #[test]

@@ -2,6 +2,9 @@
 //! checkpoints with their index, and the resolution of the command line's INPUT.
 
 mod error;
+mod hub;
+mod pickle;
+mod pytorch;
 mod reader;
 mod sharded;
 mod source;
@@ -9,6 +12,8 @@ mod tensor_bytes;
 mod writer;
 
 pub use error::CheckpointError;
+pub use hub::{HubEnv, HubSource};
+pub use pytorch::{looks_like_pth, read_pth, PthCheckpoint, PthTensor};
 pub use reader::{SafetensorsFile, TensorInfo};
 pub use sharded::{ShardIndex, INDEX_FILE};
 pub use source::{built_in_bytes, built_in_file, Input};

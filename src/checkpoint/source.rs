@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::hub::{self, HubEnv, HubFiles, HubSource};
 use super::{
     serialize, tensor_to_bytes, CheckpointError, Dtype, Result, SafetensorsFile, ShardIndex,
     INDEX_FILE,
@@ -17,11 +18,22 @@ pub enum Input {
     Sharded(ShardIndex),
     /// A freshly initialized built-in network.
     BuiltIn(Architecture),
+    /// A checkpoint of the Hugging Face Hub, resolved to cached files (a `File` or `Sharded`).
+    Hub(HubSource, Box<Input>),
 }
 
 impl Input {
-    /// Resolves INPUT: an existing path first, then a built-in architecture name.
-    pub fn resolve(input: &str) -> Result<Self> {
+    /// Resolves INPUT: an `hf://` reference (fetched into the Hub cache, with download progress
+    /// on stderr when `progress`), an existing path, then a built-in architecture name.
+    pub fn resolve(input: &str, progress: bool) -> Result<Self> {
+        if let Some(source) = HubSource::parse(input) {
+            let source = source?;
+            let files = match hub::fetch(&source, &HubEnv::from_env(), progress)? {
+                HubFiles::File(path) => Input::File(path),
+                HubFiles::Sharded(index) => Input::Sharded(index),
+            };
+            return Ok(Input::Hub(source, Box::new(files)));
+        }
         let path = Path::new(input);
         if path.is_dir() {
             let index = path.join(INDEX_FILE);
@@ -55,6 +67,16 @@ impl Input {
             Input::File(p) => p.display().to_string(),
             Input::Sharded(index) => index.dir().display().to_string(),
             Input::BuiltIn(arch) => format!("built-in {arch}"),
+            Input::Hub(source, _) => source.describe(),
+        }
+    }
+
+    /// The index of a sharded checkpoint.
+    pub fn index(&self) -> Option<&ShardIndex> {
+        match self {
+            Input::Sharded(index) => Some(index),
+            Input::Hub(_, files) => files.index(),
+            _ => None,
         }
     }
 
@@ -69,6 +91,7 @@ impl Input {
                 .iter()
                 .map(|s| SafetensorsFile::open(&index.shard_path(s)))
                 .collect(),
+            Input::Hub(_, files) => files.open(seed),
         }
     }
 
@@ -78,6 +101,7 @@ impl Input {
             Input::File(p) => Some(p),
             Input::Sharded(index) => Some(index.dir()),
             Input::BuiltIn(_) => None,
+            Input::Hub(_, files) => files.path(),
         }
     }
 }

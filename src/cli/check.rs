@@ -34,7 +34,7 @@ pub struct CheckArgs {
 const TOLERANCE: f64 = 1e-9;
 
 pub fn run(args: CheckArgs, quiet: bool) -> anyhow::Result<Exit> {
-    let input = Input::resolve(&input_arg(&args.input)?)?;
+    let input = Input::resolve(&input_arg(&args.input)?, !quiet)?;
     let selection = args.selection.selection();
     let variant: Variant = args.variant.into();
     let mut worst: f64 = 0.0;

@@ -6,11 +6,11 @@ use clap::Args;
 use serde::Serialize;
 
 use super::output::{print_json, Exit};
-use super::{input_arg, ExecutionArgs, SelectionArgs, VariantArg};
+use super::{input_arg, ExecutionArgs, ProbeArgs, SelectionArgs, VariantArg};
 use crate::checkpoint::{tensor_from_bytes, Input};
 use crate::metrics::LayerMetrics;
 use crate::plan::{plan, ConvKind};
-use crate::report::{shape, SCHEMA_VERSION};
+use crate::report::{render, shape, SCHEMA_VERSION};
 use crate::Variant;
 
 #[derive(Debug, Args)]
@@ -23,9 +23,12 @@ pub struct InspectArgs {
     #[arg(long, value_enum, default_value_t = VariantArg::Paper)]
     variant: VariantArg,
 
-    /// Seed of the initialization when INPUT is a built-in architecture.
+    /// Seed of the initialization when INPUT is a built-in architecture, and of the probe's inputs.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+
+    #[command(flatten)]
+    probe: ProbeArgs,
 
     #[command(flatten)]
     selection: SelectionArgs,
@@ -45,6 +48,8 @@ struct LayerFigures {
     kind: ConvKind,
     #[serde(flatten)]
     metrics: LayerMetrics,
+    /// Mean |cos| between the feature maps of filter pairs on the probe's inputs (conv2d only).
+    feature_cosine: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -52,15 +57,17 @@ struct InspectReport {
     schema_version: u32,
     input: String,
     variant: Variant,
+    probe: Option<crate::probe::ProbeSettings>,
     layers: Vec<LayerFigures>,
 }
 
 pub fn run(args: InspectArgs, quiet: bool) -> anyhow::Result<Exit> {
     args.execution.apply_threads()?;
-    let input = Input::resolve(&input_arg(&args.input)?)?;
+    let input = Input::resolve(&input_arg(&args.input)?, !quiet)?;
     let device = args.execution.device.open(quiet)?;
     let selection = args.selection.selection();
     let variant: Variant = args.variant.into();
+    let probe = args.probe.probe(args.seed, &device)?;
     let mut layers = Vec::new();
     for file in input.open(args.seed)? {
         for (tensor, entry) in file.tensors().iter().zip(plan(file.tensors(), &selection)) {
@@ -78,6 +85,10 @@ pub fn run(args: InspectArgs, quiet: bool) -> anyhow::Result<Exit> {
                 shape: entry.shape,
                 kind,
                 metrics: LayerMetrics::measure(&weight, variant)?,
+                feature_cosine: match &probe {
+                    Some(p) => p.feature_cosine(&weight, layers.len() as u64 + 1)?,
+                    None => None,
+                },
             });
         }
     }
@@ -86,31 +97,40 @@ pub fn run(args: InspectArgs, quiet: bool) -> anyhow::Result<Exit> {
             schema_version: SCHEMA_VERSION,
             input: input.describe(),
             variant,
+            probe: probe.as_ref().map(|p| p.settings().clone()),
             layers,
         })?;
         return Ok(Exit::Success);
     }
-    let rows: Vec<String> = layers
+    let rows: Vec<Vec<String>> = layers
         .iter()
         .map(|l| {
-            let shape = shape(&l.shape);
-            format!(
-                "{:<40} {:>14} {:>10} {:>12.4e} {:>12.4e} {:>8.4}",
-                l.name,
-                shape,
+            vec![
+                l.name.clone(),
+                shape(&l.shape),
                 format!("{:?}", l.kind).to_lowercase(),
-                l.metrics.loss,
-                l.metrics.scale_free,
-                l.metrics.kernel_cosine
-            )
+                format!("{:.4e}", l.metrics.loss),
+                format!("{:.4e}", l.metrics.scale_free),
+                format!("{:.4}", l.metrics.kernel_cosine),
+                l.feature_cosine.map_or("-".into(), |c| format!("{c:.4}")),
+            ]
         })
         .collect();
-    println!(
-        "{:<40} {:>14} {:>10} {:>12} {:>12} {:>8}",
-        "layer", "shape", "kind", "L_CS", "scale-free", "|cos|"
+    print!(
+        "{}",
+        render(
+            &[
+                "layer",
+                "shape",
+                "kind",
+                "L_CS",
+                "scale-free",
+                "kernel |cos|",
+                "feature-map |cos|"
+            ],
+            &[false, true, false, true, true, true, true],
+            &rows,
+        )
     );
-    for row in rows {
-        println!("{}", row.trim_end());
-    }
     Ok(Exit::Success)
 }

@@ -138,6 +138,76 @@ impl From<VariantArg> for Variant {
     }
 }
 
+/// The feature-map probe.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Feature-map probe")]
+struct ProbeArgs {
+    /// Do not measure feature-map similarity (it costs a convolution per layer).
+    #[arg(long)]
+    no_probe: bool,
+
+    /// Inputs per layer.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    probe_batch: usize,
+
+    /// Input size, HxW.
+    #[arg(long, default_value = "16x16", value_name = "HxW", value_parser = parse_size)]
+    probe_size: (usize, usize),
+
+    /// Use PNG/JPEG images from this folder (resized) instead of U(0,1) noise.
+    #[arg(long, value_name = "DIR")]
+    probe_images: Option<PathBuf>,
+
+    /// Padding of the probe's convolution (stride 1).
+    #[arg(long, value_enum, default_value_t = PaddingArg::Same)]
+    probe_padding: PaddingArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum PaddingArg {
+    Same,
+    Valid,
+    Full,
+}
+
+fn parse_size(s: &str) -> Result<(usize, usize), String> {
+    let parse = |v: &str| v.trim().parse::<usize>().ok().filter(|&n| n > 0);
+    match s.split_once(['x', 'X']) {
+        Some((h, w)) => parse(h).zip(parse(w)),
+        None => parse(s).map(|n| (n, n)),
+    }
+    .ok_or_else(|| format!("'{s}': expected HxW with positive sizes, e.g. 32x32"))
+}
+
+impl ProbeArgs {
+    /// The probe, unless disabled; random inputs are drawn from `seed`.
+    fn probe(
+        &self,
+        seed: u64,
+        device: &candle_core::Device,
+    ) -> anyhow::Result<Option<crate::probe::Probe>> {
+        use crate::probe::{Padding, Probe, ProbeSettings, ProbeSource};
+        if self.no_probe {
+            return Ok(None);
+        }
+        let settings = ProbeSettings {
+            source: match &self.probe_images {
+                Some(dir) => ProbeSource::Images { dir: dir.clone() },
+                None => ProbeSource::Random { seed },
+            },
+            batch: self.probe_batch,
+            height: self.probe_size.0,
+            width: self.probe_size.1,
+            padding: match self.probe_padding {
+                PaddingArg::Same => Padding::Same,
+                PaddingArg::Valid => Padding::Valid,
+                PaddingArg::Full => Padding::Full,
+            },
+        };
+        Ok(Some(Probe::new(settings, device)?))
+    }
+}
+
 /// Where and how to compute.
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Execution")]

@@ -34,7 +34,7 @@ struct PlanReport {
 }
 
 pub fn run(args: PlanArgs) -> anyhow::Result<Exit> {
-    let input = Input::resolve(&input_arg(&args.input)?)?;
+    let input = Input::resolve(&input_arg(&args.input)?, true)?;
     let selection = args.selection.selection();
     let entries: Vec<PlanEntry> = input
         .open(0)?

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::output::{print_json, Exit};
 use super::progress::Progress;
-use super::{device, input_arg, ExecutionArgs, SelectionArgs, VariantArg};
+use super::{device, input_arg, ExecutionArgs, ProbeArgs, SelectionArgs, VariantArg};
 use crate::checkpoint::{Input, OutputDir, OutputFile, SafetensorsFile, ShardIndex, INDEX_FILE};
 use crate::minimize::{Engine, Settings};
 use crate::optim::{AdamConfig, OptimizerConfig, SgdConfig};
@@ -38,7 +38,10 @@ pub struct RunArgs {
     #[command(flatten)]
     execution: ExecutionArgs,
 
-    /// Seed of the initialization when INPUT is a built-in architecture.
+    #[command(flatten)]
+    probe: ProbeArgs,
+
+    /// Seed of the initialization when INPUT is a built-in architecture, and of the probe's inputs.
     #[arg(long, default_value_t = 0, help_heading = "Execution")]
     seed: u64,
 }
@@ -110,6 +113,7 @@ struct RunSettings<'a> {
     device: String,
     engine: &'static str,
     layout: crate::plan::KernelLayout,
+    probe: Option<&'a crate::probe::ProbeSettings>,
 }
 
 /// The JSON report.
@@ -131,7 +135,7 @@ pub fn run(args: RunArgs, quiet: bool) -> anyhow::Result<Exit> {
     let settings = settings(&args.optimization)?;
     args.execution.apply_threads()?;
     let input_name = input_arg(&args.input)?;
-    let input = Input::resolve(&input_name)?;
+    let input = Input::resolve(&input_name, !quiet)?;
     let output = output_path(&input, args.output.output.as_deref())?;
     let report_path = args
         .output
@@ -152,6 +156,7 @@ pub fn run(args: RunArgs, quiet: bool) -> anyhow::Result<Exit> {
         engine: Engine::Auto,
         device: device.clone(),
         layout: args.selection.selection().layout,
+        probe: args.probe.probe(args.seed, &device)?,
     };
     let selection = args.selection.selection();
     let command_line = std::env::args().collect::<Vec<_>>().join(" ");
@@ -159,8 +164,8 @@ pub fn run(args: RunArgs, quiet: bool) -> anyhow::Result<Exit> {
     let mut progress = Progress::new(quiet || args.output.json);
 
     let files = input.open(args.seed)?;
-    let (tensors, layers) = match &input {
-        Input::Sharded(index) => write_sharded(
+    let (tensors, layers) = match input.index() {
+        Some(index) => write_sharded(
             index,
             &files,
             &selection,
@@ -170,7 +175,7 @@ pub fn run(args: RunArgs, quiet: bool) -> anyhow::Result<Exit> {
             args.output.force,
             &mut progress,
         )?,
-        _ => write_single(
+        None => write_single(
             &files[0],
             &selection,
             &job,
@@ -197,6 +202,7 @@ pub fn run(args: RunArgs, quiet: bool) -> anyhow::Result<Exit> {
             device: device::describe(&device),
             engine: if device.is_cpu() { "fused" } else { "portable" },
             layout: job.layout,
+            probe: job.probe.as_ref().map(|p| p.settings()),
         },
         totals,
         layers,
@@ -453,6 +459,11 @@ fn output_path(input: &Input, explicit: Option<&Path>) -> anyhow::Result<PathBuf
             dir.with_file_name(format!("{name}.cs"))
         }
         Input::BuiltIn(arch) => PathBuf::from(format!("{arch}.cs.safetensors")),
+        // Never beside the input: that is the Hub cache.
+        Input::Hub(source, files) => match files.index() {
+            Some(_) => PathBuf::from(format!("{}.cs", source.name())),
+            None => PathBuf::from(format!("{}.cs.safetensors", source.name())),
+        },
     })
 }
 

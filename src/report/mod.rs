@@ -3,7 +3,7 @@
 pub mod plot;
 mod table;
 
-pub use table::{layer_table, plan_table, shape};
+pub use table::{layer_table, plan_table, render, shape};
 
 use serde::Serialize;
 
@@ -71,6 +71,9 @@ pub struct LayerReport {
     pub norm_ratio: Option<NormRatio>,
     pub kernel_cosine_before: Option<f64>,
     pub kernel_cosine_after: Option<f64>,
+    /// Mean |cos| between the feature maps of filter pairs on the probe's inputs (conv2d only).
+    pub feature_cosine_before: Option<f64>,
+    pub feature_cosine_after: Option<f64>,
     pub iterations: usize,
     pub seconds: f64,
     pub curve: Option<Curve>,
@@ -99,6 +102,8 @@ impl LayerReport {
             norm_ratio: None,
             kernel_cosine_before: None,
             kernel_cosine_after: None,
+            feature_cosine_before: None,
+            feature_cosine_after: None,
             iterations: 0,
             seconds: 0.0,
             curve: None,

@@ -19,7 +19,7 @@ fn sci(x: Option<f64>) -> String {
 }
 
 /// Renders columns; `right[i]` right-aligns column `i` (figures), others are left-aligned.
-fn render(header: &[&str], right: &[bool], rows: &[Vec<String>]) -> String {
+pub fn render(header: &[&str], right: &[bool], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -65,6 +65,10 @@ pub fn layer_table(layers: &[LayerReport]) -> String {
                     .map_or("-".into(), |r| format!("{r:.1}%")),
                 l.norm_ratio
                     .map_or("-".into(), |n| format!("{:.3}", n.mean)),
+                match (l.feature_cosine_before, l.feature_cosine_after) {
+                    (Some(b), Some(a)) => format!("{b:.3} -> {a:.3}"),
+                    _ => "-".into(),
+                },
             ]
         })
         .collect();
@@ -75,8 +79,9 @@ pub fn layer_table(layers: &[LayerReport]) -> String {
             "L_CS before -> after",
             "reduction",
             "norm ratio",
+            "feature-map |cos|",
         ],
-        &[false, true, false, true, true],
+        &[false, true, false, true, true, true],
         &rows,
     )
 }

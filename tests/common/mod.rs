@@ -1,7 +1,12 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
+use std::path::Path;
+
 use candle_core::{DType, Device, Tensor};
+use cs_init::checkpoint::{serialize, tensor_from_bytes, tensor_to_bytes, Dtype, SafetensorsFile};
+use cs_init::similarity::{conv_similarity_value, Variant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -68,4 +73,98 @@ pub fn resnet18_conv_shapes() -> Vec<Vec<usize>> {
         .map(|(_, t)| t.dims().to_vec())
         .filter(|dims| dims.len() == 4)
         .collect()
+}
+
+/// A small network: two convs, a BN, a linear layer and an integer counter.
+pub fn small_network(dtype: Dtype) -> Vec<(String, Dtype, Vec<usize>, Vec<u8>)> {
+    let to = |t: Tensor| {
+        let t = t
+            .to_dtype(cs_init::checkpoint::candle_dtype(dtype).unwrap())
+            .unwrap();
+        tensor_to_bytes(&t).unwrap()
+    };
+    vec![
+        (
+            "conv1.weight".into(),
+            dtype,
+            vec![8, 3, 3, 3],
+            to(kaiming(&[8, 3, 3, 3], 1)),
+        ),
+        (
+            "bn1.weight".into(),
+            dtype,
+            vec![8],
+            to(kaiming(&[8, 1, 1], 2).flatten_all().unwrap()),
+        ),
+        (
+            "bn1.num_batches_tracked".into(),
+            Dtype::I64,
+            vec![],
+            7i64.to_le_bytes().to_vec(),
+        ),
+        (
+            "conv2.weight".into(),
+            dtype,
+            vec![16, 8, 3, 3],
+            to(kaiming(&[16, 8, 3, 3], 3)),
+        ),
+        (
+            "proj.weight".into(),
+            dtype,
+            vec![16, 8, 1, 1],
+            to(kaiming(&[16, 8, 1, 1], 4)),
+        ),
+        (
+            "fc.weight".into(),
+            dtype,
+            vec![10, 16],
+            to(kaiming(&[10, 16, 1], 5).flatten_from(1).unwrap()),
+        ),
+    ]
+}
+
+pub fn write(
+    path: &Path,
+    metadata: Option<&BTreeMap<String, String>>,
+    tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)],
+) {
+    std::fs::write(path, serialize(metadata, tensors)).unwrap();
+}
+
+pub fn loss(file: &SafetensorsFile, name: &str) -> f64 {
+    let t = file.tensor(name).unwrap();
+    let w = tensor_from_bytes(file.data(t), t.dtype, &t.shape, &candle_core::Device::Cpu).unwrap();
+    conv_similarity_value(&w.to_dtype(DType::F64).unwrap(), Variant::Paper).unwrap()
+}
+
+/// Checks an output against its input: convs changed with lower L_CS, all else byte-identical.
+pub fn check_output(input: &Path, output: &Path, convs: &[&str]) {
+    let a = SafetensorsFile::open(input).unwrap();
+    let b = SafetensorsFile::open(output).unwrap();
+    assert_eq!(a.tensors().len(), b.tensors().len());
+    for ta in a.tensors() {
+        let tb = b
+            .tensor(&ta.name)
+            .unwrap_or_else(|| panic!("{} missing", ta.name));
+        assert_eq!((ta.dtype, &ta.shape), (tb.dtype, &tb.shape), "{}", ta.name);
+        if convs.contains(&ta.name.as_str()) {
+            assert_ne!(a.data(ta), b.data(tb), "{} unchanged", ta.name);
+            assert!(
+                loss(&b, &ta.name) < loss(&a, &ta.name),
+                "{} L_CS not lower",
+                ta.name
+            );
+        } else {
+            assert_eq!(a.data(ta), b.data(tb), "{} not byte-identical", ta.name);
+        }
+    }
+}
+
+pub fn no_outputs(dir: &Path, keep: &[&str]) {
+    let left: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !keep.contains(&n.as_str()))
+        .collect();
+    assert!(left.is_empty(), "unexpected files left behind: {left:?}");
 }

@@ -1,0 +1,303 @@
+//! Checkpoints on the Hugging Face Hub: `hf://OWNER/NAME[@REVISION][/PATH]`.
+//!
+//! Files are looked up in the local Hub cache first (the layout the Python client and `hf-hub`
+//! write: `models--OWNER--NAME/refs/REV`, `snapshots/COMMIT/...`, `blobs/...`), so cached files
+//! never touch the network. Otherwise they are downloaded with `hf-hub`, small files first: a
+//! sharded checkpoint's index comes before its shards, so a bad index fails before a large download.
+
+use std::path::{Path, PathBuf};
+
+use hf_hub::api::sync::ApiBuilder;
+use hf_hub::{Repo, RepoType};
+
+use super::{CheckpointError, Result, ShardIndex, INDEX_FILE};
+
+const SINGLE_FILE: &str = "model.safetensors";
+
+/// A parsed `hf://` reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubSource {
+    /// `OWNER/NAME`.
+    pub repo: String,
+    pub revision: String,
+    /// A file inside the repo, when given.
+    pub path: Option<String>,
+}
+
+impl HubSource {
+    /// Parses `hf://OWNER/NAME[@REVISION][/PATH]`; `None` when `input` is not an `hf://` reference.
+    pub fn parse(input: &str) -> Option<Result<Self>> {
+        let rest = input.strip_prefix("hf://")?;
+        let bad = |why: &str| {
+            Some(Err(CheckpointError::Input(format!(
+                "{input}: {why}; expected hf://OWNER/NAME[@REVISION][/PATH]"
+            ))))
+        };
+        let mut parts = rest.splitn(3, '/');
+        let (Some(owner), Some(name_rev)) = (parts.next(), parts.next()) else {
+            return bad("no repository name");
+        };
+        let path = parts.next().filter(|p| !p.is_empty()).map(str::to_string);
+        let (name, revision) = match name_rev.split_once('@') {
+            Some((name, rev)) => (name, rev),
+            None => (name_rev, "main"),
+        };
+        if owner.is_empty() || name.is_empty() || revision.is_empty() {
+            return bad("empty owner, name or revision");
+        }
+        if path
+            .as_deref()
+            .is_some_and(|p| p.split('/').any(|c| c == ".." || c.is_empty()))
+        {
+            return bad("the path inside the repository must be plain");
+        }
+        Some(Ok(Self {
+            repo: format!("{owner}/{name}"),
+            revision: revision.to_string(),
+            path,
+        }))
+    }
+
+    /// The repository name, for default output names.
+    pub fn name(&self) -> &str {
+        self.repo.rsplit('/').next().unwrap_or(&self.repo)
+    }
+
+    /// `hf://OWNER/NAME@REVISION[/PATH]`.
+    pub fn describe(&self) -> String {
+        let path = self
+            .path
+            .as_deref()
+            .map(|p| format!("/{p}"))
+            .unwrap_or_default();
+        format!("hf://{}@{}{path}", self.repo, self.revision)
+    }
+}
+
+/// The Hub settings of the environment, as the Python client reads them.
+#[derive(Debug, Clone)]
+pub struct HubEnv {
+    /// `HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`.
+    pub cache: PathBuf,
+    /// `HF_HUB_OFFLINE=1`: the cache only.
+    pub offline: bool,
+    /// `HF_TOKEN`, else the token file of `HF_HOME`. Never printed.
+    token: Option<String>,
+    /// `HF_ENDPOINT`, for mirrors.
+    endpoint: Option<String>,
+}
+
+impl HubEnv {
+    pub fn from_env() -> Self {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let home = var("HF_HOME").map(PathBuf::from).unwrap_or_else(|| {
+            let user = var("HOME").map(PathBuf::from).unwrap_or_default();
+            user.join(".cache").join("huggingface")
+        });
+        let token = var("HF_TOKEN").or_else(|| {
+            std::fs::read_to_string(home.join("token"))
+                .ok()
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())
+        });
+        let offline = var("HF_HUB_OFFLINE").is_some_and(|v| {
+            matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
+        });
+        Self {
+            cache: var("HF_HUB_CACHE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| home.join("hub")),
+            offline,
+            token,
+            endpoint: var("HF_ENDPOINT"),
+        }
+    }
+}
+
+/// What a Hub reference resolved to, with every file in the local cache.
+pub enum HubFiles {
+    File(PathBuf),
+    Sharded(ShardIndex),
+}
+
+/// Finds (downloading if needed and allowed) the checkpoint a reference names.
+pub fn fetch(source: &HubSource, env: &HubEnv, progress: bool) -> Result<HubFiles> {
+    let fetcher = Fetcher {
+        source,
+        env,
+        progress,
+    };
+    if let Some(path) = &source.path {
+        let local = fetcher.required(path)?;
+        return if path.ends_with(".index.json") {
+            fetcher.sharded(&local)
+        } else {
+            Ok(HubFiles::File(local))
+        };
+    }
+    // Cached files first, so that a cached checkpoint never touches the network.
+    if let Some(index) = fetcher.cached(INDEX_FILE) {
+        return fetcher.sharded(&index);
+    }
+    if let Some(file) = fetcher.cached(SINGLE_FILE) {
+        return Ok(HubFiles::File(file));
+    }
+    if env.offline {
+        return Err(CheckpointError::Input(format!(
+            "{}: neither {SINGLE_FILE} nor {INDEX_FILE} is in the Hub cache {} and HF_HUB_OFFLINE is set; \
+             download it once with network access, or unset HF_HUB_OFFLINE",
+            source.describe(),
+            fetcher.repo_dir().display()
+        )));
+    }
+    if let Some(index) = fetcher.download(INDEX_FILE)? {
+        return fetcher.sharded(&index);
+    }
+    match fetcher.download(SINGLE_FILE)? {
+        Some(file) => Ok(HubFiles::File(file)),
+        None => Err(CheckpointError::Input(format!(
+            "{}: the repository has neither {SINGLE_FILE} nor {INDEX_FILE}; name a file with hf://{}@{}/FILE",
+            source.describe(),
+            source.repo,
+            source.revision
+        ))),
+    }
+}
+
+struct Fetcher<'a> {
+    source: &'a HubSource,
+    env: &'a HubEnv,
+    progress: bool,
+}
+
+impl Fetcher<'_> {
+    fn repo_dir(&self) -> PathBuf {
+        self.env
+            .cache
+            .join(format!("models--{}", self.source.repo.replace('/', "--")))
+    }
+
+    /// A file of the revision in the cache: through `refs/REVISION`, or a snapshot named by a
+    /// commit hash given as the revision.
+    fn cached(&self, file: &str) -> Option<PathBuf> {
+        let dir = self.repo_dir();
+        let commit = std::fs::read_to_string(dir.join("refs").join(&self.source.revision))
+            .map(|c| c.trim().to_string())
+            .unwrap_or_else(|_| self.source.revision.clone());
+        let path = dir.join("snapshots").join(commit).join(file);
+        path.is_file().then_some(path)
+    }
+
+    /// Downloads `file`; `None` when the repository has no such file.
+    fn download(&self, file: &str) -> Result<Option<PathBuf>> {
+        let mut builder = ApiBuilder::from_cache(hf_hub::Cache::new(self.env.cache.clone()))
+            .with_progress(self.progress)
+            .with_token(self.env.token.clone());
+        if let Some(endpoint) = &self.env.endpoint {
+            builder = builder.with_endpoint(endpoint.clone());
+        }
+        let api = builder
+            .build()
+            .map_err(|e| self.error(file, &e.to_string()))?;
+        let repo = api.repo(Repo::with_revision(
+            self.source.repo.clone(),
+            RepoType::Model,
+            self.source.revision.clone(),
+        ));
+        match repo.get(file) {
+            Ok(path) => Ok(Some(path)),
+            Err(e) if e.to_string().contains("404") => Ok(None),
+            Err(e) => Err(self.error(
+                file,
+                &format!("{e} (for a private or gated repository set HF_TOKEN; to use the cache only set HF_HUB_OFFLINE=1)"),
+            )),
+        }
+    }
+
+    /// A file that must exist: cached, or downloaded when allowed.
+    fn required(&self, file: &str) -> Result<PathBuf> {
+        if let Some(path) = self.cached(file) {
+            return Ok(path);
+        }
+        if self.env.offline {
+            return Err(self.error(
+                file,
+                &format!(
+                    "not in the Hub cache {} and HF_HUB_OFFLINE is set",
+                    self.repo_dir().display()
+                ),
+            ));
+        }
+        self.download(file)?
+            .ok_or_else(|| self.error(file, "no such file in the repository"))
+    }
+
+    /// Fetches every shard an index names, then opens the index beside them.
+    fn sharded(&self, index: &Path) -> Result<HubFiles> {
+        let text = std::fs::read_to_string(index).map_err(|e| CheckpointError::io(index, e))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| CheckpointError::BadIndex {
+                path: index.into(),
+                reason: format!("not JSON: {e}"),
+            })?;
+        let mut shards: Vec<String> = json
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .map(|m| {
+                m.values()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        shards.sort();
+        shards.dedup();
+        let prefix = self
+            .source
+            .path
+            .as_deref()
+            .and_then(|p| p.rsplit_once('/'))
+            .map(|(dir, _)| format!("{dir}/"));
+        for shard in &shards {
+            self.required(&format!("{}{shard}", prefix.as_deref().unwrap_or("")))?;
+        }
+        Ok(HubFiles::Sharded(ShardIndex::open(index)?))
+    }
+
+    fn error(&self, file: &str, why: &str) -> CheckpointError {
+        CheckpointError::Input(format!("{} ({file}): {why}", self.source.describe()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_references() {
+        let parse = |s| HubSource::parse(s).unwrap().unwrap();
+        assert_eq!(
+            parse("hf://timm/resnet18.a1_in1k"),
+            HubSource {
+                repo: "timm/resnet18.a1_in1k".into(),
+                revision: "main".into(),
+                path: None
+            }
+        );
+        let s = parse("hf://o/n@v1.0/sub/model.safetensors");
+        assert_eq!(
+            (s.revision.as_str(), s.path.as_deref()),
+            ("v1.0", Some("sub/model.safetensors"))
+        );
+        assert_eq!(s.name(), "n");
+        assert!(HubSource::parse("model.safetensors").is_none());
+        for bad in [
+            "hf://",
+            "hf://owner",
+            "hf://o/",
+            "hf://o/n@",
+            "hf://o/n/../x",
+        ] {
+            assert!(HubSource::parse(bad).unwrap().is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,502 @@
+//! A small pickle virtual machine: the part of Python's pickle protocols 2 to 5 that `torch.save`
+//! writes. Nothing is ever imported or executed: the few globals a checkpoint needs (tensors,
+//! `OrderedDict`) are interpreted by [`Hooks`], and every other object becomes an opaque
+//! [`Value::Object`] that can be described and left out.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
+use std::rc::Rc;
+
+use super::pytorch::{StorageRef, TensorRef};
+
+/// A Python object rebuilt from a pickle. Containers are shared (`Rc`) because the memo hands
+/// the same object out again, and mutable (`RefCell`) because a pickle fills a list or dict after
+/// memoizing it.
+#[derive(Clone)]
+pub(super) enum Value {
+    None,
+    Bool(bool),
+    Int(i128),
+    Float(f64),
+    Str(Rc<str>),
+    Bytes(Rc<[u8]>),
+    Tuple(Rc<Items>),
+    List(Rc<RefCell<Items>>),
+    Dict(Rc<RefCell<Entries>>),
+    Global(Rc<Global>),
+    /// An object of a class this reader does not model, named by its class.
+    Object(Rc<str>),
+    Storage(Rc<StorageRef>),
+    Tensor(Rc<TensorRef>),
+}
+
+/// The elements of a tuple or list.
+pub(super) struct Items(pub(super) Vec<Value>);
+
+/// The entries of a dict, in insertion order.
+pub(super) struct Entries(pub(super) Vec<(Value, Value)>);
+
+/// A class or function named by a GLOBAL opcode.
+pub(super) struct Global {
+    pub(super) module: String,
+    pub(super) name: String,
+}
+
+impl fmt::Display for Global {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.module, self.name)
+    }
+}
+
+/// What the machine cannot know by itself: how to load persistent ids and call globals.
+pub(super) trait Hooks {
+    /// The object a BINPERSID id stands for.
+    fn persistent_load(&mut self, pid: Value) -> Result<Value, String>;
+    /// The result of calling `global` with `args` (REDUCE, NEWOBJ), or `None` for a global the
+    /// hooks do not know, which then becomes an opaque object.
+    fn call(&mut self, global: &Global, args: &[Value]) -> Result<Option<Value>, String>;
+}
+
+impl Value {
+    fn tuple(items: Vec<Value>) -> Self {
+        Value::Tuple(Rc::new(Items(items)))
+    }
+
+    pub(super) fn empty_dict() -> Self {
+        Value::Dict(Rc::new(RefCell::new(Entries(Vec::new()))))
+    }
+
+    /// A short description for messages, e.g. "int 91" or "dict with 3 entries".
+    pub(super) fn describe(&self) -> String {
+        match self {
+            Value::None => "None".into(),
+            Value::Bool(b) => format!("bool {}", if *b { "True" } else { "False" }),
+            Value::Int(i) => format!("int {i}"),
+            Value::Float(x) => format!("float {x}"),
+            Value::Str(s) if s.chars().count() > 40 => {
+                format!("str '{}...'", s.chars().take(40).collect::<String>())
+            }
+            Value::Str(s) => format!("str '{s}'"),
+            Value::Bytes(b) => format!("bytes of length {}", b.len()),
+            Value::Tuple(t) => format!("tuple of {}", count(t.0.len(), "item")),
+            Value::List(l) => format!("list of {}", count(l.borrow().0.len(), "item")),
+            Value::Dict(d) => format!("dict with {}", count(d.borrow().0.len(), "entry")),
+            Value::Global(g) => format!("global {g}"),
+            Value::Object(class) => format!("{class} object"),
+            Value::Storage(s) => format!("storage '{}'", s.key),
+            Value::Tensor(t) => t.describe(),
+        }
+    }
+}
+
+fn count(n: usize, noun: &str) -> String {
+    match (n, noun) {
+        (1, _) => format!("1 {noun}"),
+        (_, "entry") => format!("{n} entries"),
+        _ => format!("{n} {noun}s"),
+    }
+}
+
+// A pickle can nest containers arbitrarily deep (one byte per level with TUPLE1), and the
+// default recursive drop would overflow the stack on such input. Containers therefore hand their
+// elements to a loop that takes apart every container it owns the last reference to.
+impl Drop for Items {
+    fn drop(&mut self) {
+        drop_iteratively(std::mem::take(&mut self.0));
+    }
+}
+
+impl Drop for Entries {
+    fn drop(&mut self) {
+        let pending = std::mem::take(&mut self.0)
+            .into_iter()
+            .flat_map(|(k, v)| [k, v])
+            .collect();
+        drop_iteratively(pending);
+    }
+}
+
+fn drop_iteratively(mut pending: Vec<Value>) {
+    while let Some(value) = pending.pop() {
+        match value {
+            Value::Tuple(t) => {
+                if let Some(mut items) = Rc::into_inner(t) {
+                    pending.append(&mut items.0);
+                }
+            }
+            Value::List(l) => {
+                if let Some(items) = Rc::into_inner(l) {
+                    pending.append(&mut items.into_inner().0);
+                }
+            }
+            Value::Dict(d) => {
+                if let Some(entries) = Rc::into_inner(d) {
+                    for (k, v) in entries.into_inner().0.drain(..) {
+                        pending.push(k);
+                        pending.push(v);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Defines the opcode constants and their names (all of pickle's opcodes, so that an
+/// unsupported one is named in the error).
+macro_rules! opcodes {
+    ($($name:ident = $byte:expr),* $(,)?) => {
+        $(const $name: u8 = $byte;)*
+        fn opcode_name(op: u8) -> Option<&'static str> {
+            match op {
+                $($name => Some(stringify!($name)),)*
+                _ => None,
+            }
+        }
+    };
+}
+
+opcodes! {
+    MARK = b'(', STOP = b'.', POP = b'0', POP_MARK = b'1', DUP = b'2', FLOAT = b'F',
+    INT = b'I', BININT = b'J', BININT1 = b'K', LONG = b'L', BININT2 = b'M', NONE = b'N',
+    PERSID = b'P', BINPERSID = b'Q', REDUCE = b'R', STRING = b'S', BINSTRING = b'T',
+    SHORT_BINSTRING = b'U', UNICODE = b'V', BINUNICODE = b'X', APPEND = b'a', BUILD = b'b',
+    GLOBAL = b'c', DICT = b'd', EMPTY_DICT = b'}', APPENDS = b'e', GET = b'g', BINGET = b'h',
+    INST = b'i', LONG_BINGET = b'j', LIST = b'l', EMPTY_LIST = b']', OBJ = b'o', PUT = b'p',
+    BINPUT = b'q', LONG_BINPUT = b'r', SETITEM = b's', TUPLE = b't', EMPTY_TUPLE = b')',
+    SETITEMS = b'u', BINFLOAT = b'G', PROTO = 0x80, NEWOBJ = 0x81, EXT1 = 0x82, EXT2 = 0x83,
+    EXT4 = 0x84, TUPLE1 = 0x85, TUPLE2 = 0x86, TUPLE3 = 0x87, NEWTRUE = 0x88, NEWFALSE = 0x89,
+    LONG1 = 0x8a, LONG4 = 0x8b, BINBYTES = b'B', SHORT_BINBYTES = b'C',
+    SHORT_BINUNICODE = 0x8c, BINUNICODE8 = 0x8d, BINBYTES8 = 0x8e, EMPTY_SET = 0x8f,
+    ADDITEMS = 0x90, FROZENSET = 0x91, NEWOBJ_EX = 0x92, STACK_GLOBAL = 0x93, MEMOIZE = 0x94,
+    FRAME = 0x95, BYTEARRAY8 = 0x96, NEXT_BUFFER = 0x97, READONLY_BUFFER = 0x98,
+}
+
+/// Runs the pickle at the start of `data` up to its STOP opcode. Returns the object and the
+/// number of bytes the pickle took. `origin` is where `data` starts in its file, so that errors
+/// give file offsets.
+pub(super) fn load(
+    data: &[u8],
+    origin: usize,
+    hooks: &mut impl Hooks,
+) -> Result<(Value, usize), String> {
+    let mut machine = Machine {
+        data,
+        pos: 0,
+        stack: Vec::new(),
+        marks: Vec::new(),
+        memo: HashMap::new(),
+        hooks,
+    };
+    loop {
+        let at = machine.pos;
+        let Some(&op) = data.get(at) else {
+            return Err(format!(
+                "truncated file: the pickle ends at byte {} without its STOP opcode",
+                origin + at
+            ));
+        };
+        machine.pos += 1;
+        match machine.step(op) {
+            Ok(Some(value)) => return Ok((value, machine.pos)),
+            Ok(None) => {}
+            Err(e) => {
+                let name = opcode_name(op).map_or_else(|| format!("0x{op:02x}"), String::from);
+                return Err(format!("pickle opcode {name} at byte {}: {e}", origin + at));
+            }
+        }
+    }
+}
+
+struct Machine<'a, H> {
+    data: &'a [u8],
+    pos: usize,
+    stack: Vec<Value>,
+    /// The stacks below each MARK.
+    marks: Vec<Vec<Value>>,
+    memo: HashMap<u32, Value>,
+    hooks: &'a mut H,
+}
+
+impl<'a, H: Hooks> Machine<'a, H> {
+    /// Executes one opcode; returns the pickled object at STOP.
+    fn step(&mut self, op: u8) -> Result<Option<Value>, String> {
+        let value = match op {
+            PROTO => {
+                self.take(1)?;
+                return Ok(None);
+            }
+            FRAME => {
+                self.take(8)?;
+                return Ok(None);
+            }
+            MARK => {
+                let below = std::mem::take(&mut self.stack);
+                self.marks.push(below);
+                return Ok(None);
+            }
+            STOP => return self.pop().map(Some),
+            EMPTY_DICT => Value::empty_dict(),
+            EMPTY_LIST => Value::List(Rc::new(RefCell::new(Items(Vec::new())))),
+            EMPTY_TUPLE => Value::tuple(Vec::new()),
+            TUPLE => Value::tuple(self.pop_mark()?),
+            TUPLE1 | TUPLE2 | TUPLE3 => Value::tuple(self.pop_n(usize::from(op - TUPLE1) + 1)?),
+            SETITEM | SETITEMS => {
+                let items = if op == SETITEM {
+                    self.pop_n(2)?
+                } else {
+                    self.pop_mark()?
+                };
+                return self.set_items(items).map(|()| None);
+            }
+            APPEND | APPENDS => {
+                let items = if op == APPEND {
+                    self.pop_n(1)?
+                } else {
+                    self.pop_mark()?
+                };
+                return self.append(items).map(|()| None);
+            }
+            BINPUT | LONG_BINPUT | MEMOIZE => {
+                let index = match op {
+                    BINPUT => u32::from(self.u8()?),
+                    LONG_BINPUT => u32::from_le_bytes(self.array()?),
+                    _ => u32::try_from(self.memo.len()).map_err(|_| "the memo is full")?,
+                };
+                let top = self.stack.last().ok_or("the stack is empty")?.clone();
+                self.memo.insert(index, top);
+                return Ok(None);
+            }
+            BINGET | LONG_BINGET => {
+                let index = if op == BINGET {
+                    u32::from(self.u8()?)
+                } else {
+                    u32::from_le_bytes(self.array()?)
+                };
+                self.memo
+                    .get(&index)
+                    .ok_or_else(|| format!("memo entry {index} was never stored"))?
+                    .clone()
+            }
+            BININT => Value::Int(i32::from_le_bytes(self.array()?).into()),
+            BININT1 => Value::Int(self.u8()?.into()),
+            BININT2 => Value::Int(u16::from_le_bytes(self.array()?).into()),
+            LONG1 | LONG4 => {
+                let len = if op == LONG1 {
+                    usize::from(self.u8()?)
+                } else {
+                    self.len_i32()?
+                };
+                decode_long(self.take(len)?)
+            }
+            BINFLOAT => Value::Float(f64::from_be_bytes(self.array()?)),
+            NONE => Value::None,
+            NEWTRUE => Value::Bool(true),
+            NEWFALSE => Value::Bool(false),
+            SHORT_BINUNICODE | SHORT_BINSTRING => {
+                let len = self.u8()?.into();
+                self.string(len)?
+            }
+            BINUNICODE => {
+                let len = u32::from_le_bytes(self.array()?);
+                self.string(usize::try_from(len).map_err(|_| "string too long")?)?
+            }
+            BINSTRING => {
+                let len = self.len_i32()?;
+                self.string(len)?
+            }
+            BINUNICODE8 => {
+                let len = self.len_u64()?;
+                self.string(len)?
+            }
+            SHORT_BINBYTES | BINBYTES | BINBYTES8 => {
+                let len = match op {
+                    SHORT_BINBYTES => self.u8()?.into(),
+                    BINBYTES => usize::try_from(u32::from_le_bytes(self.array()?))
+                        .map_err(|_| "bytes too long")?,
+                    _ => self.len_u64()?,
+                };
+                Value::Bytes(Rc::from(self.take(len)?))
+            }
+            GLOBAL => {
+                let module = self.line()?;
+                let name = self.line()?;
+                Value::Global(Rc::new(Global { module, name }))
+            }
+            STACK_GLOBAL => {
+                let name = self.pop_str()?;
+                let module = self.pop_str()?;
+                Value::Global(Rc::new(Global { module, name }))
+            }
+            REDUCE | NEWOBJ => {
+                let args = self.pop()?;
+                let callable = self.pop()?;
+                self.call(callable, args)?
+            }
+            BUILD => {
+                // The state sets attributes (e.g. a state dict's `_metadata`), which this reader
+                // has no use for.
+                self.pop()?;
+                if self.stack.is_empty() {
+                    return Err("the stack is empty".into());
+                }
+                return Ok(None);
+            }
+            BINPERSID => {
+                let pid = self.pop()?;
+                self.hooks.persistent_load(pid)?
+            }
+            _ if opcode_name(op).is_none() => {
+                return Err("not a pickle opcode (corrupt file?)".into())
+            }
+            _ => return Err("an opcode this reader does not support".into()),
+        };
+        self.stack.push(value);
+        Ok(None)
+    }
+
+    fn call(&mut self, callable: Value, args: Value) -> Result<Value, String> {
+        let Value::Tuple(args) = args else {
+            return Err(format!(
+                "the arguments are a {}, not a tuple",
+                args.describe()
+            ));
+        };
+        let Value::Global(global) = callable else {
+            return Ok(Value::Object(
+                format!("result of calling {}", callable.describe()).into(),
+            ));
+        };
+        if let Some(value) = self.hooks.call(&global, &args.0)? {
+            return Ok(value);
+        }
+        // Protocol 2 pickles some classes as `copyreg._reconstructor(cls, base, state)`:
+        // the class is the interesting name.
+        let class = match (global.to_string().as_str(), args.0.first()) {
+            ("copyreg._reconstructor", Some(Value::Global(class))) => class.to_string(),
+            (name, _) => name.to_string(),
+        };
+        Ok(Value::Object(class.into()))
+    }
+
+    fn set_items(&mut self, items: Vec<Value>) -> Result<(), String> {
+        if !items.len().is_multiple_of(2) {
+            return Err("an odd number of items for key-value pairs".into());
+        }
+        match self.stack.last().ok_or("the stack is empty")? {
+            Value::Dict(dict) => {
+                let mut items = items.into_iter();
+                let mut dict = dict.borrow_mut();
+                while let (Some(k), Some(v)) = (items.next(), items.next()) {
+                    dict.0.push((k, v));
+                }
+                Ok(())
+            }
+            // Items of a dict subclass this reader does not model: not needed.
+            Value::Object(_) => Ok(()),
+            other => Err(format!("cannot set items on a {}", other.describe())),
+        }
+    }
+
+    fn append(&mut self, mut items: Vec<Value>) -> Result<(), String> {
+        match self.stack.last().ok_or("the stack is empty")? {
+            Value::List(list) => {
+                list.borrow_mut().0.append(&mut items);
+                Ok(())
+            }
+            // Items of a list subclass this reader does not model: not needed.
+            Value::Object(_) => Ok(()),
+            other => Err(format!("cannot append to a {}", other.describe())),
+        }
+    }
+
+    fn pop(&mut self) -> Result<Value, String> {
+        self.stack.pop().ok_or_else(|| "the stack is empty".into())
+    }
+
+    fn pop_n(&mut self, n: usize) -> Result<Vec<Value>, String> {
+        let at = self
+            .stack
+            .len()
+            .checked_sub(n)
+            .ok_or_else(|| format!("needs {n} values but the stack holds fewer"))?;
+        Ok(self.stack.split_off(at))
+    }
+
+    /// The values above the last MARK, which is removed.
+    fn pop_mark(&mut self) -> Result<Vec<Value>, String> {
+        let below = self.marks.pop().ok_or("no MARK before it")?;
+        Ok(std::mem::replace(&mut self.stack, below))
+    }
+
+    fn pop_str(&mut self) -> Result<String, String> {
+        match self.pop()? {
+            Value::Str(s) => Ok(s.to_string()),
+            other => Err(format!("expects strings, found a {}", other.describe())),
+        }
+    }
+
+    /// The next `n` bytes of the opcode's argument.
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let start = self.pos;
+        let bytes = start
+            .checked_add(n)
+            .and_then(|end| self.data.get(start..end))
+            .ok_or("truncated file: the data ends inside the opcode's argument")?;
+        self.pos += n;
+        Ok(bytes)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let mut array = [0; N];
+        array.copy_from_slice(self.take(N)?);
+        Ok(array)
+    }
+
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(u8::from_le_bytes(self.array()?))
+    }
+
+    fn len_i32(&mut self) -> Result<usize, String> {
+        let len = i32::from_le_bytes(self.array()?);
+        usize::try_from(len).map_err(|_| format!("negative length {len}"))
+    }
+
+    fn len_u64(&mut self) -> Result<usize, String> {
+        let len = u64::from_le_bytes(self.array()?);
+        usize::try_from(len).map_err(|_| format!("length {len} too large"))
+    }
+
+    fn string(&mut self, len: usize) -> Result<Value, String> {
+        let text = std::str::from_utf8(self.take(len)?)
+            .map_err(|e| format!("the string is not UTF-8: {e}"))?;
+        Ok(Value::Str(text.into()))
+    }
+
+    /// A newline-terminated argument (GLOBAL's module and name).
+    fn line(&mut self) -> Result<String, String> {
+        let rest = self.data.get(self.pos..).unwrap_or_default();
+        let len = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or("truncated file: the data ends inside the opcode's argument")?;
+        let line = std::str::from_utf8(self.take(len)?)
+            .map_err(|e| format!("the name is not UTF-8: {e}"))?
+            .to_string();
+        self.take(1)?;
+        Ok(line)
+    }
+}
+
+/// A LONG1/LONG4 integer: little-endian two's complement. Wider than 128 bits, which no
+/// checkpoint needs, it becomes an opaque object.
+fn decode_long(bytes: &[u8]) -> Value {
+    if bytes.len() > 16 {
+        return Value::Object(format!("int of {} bytes", bytes.len()).into());
+    }
+    let negative = bytes.last().is_some_and(|b| b & 0x80 != 0);
+    let mut wide = [if negative { 0xff } else { 0 }; 16];
+    wide[..bytes.len()].copy_from_slice(bytes);
+    Value::Int(i128::from_le_bytes(wide))
+}
