@@ -32,6 +32,7 @@ pub mod plan;
 pub mod probe;
 pub mod report;
 pub mod reproduce;
+pub mod sharding;
 pub mod similarity;
 
 pub use error::{Error, Result};

@@ -11,7 +11,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::checkpoint::{
     tensor_from_bytes, tensor_to_bytes, CheckpointError, HeaderEntry, SafetensorsFile,
-    SafetensorsWriter,
+    SafetensorsWriter, TensorInfo,
 };
 use crate::metrics::{LayerMetrics, NormRatio};
 use crate::minimize::{minimize, Engine, Settings};
@@ -51,65 +51,100 @@ pub trait Observer {
 pub struct Silent;
 impl Observer for Silent {}
 
-/// Processes one file: every tensor is written to `out` in data order, optimized conv weights
-/// replaced and everything else copied byte for byte. `plan` has one entry per tensor of
-/// `file.tensors()`, in the same order. `position` continues the layer count across shards.
-pub fn process_file<W: Write>(
-    file: &SafetensorsFile,
-    plan: &[PlanEntry],
+/// One tensor on its way to the output: where it comes from and what the plan says.
+#[derive(Clone, Copy)]
+pub struct Item<'a> {
+    pub file: &'a SafetensorsFile,
+    pub tensor: &'a TensorInfo,
+    pub entry: &'a PlanEntry,
+}
+
+/// Every tensor of `files`, in file order and data order, with its plan entry (`plans[i]` is the
+/// plan of `files[i]`).
+pub fn items<'a>(files: &'a [SafetensorsFile], plans: &'a [Vec<PlanEntry>]) -> Vec<Item<'a>> {
+    files
+        .iter()
+        .zip(plans)
+        .flat_map(|(file, plan)| {
+            file.tensors()
+                .iter()
+                .zip(plan)
+                .map(move |(tensor, entry)| Item {
+                    file,
+                    tensor,
+                    entry,
+                })
+        })
+        .collect()
+}
+
+/// Writes `items` as one safetensors file to `out`: optimized conv weights replaced, everything
+/// else copied byte for byte. `position` continues the layer count across output files.
+pub fn process<W: Write>(
+    items: &[Item],
     job: &Job,
     metadata: Option<&BTreeMap<String, String>>,
     out: W,
     position: &mut (usize, usize),
     observer: &mut dyn Observer,
 ) -> Result<(W, Vec<LayerReport>), CheckpointError> {
-    let entries = file
-        .tensors()
+    let entries = items
         .iter()
-        .map(|t| HeaderEntry {
-            name: t.name.clone(),
-            dtype: t.dtype,
-            shape: t.shape.clone(),
-            len: t.end - t.begin,
+        .map(|item| HeaderEntry {
+            name: item.tensor.name.clone(),
+            dtype: item.tensor.dtype,
+            shape: item.tensor.shape.clone(),
+            len: item.tensor.end - item.tensor.begin,
         })
         .collect();
-    let io = |e| CheckpointError::io(file.path(), e);
+    let origin = items
+        .first()
+        .map(|i| i.file.path().to_path_buf())
+        .unwrap_or_default();
+    let io = |e| CheckpointError::io(&origin, e);
     let mut writer = SafetensorsWriter::new(out, metadata, entries).map_err(io)?;
     let mut layers = Vec::new();
-    for (tensor, entry) in file.tensors().iter().zip(plan) {
+    for &Item {
+        file,
+        tensor,
+        entry,
+    } in items
+    {
         let bytes = file.data(tensor);
-        let Some(kind) = entry.kind else {
-            writer.write_tensor(&tensor.name, bytes).map_err(io)?;
-            continue;
+        let new_bytes = match entry.kind {
+            None => None,
+            Some(kind) if !entry.optimize => {
+                let report = LayerReport::skipped(
+                    &entry.name,
+                    &entry.shape,
+                    &entry.dtype,
+                    kind,
+                    entry.reason.clone(),
+                );
+                observer.layer_finished(&report);
+                layers.push(report);
+                None
+            }
+            Some(kind) => {
+                position.0 += 1;
+                observer.layer_started(
+                    &entry.name,
+                    &entry.shape,
+                    position.0,
+                    position.1,
+                    job.settings.iterations,
+                );
+                let (report, new_bytes) =
+                    optimize_tensor(file, tensor, entry, kind, job, position.0 as u64, observer)?;
+                observer.layer_finished(&report);
+                layers.push(report);
+                new_bytes
+            }
         };
-        if !entry.optimize {
-            let report = LayerReport::skipped(
-                &entry.name,
-                &entry.shape,
-                &entry.dtype,
-                kind,
-                entry.reason.clone(),
-            );
-            observer.layer_finished(&report);
-            layers.push(report);
-            writer.write_tensor(&tensor.name, bytes).map_err(io)?;
-            continue;
-        }
-        position.0 += 1;
-        observer.layer_started(
-            &entry.name,
-            &entry.shape,
-            position.0,
-            position.1,
-            job.settings.iterations,
-        );
-        let (report, new_bytes) =
-            optimize_tensor(file, tensor, entry, kind, job, position.0 as u64, observer)?;
         writer
             .write_tensor(&tensor.name, new_bytes.as_deref().unwrap_or(bytes))
             .map_err(io)?;
-        observer.layer_finished(&report);
-        layers.push(report);
+        file.release(tensor);
     }
     Ok((writer.finish().map_err(io)?, layers))
 }
@@ -117,7 +152,7 @@ pub fn process_file<W: Write>(
 /// Minimizes one conv tensor; returns its report and its new bytes (None: keep the input's).
 fn optimize_tensor(
     file: &SafetensorsFile,
-    tensor: &crate::checkpoint::TensorInfo,
+    tensor: &TensorInfo,
     entry: &PlanEntry,
     kind: crate::plan::ConvKind,
     job: &Job,
@@ -146,6 +181,17 @@ fn optimize_tensor(
     report.scale_free_before = Some(before.scale_free);
     report.kernel_cosine_before = Some(before.kernel_cosine);
     report.feature_cosine_before = probe(&weight)?;
+    if settings.iterations == 0 {
+        // A plain conversion: the stored bytes are kept exactly (f64 would not survive f32).
+        report.status = Status::Optimized;
+        report.loss_after = report.loss_before;
+        report.scale_free_after = report.scale_free_before;
+        report.kernel_cosine_after = report.kernel_cosine_before;
+        report.feature_cosine_after = report.feature_cosine_before;
+        report.norm_ratio = Some(NormRatio::between(&weight, &weight).map_err(library)?);
+        report.curve = Some(Curve::sample(&[before.loss]));
+        return Ok((report, None));
+    }
 
     let start = Instant::now();
     let result = minimize(&weight, settings, job.engine, &mut |i, loss| {

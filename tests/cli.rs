@@ -8,7 +8,10 @@ use std::process::{Command, Output};
 
 use candle_core::Tensor;
 use common::{check_output, loss, no_outputs, small_network, write};
-use cs_init::checkpoint::{serialize, tensor_from_bytes, tensor_to_bytes, Dtype, SafetensorsFile};
+use cs_init::checkpoint::{
+    serialize, tensor_from_bytes, tensor_to_bytes, Dtype, HeaderEntry, SafetensorsFile,
+    SafetensorsWriter,
+};
 
 fn cs_init(args: &[&str], dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cs-init"))
@@ -103,6 +106,16 @@ fn half_precision_dtypes_are_preserved() {
             &["conv1.weight", "conv2.weight", "proj.weight"],
         );
     }
+}
+
+#[test]
+fn zero_iterations_is_an_exact_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("net.safetensors");
+    write(&input, None, &small_network(Dtype::F64));
+    let out = cs_init(&["net.safetensors", "--iters", "0", "-q"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    check_output(&input, &dir.path().join("net.cs.safetensors"), &[]);
 }
 
 #[test]
@@ -542,4 +555,256 @@ fn real_pretrained_resnet20_and_tinygrad_checkpoints() {
         assert_eq!(metadata.get("format").map(String::as_str), format, "{file}");
         assert_eq!(metadata["cs_init.iters"], "200");
     }
+}
+
+#[test]
+fn pytorch_checkpoints_convert_exactly_and_optimize() {
+    let Some(shared) = shared_checkpoints() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let th = shared.join("resnet20-cifar10-12fca82f.th");
+    let out = cs_init(
+        &[
+            th.to_str().unwrap(),
+            "--iters",
+            "0",
+            "-o",
+            "plain.safetensors",
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let notes = summary["input_notes"].to_string();
+    assert!(
+        notes.contains("state_dict") && notes.contains("module.") && notes.contains("best_prec1"),
+        "{notes}"
+    );
+    // --iters 0 is an exact conversion: every tensor equals PyTorch's own conversion.
+    let reference = SafetensorsFile::open(&shared.join("resnet20-cifar10.safetensors")).unwrap();
+    let converted = SafetensorsFile::open(&dir.path().join("plain.safetensors")).unwrap();
+    assert_eq!(reference.tensors().len(), converted.tensors().len());
+    for t in reference.tensors() {
+        let c = converted
+            .tensor(&t.name)
+            .unwrap_or_else(|| panic!("{} missing", t.name));
+        assert_eq!(
+            (t.dtype, &t.shape, reference.data(t)),
+            (c.dtype, &c.shape, converted.data(c)),
+            "{}",
+            t.name
+        );
+    }
+    // And optimized, it is the same run as on the safetensors file.
+    let out = cs_init(
+        &[
+            th.to_str().unwrap(),
+            "--iters",
+            "20",
+            "-o",
+            "a.safetensors",
+            "-q",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let st = shared.join("resnet20-cifar10.safetensors");
+    let out = cs_init(
+        &[
+            st.to_str().unwrap(),
+            "--iters",
+            "20",
+            "-o",
+            "b.safetensors",
+            "-q",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (a, b) = (
+        SafetensorsFile::open(&dir.path().join("a.safetensors")).unwrap(),
+        SafetensorsFile::open(&dir.path().join("b.safetensors")).unwrap(),
+    );
+    for t in a.tensors() {
+        assert_eq!(a.data(t), b.data(b.tensor(&t.name).unwrap()), "{}", t.name);
+    }
+
+    let th56 = shared.join("resnet56-cifar10-4bfd9763.th");
+    let out = cs_init(&["plan", th56.to_str().unwrap(), "--json"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["optimized"], 55);
+    let names: Vec<&str> = plan["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"layer3.8.conv2.weight") && !names.iter().any(|n| n.starts_with("module."))
+    );
+}
+
+#[test]
+fn bad_pytorch_files_fail_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("garbage.pth"),
+        b"\x80\x02this is not a pickle at all",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("empty.pt"), b"").unwrap();
+    for name in ["garbage.pth", "empty.pt"] {
+        let out = cs_init(&[name, "-o", "out.safetensors"], dir.path());
+        assert_eq!(out.status.code(), Some(1), "{name}");
+        assert!(stderr(&out).contains(name), "{name}: {}", stderr(&out));
+        no_outputs(dir.path(), &["garbage.pth", "empty.pt"]);
+    }
+    let Some(shared) = shared_checkpoints() else {
+        return;
+    };
+    let th = shared.join("resnet20-cifar10-12fca82f.th");
+    let out = cs_init(
+        &[
+            th.to_str().unwrap(),
+            "--key",
+            "weights",
+            "-o",
+            "out.safetensors",
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("state_dict"), "{}", stderr(&out));
+    no_outputs(dir.path(), &["garbage.pth", "empty.pt"]);
+}
+
+#[test]
+fn max_shard_size_splits_the_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("net.safetensors");
+    let tensors = small_network(Dtype::F32);
+    write(&input, Some(&user_metadata()), &tensors);
+    let out = cs_init(
+        &[
+            "net.safetensors",
+            "--max-shard-size",
+            "2KB",
+            "--iters",
+            "5",
+            "-q",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let output = dir.path().join("net.cs");
+    let index: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(output.join("model.safetensors.index.json")).unwrap(),
+    )
+    .unwrap();
+    let total: usize = tensors.iter().map(|t| t.3.len()).sum();
+    assert_eq!(index["metadata"]["total_size"], total);
+    let weight_map = index["weight_map"].as_object().unwrap();
+    assert_eq!(weight_map.len(), tensors.len());
+    let shards: std::collections::BTreeSet<&str> =
+        weight_map.values().map(|v| v.as_str().unwrap()).collect();
+    assert!(shards.len() >= 3, "{shards:?}");
+    let original = SafetensorsFile::open(&input).unwrap();
+    for (name, shard) in weight_map {
+        let file = SafetensorsFile::open(&output.join(shard.as_str().unwrap())).unwrap();
+        assert!(
+            file.tensors()
+                .iter()
+                .map(|t| t.end - t.begin)
+                .sum::<usize>()
+                <= 2000
+                || file.tensors().len() == 1
+        );
+        let (a, b) = (original.tensor(name).unwrap(), file.tensor(name).unwrap());
+        assert_eq!((a.dtype, &a.shape), (b.dtype, &b.shape));
+        let conv = ["conv1.weight", "conv2.weight", "proj.weight"].contains(&name.as_str());
+        assert_eq!(original.data(a) == file.data(b), !conv, "{name}");
+        assert_eq!(file.metadata().unwrap()["author"], "test");
+    }
+    // A size the checkpoint fits in gives one file.
+    let out = cs_init(
+        &[
+            "net.safetensors",
+            "--max-shard-size",
+            "1GB",
+            "-o",
+            "one.safetensors",
+            "-q",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(dir.path().join("one.safetensors").is_file());
+}
+
+#[test]
+fn memory_stays_near_one_layer_on_a_large_checkpoint() {
+    // 128 conv layers of 2.36 MB: a 302 MB checkpoint, written as 100 MB shards.
+    let dir = tempfile::tempdir().unwrap();
+    let layer = common::kaiming(&[256, 256, 3, 3], 0);
+    let bytes = tensor_to_bytes(&layer).unwrap();
+    // Streamed to disk rather than built in memory: the test itself stays small.
+    let name = |i: usize| format!("block{i}.conv.weight");
+    let entries = (0..128)
+        .map(|i| HeaderEntry {
+            name: name(i),
+            dtype: Dtype::F32,
+            shape: vec![256, 256, 3, 3],
+            len: bytes.len(),
+        })
+        .collect();
+    let file = std::fs::File::create(dir.path().join("big.safetensors")).unwrap();
+    let mut writer = SafetensorsWriter::new(std::io::BufWriter::new(file), None, entries).unwrap();
+    for i in 0..128 {
+        writer.write_tensor(&name(i), &bytes).unwrap();
+    }
+    std::io::Write::flush(&mut writer.finish().unwrap()).unwrap();
+    let args = [
+        "big.safetensors",
+        "--iters",
+        "2",
+        "--no-probe",
+        "--max-shard-size",
+        "100MB",
+        "-q",
+    ];
+    let out = cs_init(&args, dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Measured by cs-init itself (VmHWM): a parent's ru_maxrss would also count the test
+    // process's memory that a forked child holds until it executes cs-init.
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("big.cs.report.json")).unwrap())
+            .unwrap();
+    let Some(peak) = report["totals"]["peak_memory_bytes"].as_u64() else {
+        eprintln!("skipped: this system does not report peak memory (VmHWM)");
+        return;
+    };
+    let peak = peak as usize;
+    let layer_bytes = bytes.len();
+    eprintln!(
+        "peak RSS {} MB for a {} MB checkpoint of {:.1} MB layers",
+        peak >> 20,
+        (128 * layer_bytes) >> 20,
+        layer_bytes as f64 / 1e6
+    );
+    assert!(
+        peak < 40 * layer_bytes,
+        "peak RSS {peak} bytes for {layer_bytes}-byte layers"
+    );
+    let index: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("big.cs/model.safetensors.index.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(index["weight_map"].as_object().unwrap().len(), 128);
+    assert!(dir
+        .path()
+        .join("big.cs/model-00004-of-00004.safetensors")
+        .is_file());
 }

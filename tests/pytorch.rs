@@ -36,6 +36,20 @@ fn f32_bytes(values: impl IntoIterator<Item = f32>) -> Vec<u8> {
     values.into_iter().flat_map(f32::to_le_bytes).collect()
 }
 
+fn f16_bytes<const N: usize>(values: [f32; N]) -> Vec<u8> {
+    values
+        .into_iter()
+        .flat_map(|x| f16::from_f32(x).to_le_bytes())
+        .collect()
+}
+
+fn bf16_bytes<const N: usize>(values: [f32; N]) -> Vec<u8> {
+    values
+        .into_iter()
+        .flat_map(|x| bf16::from_f32(x).to_le_bytes())
+        .collect()
+}
+
 fn error_text(result: Result<PthCheckpoint, CheckpointError>) -> String {
     match result {
         Ok(c) => panic!("expected an error, read {} tensors", c.tensors.len()),
@@ -378,24 +392,8 @@ fn expected_zip_tensors() -> Vec<PthTensor> {
             &[2, 2],
             f32_bytes([34., 35., 36., 37.]),
         ),
-        t(
-            "half",
-            Dtype::F16,
-            &[3],
-            [0.5f32, -2., 3.25]
-                .iter()
-                .flat_map(|&x| f16::from_f32(x).to_le_bytes())
-                .collect(),
-        ),
-        t(
-            "brain",
-            Dtype::BF16,
-            &[2],
-            [1.5f32, -0.25]
-                .iter()
-                .flat_map(|&x| bf16::from_f32(x).to_le_bytes())
-                .collect(),
-        ),
+        t("half", Dtype::F16, &[3], f16_bytes([0.5, -2., 3.25])),
+        t("brain", Dtype::BF16, &[2], bf16_bytes([1.5, -0.25])),
         t(
             "bn.num_batches_tracked",
             Dtype::I64,
@@ -453,14 +451,6 @@ fn write_zip_checkpoint(path: &Path) {
     p.str("version").int(1).op(b'u').op(b'u').op(b'u').op(b'b');
     let pickle = p.finish();
 
-    let half: Vec<u8> = [0.5f32, -2., 3.25]
-        .iter()
-        .flat_map(|&x| f16::from_f32(x).to_le_bytes())
-        .collect();
-    let brain: Vec<u8> = [1.5f32, -0.25]
-        .iter()
-        .flat_map(|&x| bf16::from_f32(x).to_le_bytes())
-        .collect();
     write_zip(
         path,
         &[
@@ -470,8 +460,8 @@ fn write_zip_checkpoint(path: &Path) {
             ("tiny_model/data/1", f32_bytes((10..16).map(|i| i as f32))),
             ("tiny_model/data/2", f32_bytes((20..30).map(|i| i as f32))),
             ("tiny_model/data/3", f32_bytes((30..38).map(|i| i as f32))),
-            ("tiny_model/data/4", half),
-            ("tiny_model/data/5", brain),
+            ("tiny_model/data/4", f16_bytes([0.5, -2., 3.25])),
+            ("tiny_model/data/5", bf16_bytes([1.5, -0.25])),
             ("tiny_model/data/6", 42i64.to_le_bytes().to_vec()),
             ("tiny_model/data/7", f32_bytes([7., 8.])),
             ("tiny_model/data/8", Vec::new()),

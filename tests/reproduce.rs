@@ -79,7 +79,7 @@ fn feature_map(x: &[f64], k: &[f64], pad: usize) -> Vec<f64> {
 }
 
 /// The Gram-matrix shortcut gives the similarity of the feature maps themselves, for full and
-/// valid padding, inner product and cosine.
+/// valid padding, every similarity.
 #[test]
 fn similarity_equals_that_of_the_feature_maps() {
     let mut rng = StdRng::seed_from_u64(3);
@@ -101,6 +101,11 @@ fn similarity_equals_that_of_the_feature_maps() {
             assert!((ours - inner).abs() <= 1e-12 * scale, "N={n} pad={pad}");
             let ours = Similarity::Cosine.measure(&k1, &k2, &gram);
             assert!((ours - cosine).abs() <= 1e-12, "N={n} pad={pad}");
+            let ours = Similarity::Squared.measure(&k1, &k2, &gram);
+            assert!(
+                (ours - inner * inner).abs() <= 1e-12 * scale * scale,
+                "N={n} pad={pad}"
+            );
         }
     }
 }

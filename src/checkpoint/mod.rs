@@ -15,8 +15,8 @@ pub use error::CheckpointError;
 pub use hub::{HubEnv, HubSource};
 pub use pytorch::{looks_like_pth, read_pth, PthCheckpoint, PthTensor};
 pub use reader::{SafetensorsFile, TensorInfo};
-pub use sharded::{ShardIndex, INDEX_FILE};
-pub use source::{built_in_bytes, built_in_file, Input};
+pub use sharded::{index_json, ShardIndex, INDEX_FILE};
+pub use source::{built_in_bytes, built_in_file, Input, Opened, PthOptions, ResolveOptions};
 pub use tensor_bytes::{candle_dtype, tensor_from_bytes, tensor_to_bytes};
 pub use writer::{
     remove_pending_outputs, serialize, HeaderEntry, OutputDir, OutputFile, SafetensorsWriter,

@@ -162,6 +162,27 @@ impl SafetensorsFile {
         self.metadata.as_ref()
     }
 
+    /// Lets the memory of a tensor's mapped pages go once it has been used, so that reading a large
+    /// checkpoint keeps about one tensor resident rather than all it has read (the pages stay in
+    /// the page cache; a later read maps them again).
+    pub fn release(&self, tensor: &TensorInfo) {
+        if let Bytes::Mapped(map) = &self.bytes {
+            #[cfg(unix)]
+            // SAFETY: the mapping is private and never written, so dropping its pages only means
+            // they are read again from the unchanged file if touched later: no data is lost and
+            // every reference into the map still sees the same bytes.
+            unsafe {
+                let _ = map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    self.data_start + tensor.begin,
+                    tensor.end - tensor.begin,
+                );
+            }
+            #[cfg(not(unix))]
+            let _ = map;
+        }
+    }
+
     /// A tensor's raw little-endian bytes.
     pub fn data(&self, tensor: &TensorInfo) -> &[u8] {
         let all: &[u8] = match &self.bytes {

@@ -95,12 +95,21 @@ impl ShardIndex {
         &self.weight_map
     }
 
-    /// The index JSON for an output with the same shards, keeping the input's metadata and
-    /// setting `metadata.total_size` to the bytes of all tensors.
-    pub fn to_json(&self, total_size: usize) -> String {
-        let mut metadata = self.metadata.clone();
-        metadata.insert("total_size".into(), json!(total_size));
-        let json = json!({"metadata": metadata, "weight_map": self.weight_map});
-        serde_json::to_string_pretty(&json).expect("index serializes") + "\n"
+    /// The index's `metadata` object.
+    pub fn metadata(&self) -> &Map<String, Value> {
+        &self.metadata
     }
+}
+
+/// An index file's JSON: `metadata` (with `total_size` set to the bytes of all tensors) and the
+/// `weight_map` from tensor names to shard file names.
+pub fn index_json(
+    metadata: &Map<String, Value>,
+    weight_map: &BTreeMap<String, String>,
+    total_size: usize,
+) -> String {
+    let mut metadata = metadata.clone();
+    metadata.insert("total_size".into(), json!(total_size));
+    let json = json!({"metadata": metadata, "weight_map": weight_map});
+    serde_json::to_string_pretty(&json).expect("index serializes") + "\n"
 }

@@ -1,19 +1,46 @@
 //! What the command line's INPUT names: a safetensors file, a sharded checkpoint (its directory or
-//! its index file), or a built-in architecture.
+//! its index file), a PyTorch checkpoint file, a Hub reference, or a built-in architecture.
 
 use std::path::{Path, PathBuf};
 
 use super::hub::{self, HubEnv, HubFiles, HubSource};
 use super::{
-    serialize, tensor_to_bytes, CheckpointError, Dtype, Result, SafetensorsFile, ShardIndex,
-    INDEX_FILE,
+    looks_like_pth, read_pth, serialize, tensor_to_bytes, CheckpointError, Dtype, Result,
+    SafetensorsFile, ShardIndex, INDEX_FILE,
 };
 use crate::arch::Architecture;
+
+/// How PyTorch checkpoint files are read (`--key`, `--strip-prefix`).
+#[derive(Debug, Clone, Default)]
+pub struct PthOptions {
+    /// The top-level entry holding the state dict (automatic when `None`).
+    pub key: Option<String>,
+    /// A prefix to remove from every name (`None`: remove a DataParallel `module.` prefix).
+    pub strip_prefix: Option<String>,
+}
+
+/// How INPUT is resolved.
+#[derive(Debug, Clone, Default)]
+pub struct ResolveOptions {
+    /// Show Hub download progress on stderr.
+    pub progress: bool,
+    pub pth: PthOptions,
+}
+
+/// The files of an input, ready to read, and what was changed on the way in.
+pub struct Opened {
+    /// One file, or one per shard (sorted by name).
+    pub files: Vec<SafetensorsFile>,
+    /// Human-readable notes (a PyTorch file's state-dict key, stripped prefix, dropped entries).
+    pub notes: Vec<String>,
+}
 
 /// A resolved INPUT.
 pub enum Input {
     /// One safetensors file.
     File(PathBuf),
+    /// A PyTorch checkpoint file (`.pth`, `.pt`, `.bin`, `.th`; zip or legacy format).
+    Pth(PathBuf, PthOptions),
     /// A sharded checkpoint.
     Sharded(ShardIndex),
     /// A freshly initialized built-in network.
@@ -23,13 +50,13 @@ pub enum Input {
 }
 
 impl Input {
-    /// Resolves INPUT: an `hf://` reference (fetched into the Hub cache, with download progress
-    /// on stderr when `progress`), an existing path, then a built-in architecture name.
-    pub fn resolve(input: &str, progress: bool) -> Result<Self> {
+    /// Resolves INPUT: an `hf://` reference (fetched into the Hub cache), an existing path, then a
+    /// built-in architecture name.
+    pub fn resolve(input: &str, options: &ResolveOptions) -> Result<Self> {
         if let Some(source) = HubSource::parse(input) {
             let source = source?;
-            let files = match hub::fetch(&source, &HubEnv::from_env(), progress)? {
-                HubFiles::File(path) => Input::File(path),
+            let files = match hub::fetch(&source, &HubEnv::from_env(), options.progress)? {
+                HubFiles::File(path) => Input::file(path, &options.pth)?,
                 HubFiles::Sharded(index) => Input::Sharded(index),
             };
             return Ok(Input::Hub(source, Box::new(files)));
@@ -49,7 +76,7 @@ impl Input {
             if input.ends_with(".index.json") {
                 return Ok(Input::Sharded(ShardIndex::open(path)?));
             }
-            return Ok(Input::File(path.into()));
+            return Input::file(path.into(), &options.pth);
         }
         if let Ok(arch) = input.parse::<Architecture>() {
             return Ok(Input::BuiltIn(arch));
@@ -61,10 +88,37 @@ impl Input {
         )))
     }
 
+    /// A single file: PyTorch by its extension (or, without a known one, its first bytes),
+    /// safetensors otherwise.
+    fn file(path: PathBuf, pth: &PthOptions) -> Result<Self> {
+        let extension = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        let pytorch = match extension.as_deref() {
+            Some("pth" | "pt" | "bin" | "th" | "ckpt" | "tar") => true,
+            Some("safetensors") => false,
+            _ => {
+                let mut head = [0u8; 24];
+                let n = std::io::Read::read(
+                    &mut std::fs::File::open(&path).map_err(|e| CheckpointError::io(&path, e))?,
+                    &mut head,
+                )
+                .map_err(|e| CheckpointError::io(&path, e))?;
+                looks_like_pth(&head[..n])
+            }
+        };
+        Ok(if pytorch {
+            Input::Pth(path, pth.clone())
+        } else {
+            Input::File(path)
+        })
+    }
+
     /// A short description for logs and reports.
     pub fn describe(&self) -> String {
         match self {
-            Input::File(p) => p.display().to_string(),
+            Input::File(p) | Input::Pth(p, _) => p.display().to_string(),
             Input::Sharded(index) => index.dir().display().to_string(),
             Input::BuiltIn(arch) => format!("built-in {arch}"),
             Input::Hub(source, _) => source.describe(),
@@ -80,17 +134,25 @@ impl Input {
         }
     }
 
-    /// Opens every file of the input: one, or one per shard (sorted by name). Built-in
-    /// architectures are initialized from `seed`.
-    pub fn open(&self, seed: u64) -> Result<Vec<SafetensorsFile>> {
+    /// Opens every file of the input. Built-in architectures are initialized from `seed`; a
+    /// PyTorch file is converted to safetensors in memory.
+    pub fn open(&self, seed: u64) -> Result<Opened> {
+        let one = |file| Opened {
+            files: vec![file],
+            notes: Vec::new(),
+        };
         match self {
-            Input::File(path) => Ok(vec![SafetensorsFile::open(path)?]),
-            Input::BuiltIn(arch) => Ok(vec![built_in_file(*arch, seed)?]),
-            Input::Sharded(index) => index
-                .shards()
-                .iter()
-                .map(|s| SafetensorsFile::open(&index.shard_path(s)))
-                .collect(),
+            Input::File(path) => Ok(one(SafetensorsFile::open(path)?)),
+            Input::BuiltIn(arch) => Ok(one(built_in_file(*arch, seed)?)),
+            Input::Pth(path, options) => open_pth(path, options),
+            Input::Sharded(index) => Ok(Opened {
+                files: index
+                    .shards()
+                    .iter()
+                    .map(|s| SafetensorsFile::open(&index.shard_path(s)))
+                    .collect::<Result<_>>()?,
+                notes: Vec::new(),
+            }),
             Input::Hub(_, files) => files.open(seed),
         }
     }
@@ -98,7 +160,7 @@ impl Input {
     /// The input's path on disk, if it has one (used to refuse writing over it).
     pub fn path(&self) -> Option<&Path> {
         match self {
-            Input::File(p) => Some(p),
+            Input::File(p) | Input::Pth(p, _) => Some(p),
             Input::Sharded(index) => Some(index.dir()),
             Input::BuiltIn(_) => None,
             Input::Hub(_, files) => files.path(),
@@ -140,4 +202,35 @@ pub fn built_in_bytes(arch: Architecture, seed: u64) -> Result<Vec<u8>> {
     }
     let metadata = std::collections::BTreeMap::from([("format".to_string(), "pt".to_string())]);
     Ok(serialize(Some(&metadata), &entries))
+}
+
+/// Reads a PyTorch checkpoint into an in-memory safetensors file, noting what was changed.
+fn open_pth(path: &Path, options: &PthOptions) -> Result<Opened> {
+    let checkpoint = read_pth(
+        path,
+        options.key.as_deref(),
+        options.strip_prefix.as_deref(),
+    )?;
+    let mut notes = Vec::new();
+    if let Some(key) = &checkpoint.key {
+        notes.push(format!("state dict read from the entry '{key}'"));
+    }
+    if let Some(prefix) = &checkpoint.stripped_prefix {
+        notes.push(format!("prefix '{prefix}' removed from tensor names"));
+    }
+    for (key, what) in &checkpoint.dropped {
+        notes.push(format!("non-tensor entry '{key}' ({what}) dropped"));
+    }
+    let tensors: Vec<_> = checkpoint
+        .tensors
+        .into_iter()
+        .map(|t| (t.name, t.dtype, t.shape, t.data))
+        .collect();
+    // `format: pt` tells loaders such as transformers that the tensors follow PyTorch's layout.
+    let metadata = std::collections::BTreeMap::from([("format".to_string(), "pt".to_string())]);
+    let file = SafetensorsFile::from_bytes(path, serialize(Some(&metadata), &tensors))?;
+    Ok(Opened {
+        files: vec![file],
+        notes,
+    })
 }

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::output::Exit;
-use super::{input_arg, SelectionArgs, VariantArg};
-use crate::checkpoint::{tensor_from_bytes, Input};
+use super::{resolve_input, PthArgs, SelectionArgs, VariantArg};
+use crate::checkpoint::tensor_from_bytes;
 use crate::plan::plan;
 use crate::similarity::{fused, literal, portable, KernelGeometry};
 use crate::Variant;
@@ -28,18 +28,21 @@ pub struct CheckArgs {
 
     #[command(flatten)]
     selection: SelectionArgs,
+
+    #[command(flatten)]
+    pth: PthArgs,
 }
 
 /// Relative tolerance of f64 computations against each other.
 const TOLERANCE: f64 = 1e-9;
 
 pub fn run(args: CheckArgs, quiet: bool) -> anyhow::Result<Exit> {
-    let input = Input::resolve(&input_arg(&args.input)?, !quiet)?;
+    let input = resolve_input(&args.input, &args.pth, !quiet)?;
     let selection = args.selection.selection();
     let variant: Variant = args.variant.into();
     let mut worst: f64 = 0.0;
     let mut checked = 0;
-    for file in input.open(0)? {
+    for file in input.open(0)?.files {
         for (tensor, entry) in file.tensors().iter().zip(plan(file.tensors(), &selection)) {
             if !entry.optimize {
                 continue;

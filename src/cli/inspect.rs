@@ -6,8 +6,8 @@ use clap::Args;
 use serde::Serialize;
 
 use super::output::{print_json, Exit};
-use super::{input_arg, ExecutionArgs, ProbeArgs, SelectionArgs, VariantArg};
-use crate::checkpoint::{tensor_from_bytes, Input};
+use super::{resolve_input, ExecutionArgs, ProbeArgs, PthArgs, SelectionArgs, VariantArg};
+use crate::checkpoint::tensor_from_bytes;
 use crate::metrics::LayerMetrics;
 use crate::plan::{plan, ConvKind};
 use crate::report::{render, shape, SCHEMA_VERSION};
@@ -32,6 +32,9 @@ pub struct InspectArgs {
 
     #[command(flatten)]
     selection: SelectionArgs,
+
+    #[command(flatten)]
+    pth: PthArgs,
 
     #[command(flatten)]
     execution: ExecutionArgs,
@@ -63,13 +66,19 @@ struct InspectReport {
 
 pub fn run(args: InspectArgs, quiet: bool) -> anyhow::Result<Exit> {
     args.execution.apply_threads()?;
-    let input = Input::resolve(&input_arg(&args.input)?, !quiet)?;
+    let input = resolve_input(&args.input, &args.pth, !quiet)?;
     let device = args.execution.device.open(quiet)?;
     let selection = args.selection.selection();
     let variant: Variant = args.variant.into();
     let probe = args.probe.probe(args.seed, &device)?;
     let mut layers = Vec::new();
-    for file in input.open(args.seed)? {
+    let opened = input.open(args.seed)?;
+    if !quiet {
+        for note in &opened.notes {
+            eprintln!("cs-init: {note}");
+        }
+    }
+    for file in opened.files {
         for (tensor, entry) in file.tensors().iter().zip(plan(file.tensors(), &selection)) {
             let (Some(kind), true) = (entry.kind, entry.optimize) else {
                 continue;

@@ -7,6 +7,7 @@ mod new;
 mod output;
 mod plan;
 mod progress;
+mod reproduce;
 mod run;
 
 use std::path::PathBuf;
@@ -60,6 +61,8 @@ enum Command {
     New(new::NewArgs),
     /// Check the fast L_CS engines against the literal definition on a checkpoint's layers.
     Check(check::CheckArgs),
+    /// Re-run the paper's 1-D experiments (Tables 1, 3, 6) and print them next to the paper's.
+    Reproduce(reproduce::ReproduceArgs),
 }
 
 /// Options every command takes.
@@ -249,6 +252,7 @@ pub fn main() -> ExitCode {
         Some(Command::Inspect(args)) => inspect::run(args, quiet),
         Some(Command::New(args)) => new::run(args, quiet),
         Some(Command::Check(args)) => check::run(args, quiet),
+        Some(Command::Reproduce(args)) => reproduce::run(args, quiet),
         None => run::run(cli.run, quiet),
     };
     match result {
@@ -276,10 +280,36 @@ fn init_tracing(global: &GlobalArgs) {
         .init();
 }
 
-/// Paths and INPUT as given.
-fn input_arg(input: &Option<PathBuf>) -> anyhow::Result<String> {
-    input
+/// How PyTorch checkpoint files are read.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "PyTorch input (.pth, .pt, .bin, .th)")]
+struct PthArgs {
+    /// The top-level entry holding the state dict [default: the file itself, else state_dict,
+    /// model_state_dict, model, ...].
+    #[arg(long, value_name = "NAME")]
+    key: Option<String>,
+
+    /// Remove this prefix from tensor names [default: a `module.` prefix that every name has].
+    #[arg(long, value_name = "PREFIX")]
+    strip_prefix: Option<String>,
+}
+
+/// Resolves INPUT as given on the command line.
+fn resolve_input(
+    input: &Option<PathBuf>,
+    pth: &PthArgs,
+    progress: bool,
+) -> anyhow::Result<crate::checkpoint::Input> {
+    let input = input
         .as_ref()
         .map(|p| p.to_string_lossy().into_owned())
-        .ok_or_else(|| anyhow::anyhow!("INPUT is required"))
+        .ok_or_else(|| anyhow::anyhow!("INPUT is required"))?;
+    let options = crate::checkpoint::ResolveOptions {
+        progress,
+        pth: crate::checkpoint::PthOptions {
+            key: pth.key.clone(),
+            strip_prefix: pth.strip_prefix.clone(),
+        },
+    };
+    Ok(crate::checkpoint::Input::resolve(&input, &options)?)
 }

@@ -6,8 +6,7 @@ use clap::Args;
 use serde::Serialize;
 
 use super::output::{print_json, Exit};
-use super::{input_arg, SelectionArgs};
-use crate::checkpoint::Input;
+use super::{resolve_input, PthArgs, SelectionArgs};
 use crate::plan::{plan, PlanEntry};
 use crate::report::{plan_table, SCHEMA_VERSION};
 
@@ -20,6 +19,9 @@ pub struct PlanArgs {
     #[command(flatten)]
     selection: SelectionArgs,
 
+    #[command(flatten)]
+    pth: PthArgs,
+
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -30,14 +32,17 @@ struct PlanReport {
     schema_version: u32,
     input: String,
     optimized: usize,
+    /// What reading the input changed (a PyTorch file's key, stripped prefix, dropped entries).
+    notes: Vec<String>,
     tensors: Vec<PlanEntry>,
 }
 
 pub fn run(args: PlanArgs) -> anyhow::Result<Exit> {
-    let input = Input::resolve(&input_arg(&args.input)?, true)?;
+    let input = resolve_input(&args.input, &args.pth, true)?;
     let selection = args.selection.selection();
-    let entries: Vec<PlanEntry> = input
-        .open(0)?
+    let opened = input.open(0)?;
+    let entries: Vec<PlanEntry> = opened
+        .files
         .iter()
         .flat_map(|f| plan(f.tensors(), &selection))
         .collect();
@@ -47,9 +52,13 @@ pub fn run(args: PlanArgs) -> anyhow::Result<Exit> {
             schema_version: SCHEMA_VERSION,
             input: input.describe(),
             optimized,
+            notes: opened.notes,
             tensors: entries,
         })?;
     } else {
+        for note in &opened.notes {
+            println!("note: {note}");
+        }
         print!("{}", plan_table(&entries));
         println!(
             "\n{optimized} of {} tensors would be optimized.",

@@ -81,6 +81,18 @@ fn print_tables(tables: &[Table], args: &ReproduceArgs) -> anyhow::Result<()> {
             SimilarityArg::Squared => Similarity::Squared,
         },
     };
+    if !args.json {
+        println!(
+            "{} episodes per row, seed {}, feature-map similarity: {}\n",
+            settings.episodes,
+            settings.seed,
+            match settings.similarity {
+                Similarity::Inner => "|<F1,F2>|",
+                Similarity::Cosine => "|cos(F1,F2)|",
+                Similarity::Squared => "<F1,F2>^2",
+            }
+        );
+    }
     for (i, &table) in tables.iter().enumerate() {
         let rows = table.run(&settings);
         if args.json {

@@ -10,14 +10,17 @@ use serde::Serialize;
 
 use super::output::{print_json, Exit};
 use super::progress::Progress;
-use super::{device, input_arg, ExecutionArgs, ProbeArgs, SelectionArgs, VariantArg};
-use crate::checkpoint::{Input, OutputDir, OutputFile, SafetensorsFile, ShardIndex, INDEX_FILE};
+use super::{device, resolve_input, ExecutionArgs, ProbeArgs, PthArgs, SelectionArgs, VariantArg};
+use crate::checkpoint::{
+    index_json, Input, OutputDir, OutputFile, SafetensorsFile, ShardIndex, INDEX_FILE,
+};
 use crate::minimize::{Engine, Settings};
 use crate::optim::{AdamConfig, OptimizerConfig, SgdConfig};
-use crate::pipeline::{process_file, Job};
+use crate::pipeline::{items, process, Job};
 use crate::plan::plan;
 use crate::report::plot::{write_plot, Curve as PlotCurve, PlotFormat};
 use crate::report::{layer_table, LayerReport, Status, Totals, SCHEMA_VERSION};
+use crate::sharding::Sharding;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -34,6 +37,9 @@ pub struct RunArgs {
 
     #[command(flatten)]
     selection: SelectionArgs,
+
+    #[command(flatten)]
+    pth: PthArgs,
 
     #[command(flatten)]
     execution: ExecutionArgs,
@@ -99,6 +105,11 @@ struct OutputArgs {
     #[arg(long)]
     force: bool,
 
+    /// Split the output into shards of at most this size (e.g. 5GB, 500MiB), with an index
+    /// [default: keep the input's sharding].
+    #[arg(long, value_name = "SIZE", value_parser = crate::sharding::parse_size)]
+    max_shard_size: Option<usize>,
+
     /// Print a machine-readable summary (JSON) on stdout instead of the table.
     #[arg(long)]
     json: bool,
@@ -124,6 +135,8 @@ struct Report<'a> {
     version: &'static str,
     command_line: String,
     input: String,
+    /// What reading the input changed (a PyTorch file's key, stripped prefix, dropped entries).
+    input_notes: Vec<String>,
     output: String,
     settings: RunSettings<'a>,
     totals: Totals,
@@ -134,9 +147,31 @@ pub fn run(args: RunArgs, quiet: bool) -> anyhow::Result<Exit> {
     let started = Instant::now();
     let settings = settings(&args.optimization)?;
     args.execution.apply_threads()?;
-    let input_name = input_arg(&args.input)?;
-    let input = Input::resolve(&input_name, !quiet)?;
-    let output = output_path(&input, args.output.output.as_deref())?;
+    let input = resolve_input(&args.input, &args.pth, !quiet)?;
+    let opened = input.open(args.seed)?;
+    if !quiet && !args.output.json {
+        for note in &opened.notes {
+            eprintln!("cs-init: {note}");
+        }
+    }
+    let files = &opened.files;
+    if let Some(index) = input.index() {
+        check_weight_map(index, files)?;
+    }
+    let selection = args.selection.selection();
+    let plans: Vec<_> = files
+        .iter()
+        .map(|f| plan(f.tensors(), &selection))
+        .collect();
+    let selected = plans.iter().flatten().filter(|e| e.optimize).count();
+    ensure_conv_layers(
+        selected,
+        plans.iter().flatten().map(|e| e.name.as_str()),
+        &input.describe(),
+    )?;
+    let sharding = Sharding::choose(files, input.index(), args.output.max_shard_size);
+    let sharded = matches!(sharding, Sharding::Shards(_));
+    let output = output_path(&input, args.output.output.as_deref(), sharded)?;
     let report_path = args
         .output
         .report
@@ -155,46 +190,86 @@ pub fn run(args: RunArgs, quiet: bool) -> anyhow::Result<Exit> {
         settings: settings.clone(),
         engine: Engine::Auto,
         device: device.clone(),
-        layout: args.selection.selection().layout,
+        layout: selection.layout,
         probe: args.probe.probe(args.seed, &device)?,
     };
-    let selection = args.selection.selection();
     let command_line = std::env::args().collect::<Vec<_>>().join(" ");
     let provenance = provenance(&settings, args.seed, &command_line);
+    let metadata = merged_metadata(files[0].metadata(), &provenance);
     let mut progress = Progress::new(quiet || args.output.json);
-
-    let files = input.open(args.seed)?;
-    let (tensors, layers) = match input.index() {
-        Some(index) => write_sharded(
-            index,
-            &files,
-            &selection,
-            &job,
-            &provenance,
-            &output,
-            args.output.force,
-            &mut progress,
-        )?,
-        None => write_single(
-            &files[0],
-            &selection,
-            &job,
-            &provenance,
-            &output,
-            args.output.force,
-            &mut progress,
-        )?,
+    let items = items(files, &plans);
+    let mut position = (0, selected);
+    let layers = match &sharding {
+        Sharding::Single => {
+            let out = OutputFile::create(&output, args.output.force)?;
+            let (out, layers) = process(
+                &items,
+                &job,
+                Some(&metadata),
+                out,
+                &mut position,
+                &mut progress,
+            )?;
+            out.commit()?;
+            layers
+        }
+        Sharding::Shards(shards) => {
+            let index_metadata = input
+                .index()
+                .map(|i| i.metadata().clone())
+                .unwrap_or_default();
+            let dir = OutputDir::create(&output, args.output.force)?;
+            let mut layers = Vec::new();
+            let mut weight_map = BTreeMap::new();
+            for shard in shards {
+                let group = &items[shard.tensors.clone()];
+                // Each shard keeps its own input file's metadata, plus the provenance.
+                let metadata =
+                    merged_metadata(group.first().and_then(|i| i.file.metadata()), &provenance);
+                let out = dir.file(&shard.name)?;
+                let (out, shard_layers) = process(
+                    group,
+                    &job,
+                    Some(&metadata),
+                    out,
+                    &mut position,
+                    &mut progress,
+                )?;
+                out.into_inner()
+                    .map_err(|e| e.into_error())
+                    .with_context(|| format!("writing {}", shard.name))?;
+                layers.extend(shard_layers);
+                weight_map.extend(
+                    group
+                        .iter()
+                        .map(|i| (i.tensor.name.clone(), shard.name.clone())),
+                );
+            }
+            // Dtypes and shapes are unchanged, so the total size is the input's.
+            let total_size = items.iter().map(|i| i.tensor.end - i.tensor.begin).sum();
+            let mut index_file = dir.file(INDEX_FILE)?;
+            std::io::Write::write_all(
+                &mut index_file,
+                index_json(&index_metadata, &weight_map, total_size).as_bytes(),
+            )?;
+            index_file.into_inner().map_err(|e| e.into_error())?;
+            dir.commit()?;
+            layers
+        }
     };
+    let tensors = items.len();
     progress.finish();
 
     let mut totals = Totals::from_layers(tensors, &layers);
     totals.total_seconds = started.elapsed().as_secs_f64();
+    totals.peak_memory_bytes = crate::report::peak_memory_bytes();
     let report = Report {
         schema_version: SCHEMA_VERSION,
         tool: "cs-init",
         version: env!("CARGO_PKG_VERSION"),
         command_line,
         input: input.describe(),
+        input_notes: opened.notes.clone(),
         output: output.display().to_string(),
         settings: RunSettings {
             settings: &settings,
@@ -284,50 +359,8 @@ fn settings(args: &OptimizationArgs) -> anyhow::Result<Settings> {
     })
 }
 
-/// Processes a single-file checkpoint into an atomically written output file.
-fn write_single(
-    file: &SafetensorsFile,
-    selection: &crate::plan::Selection,
-    job: &Job,
-    provenance: &BTreeMap<String, String>,
-    output: &Path,
-    force: bool,
-    progress: &mut Progress,
-) -> anyhow::Result<(usize, Vec<LayerReport>)> {
-    let plan = plan(file.tensors(), selection);
-    let selected = plan.iter().filter(|e| e.optimize).count();
-    ensure_conv_layers(
-        selected,
-        plan.iter().map(|e| e.name.as_str()),
-        &file.path().display().to_string(),
-    )?;
-    let out = OutputFile::create(output, force)?;
-    let metadata = merged_metadata(file.metadata(), provenance);
-    let (out, layers) = process_file(
-        file,
-        &plan,
-        job,
-        Some(&metadata),
-        out,
-        &mut (0, selected),
-        progress,
-    )?;
-    out.commit()?;
-    Ok((file.tensors().len(), layers))
-}
-
-/// Processes a sharded checkpoint into an output directory with the same shards and index.
-#[allow(clippy::too_many_arguments)]
-fn write_sharded(
-    index: &ShardIndex,
-    shards: &[SafetensorsFile],
-    selection: &crate::plan::Selection,
-    job: &Job,
-    provenance: &BTreeMap<String, String>,
-    output: &Path,
-    force: bool,
-    progress: &mut Progress,
-) -> anyhow::Result<(usize, Vec<LayerReport>)> {
+/// Every tensor an index names must be in the shard it names.
+fn check_weight_map(index: &ShardIndex, shards: &[SafetensorsFile]) -> anyhow::Result<()> {
     for (name, shard) in index.weight_map() {
         let file = &shards[index.shards().binary_search(shard).expect("shard listed")];
         if file.tensor(name).is_none() {
@@ -337,48 +370,7 @@ fn write_sharded(
             );
         }
     }
-    let plans: Vec<_> = shards
-        .iter()
-        .map(|f| plan(f.tensors(), selection))
-        .collect();
-    let selected = plans.iter().flatten().filter(|e| e.optimize).count();
-    ensure_conv_layers(
-        selected,
-        plans.iter().flatten().map(|e| e.name.as_str()),
-        &index.dir().display().to_string(),
-    )?;
-    let dir = OutputDir::create(output, force)?;
-    let mut layers = Vec::new();
-    let mut position = (0, selected);
-    for ((name, file), plan) in index.shards().iter().zip(shards).zip(&plans) {
-        let metadata = merged_metadata(file.metadata(), provenance);
-        let out = dir.file(name)?;
-        let (out, shard_layers) = process_file(
-            file,
-            plan,
-            job,
-            Some(&metadata),
-            out,
-            &mut position,
-            progress,
-        )?;
-        out.into_inner()
-            .map_err(|e| e.into_error())
-            .with_context(|| format!("writing {name}"))?;
-        layers.extend(shard_layers);
-    }
-    // Dtypes and shapes are unchanged, so the total size is the input's.
-    let total_size = shards
-        .iter()
-        .flat_map(|f| f.tensors())
-        .map(|t| t.end - t.begin)
-        .sum();
-    let mut index_file = dir.file(INDEX_FILE)?;
-    std::io::Write::write_all(&mut index_file, index.to_json(total_size).as_bytes())?;
-    index_file.into_inner().map_err(|e| e.into_error())?;
-    dir.commit()?;
-    let tensors = shards.iter().map(|f| f.tensors().len()).sum();
-    Ok((tensors, layers))
+    Ok(())
 }
 
 fn ensure_conv_layers<'a>(
@@ -434,9 +426,23 @@ fn merged_metadata(
 }
 
 /// `<stem>.cs.safetensors` beside a file input, `<dir>.cs` beside a sharded one, `<arch>.cs.safetensors` here.
-fn output_path(input: &Input, explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+fn output_path(input: &Input, explicit: Option<&Path>, sharded: bool) -> anyhow::Result<PathBuf> {
     if let Some(p) = explicit {
         return Ok(p.to_path_buf());
+    }
+    let file = match input {
+        Input::Sharded(_) | Input::Hub(..) => None,
+        Input::File(path) | Input::Pth(path, _) => Some(path.clone()),
+        Input::BuiltIn(arch) => Some(PathBuf::from(format!("{arch}.safetensors"))),
+    };
+    if let (true, Some(path)) = (sharded, file) {
+        // A single file split into shards: `model.safetensors` -> `model.cs/`.
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let stem = name.split('.').next().unwrap_or("model").to_string();
+        return Ok(path.with_file_name(format!("{stem}.cs")));
     }
     Ok(match input {
         Input::File(path) => {
@@ -447,6 +453,8 @@ fn output_path(input: &Input, explicit: Option<&Path>) -> anyhow::Result<PathBuf
             let stem = name.strip_suffix(".safetensors").unwrap_or(&name);
             path.with_file_name(format!("{stem}.cs.safetensors"))
         }
+        // model.pth -> model.cs.safetensors: the output is always safetensors.
+        Input::Pth(path, _) => path.with_extension("cs.safetensors"),
         Input::Sharded(index) => {
             let dir = index
                 .dir()
@@ -460,10 +468,8 @@ fn output_path(input: &Input, explicit: Option<&Path>) -> anyhow::Result<PathBuf
         }
         Input::BuiltIn(arch) => PathBuf::from(format!("{arch}.cs.safetensors")),
         // Never beside the input: that is the Hub cache.
-        Input::Hub(source, files) => match files.index() {
-            Some(_) => PathBuf::from(format!("{}.cs", source.name())),
-            None => PathBuf::from(format!("{}.cs.safetensors", source.name())),
-        },
+        Input::Hub(source, _) if sharded => PathBuf::from(format!("{}.cs", source.name())),
+        Input::Hub(source, _) => PathBuf::from(format!("{}.cs.safetensors", source.name())),
     })
 }
 

@@ -133,6 +133,8 @@ pub struct Totals {
     /// Seconds spent minimizing (all layers) and in the whole run (reading, metrics, writing too).
     pub optimize_seconds: f64,
     pub total_seconds: f64,
+    /// Peak resident memory of the process (Linux's VmHWM), when the system reports it.
+    pub peak_memory_bytes: Option<u64>,
 }
 
 impl Totals {
@@ -156,4 +158,12 @@ impl Totals {
         }
         t
     }
+}
+
+/// Peak resident memory of this process so far, from `/proc/self/status` (Linux only).
+pub fn peak_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }

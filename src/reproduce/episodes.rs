@@ -4,8 +4,8 @@
 //! `K1, K2 ~ U(-1,1)` of `N` taps, minimizes an [`Objective`] of the kernels with Adam or SGD, and
 //! records, before the first step and after every step, the objective and the similarity of the
 //! feature maps `K1 ⊛ X`, `K2 ⊛ X`. The row's state is one `[episodes, 2, N]` array of kernels
-//! (plus Adam's first and second moment of every weight) updated together, iteration by iteration, as a
-//! batched PyTorch implementation would do.
+//! (plus Adam's first and second moment of every weight), updated together, iteration by
+//! iteration, as a batched PyTorch implementation would do.
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -49,8 +49,8 @@ pub struct RowSetup {
     pub lr: f64,
     pub iterations: usize,
     pub episodes: usize,
-    /// Seeds the draws: episode `e` of every row with the same seed sees the same input (and the
-    /// same kernels where `N` is the same), so rows of one `N` are paired comparisons.
+    /// Seeds the draws: rows with the same seed and `N` see the same inputs and kernels, episode
+    /// by episode, so they are paired comparisons.
     pub seed: u64,
 }
 

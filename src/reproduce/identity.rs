@@ -4,7 +4,8 @@
 //! cross-correlation, `F_i = sum_c X[c] ⊛ W[i,c]` (zero padding `kh - 1`, `kw - 1`), satisfy
 //!
 //! ```text
-//! <F_i, F_j> = sum_{c1,c2} sum_n (W[i,c1] ⊛ W[j,c2])[n] · (X[c1] ⊛ X[c2])[n],   |n| <= k - 1 per dimension
+//! <F_i, F_j> = sum_{c1,c2} sum_n (W[i,c1] ⊛ W[j,c2])[n] · (X[c1] ⊛ X[c2])[n]
+//!              over the shifts n with |n| <= k - 1 in each dimension
 //! ```
 //!
 //! with `(A ⊛ B)[n] = sum_p A[p] B[p + n]`: the inner product of two feature maps is a weighted

@@ -7,6 +7,7 @@
 //! - [`Similarity`], [`Padding`]: how the feature maps of an episode are compared.
 //! - [`identity`], [`padding`]: Equation 3 in 2-D, and how far Appendix 6.1's approximation is off
 //!   for `same` and `valid` padding.
+//! - [`text`]: the terminal tables of `cs-init reproduce`.
 //!
 //! docs/reproduction.md has the results and the reading of the paper's undefined details.
 //!

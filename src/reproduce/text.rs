@@ -81,7 +81,8 @@ pub fn render_table(table: Table, rows: &[RowResult]) -> String {
     );
     for r in rows.iter().filter(|r| r.diverged > 0) {
         out.push_str(&format!(
-            "N = {} {}: {} episode(s) diverged; counted as not reduced, left out of the other figures\n",
+            "N = {} {}: {} episode(s) diverged; counted as not reduced, \
+             left out of the other figures\n",
             r.n,
             r.optimizer.name(),
             r.diverged
@@ -91,7 +92,8 @@ pub fn render_table(table: Table, rows: &[RowResult]) -> String {
 }
 
 /// The Appendix 6.1 measurement: one row per padding and kernel size, one column per input size,
-/// each cell `mean relative error (median)` in percent.
+/// each cell `mean relative error (median)` in percent. `errors` come in [`super::padding_table`]'s
+/// order: grouped by padding, then kernel size, input sizes ascending.
 pub fn render_padding(errors: &[PaddingError]) -> String {
     let mut inputs: Vec<usize> = errors.iter().map(|e| e.input).collect();
     inputs.sort_unstable();
