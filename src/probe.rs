@@ -29,8 +29,9 @@ pub enum Padding {
 pub enum ProbeSource {
     /// U(0, 1) noise, as in the paper's experiments; drawn per layer from `seed`.
     Random { seed: u64 },
-    /// Images from a folder (PNG/JPEG, searched recursively, sorted by path), resized, scaled to
-    /// [0, 1]. A layer with `C` input channels sees channel `c % 3` of the RGB image as channel `c`.
+    /// Images from a folder (PNG/JPEG, searched recursively; `batch` of them evenly spaced over the
+    /// files sorted by path, so that class folders are all represented), resized, scaled to [0, 1].
+    /// A layer with `C` input channels sees channel `c % 3` of the RGB image as channel `c`.
     Images { dir: PathBuf },
 }
 
@@ -161,7 +162,8 @@ fn mean_abs_cosine(maps: &Tensor, b: usize, s: usize) -> Result<f64> {
     Ok((all - diagonal) / (b * s * (s - 1)) as f64)
 }
 
-/// The first `batch` images under `dir` (sorted by path), as `[B, 3, H, W]` in [0, 1].
+/// `batch` images evenly spaced over the files under `dir` sorted by path, as `[B, 3, H, W]` in
+/// [0, 1].
 fn load_images(
     dir: &Path,
     batch: usize,
@@ -180,7 +182,8 @@ fn load_images(
         )));
     }
     let mut data = Vec::with_capacity(batch * 3 * height * width);
-    for file in &files[..batch] {
+    for k in 0..batch {
+        let file = &files[k * files.len() / batch];
         let image =
             image::open(file).map_err(|e| Error::Probe(format!("{}: {e}", file.display())))?;
         let rgb = image
