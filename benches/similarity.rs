@@ -35,13 +35,7 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOCATOR: Counting = Counting;
 
 fn resnet18_shapes() -> Vec<Vec<usize>> {
-    cs_init::arch::Architecture::Resnet18
-        .tensors(0)
-        .unwrap()
-        .into_iter()
-        .map(|(_, t)| t.dims().to_vec())
-        .filter(|dims| dims.len() == 4)
-        .collect()
+    cs_init::arch::Architecture::Resnet18.conv_weight_shapes()
 }
 
 fn weight(dims: &[usize], seed: u64) -> Tensor {

@@ -46,6 +46,16 @@ impl Architecture {
         }
     }
 
+    /// Shapes of the conv weights (rank-4 tensors ending in `weight`), in state-dict order.
+    pub fn conv_weight_shapes(self) -> Vec<Vec<usize>> {
+        self.tensors(0)
+            .expect("built-in architectures build")
+            .into_iter()
+            .filter(|(name, t)| t.rank() == 4 && name.ends_with("weight"))
+            .map(|(_, t)| t.dims().to_vec())
+            .collect()
+    }
+
     /// Tensors in PyTorch state_dict order, on the CPU, F32 except `num_batches_tracked`
     /// (an I64 scalar, as PyTorch saves it). One RNG stream runs over the tensors in order,
     /// so the result depends on `seed` only.

@@ -262,28 +262,9 @@ mod tests {
                     maps[i].get(n).unwrap().flatten_all().unwrap(),
                     maps[j].get(n).unwrap().flatten_all().unwrap(),
                 );
-                let dot = (&u * &v)
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .to_scalar::<f64>()
-                    .unwrap();
-                let nu = u
-                    .sqr()
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .to_scalar::<f64>()
-                    .unwrap()
-                    .sqrt();
-                let nv = v
-                    .sqr()
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .to_scalar::<f64>()
-                    .unwrap()
-                    .sqrt();
+                let sum = |t: Tensor| t.sum_all().unwrap().to_scalar::<f64>().unwrap();
+                let dot = sum((&u * &v).unwrap());
+                let (nu, nv) = (sum(u.sqr().unwrap()).sqrt(), sum(v.sqr().unwrap()).sqrt());
                 total += (dot / (nu * nv)).abs();
             }
         }

@@ -66,13 +66,7 @@ pub fn relative_norm(a: &[f64], b: &[f64]) -> f64 {
 
 /// The 20 conv weight shapes of torchvision's ResNet-18.
 pub fn resnet18_conv_shapes() -> Vec<Vec<usize>> {
-    cs_init::arch::Architecture::Resnet18
-        .tensors(0)
-        .unwrap()
-        .into_iter()
-        .map(|(_, t)| t.dims().to_vec())
-        .filter(|dims| dims.len() == 4)
-        .collect()
+    cs_init::arch::Architecture::Resnet18.conv_weight_shapes()
 }
 
 /// A small network: two convs, a BN, a linear layer and an integer counter.
