@@ -173,7 +173,8 @@ fn optimize_tensor(
         LayerReport::skipped(&entry.name, &entry.shape, &entry.dtype, kind, String::new());
     report.reason = None;
     if !all_finite(&weight)? {
-        report.reason = Some("holds NaN or Inf; left unchanged".into());
+        report.reason =
+            Some("holds NaN or Inf (or values beyond f32's range); left unchanged".into());
         return Ok((report, None));
     }
     let before = LayerMetrics::measure(&weight, settings.variant).map_err(library)?;
@@ -217,6 +218,14 @@ fn optimize_tensor(
         .to_dtype(stored.dtype())?;
     // Figures of what is written, after rounding to the stored dtype.
     let written = to_f32_oihw(&new_stored, job.layout)?;
+    if !all_finite(&written)? {
+        report.status = Status::Diverged;
+        report.reason = Some(format!(
+            "the result does not fit in {} (values overflow); input weights kept (lower --lr?)",
+            entry.dtype
+        ));
+        return Ok((report, None));
+    }
     let after = LayerMetrics::measure(&written, settings.variant).map_err(library)?;
     report.status = Status::Optimized;
     report.loss_after = Some(after.loss);

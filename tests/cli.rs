@@ -407,8 +407,6 @@ fn other_bad_inputs_fail_clearly_and_write_nothing() {
             vec!["net.safetensors", "--plot", "curves.pdf"],
             ".svg or .png",
         ),
-        (vec!["net.safetensors", "--momentum", "0.9"], "--momentum"),
-        (vec!["net.safetensors", "--lr=-1"], "lr"),
     ];
     write(&d.join("net.safetensors"), None, &small_network(Dtype::F32));
     write(
@@ -445,8 +443,22 @@ fn other_bad_inputs_fail_clearly_and_write_nothing() {
         std::fs::read(d.join("taken.safetensors")).unwrap(),
         b"precious"
     );
-    let out = cs_init(&["net.safetensors", "--iters"], d);
-    assert_eq!(out.status.code(), Some(2), "usage errors exit with 2");
+    let usage: [&[&str]; 5] = [
+        &["net.safetensors", "--iters"],
+        &["net.safetensors", "--momentum", "0.9"],
+        &["net.safetensors", "--lr=-1"],
+        &["net.safetensors", "--lr", "nan"],
+        &["net.safetensors", "--probe-batch", "0"],
+    ];
+    for args in usage {
+        let out = cs_init(args, d);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: usage errors exit with 2"
+        );
+        no_outputs(d, &keep);
+    }
 }
 
 #[test]
@@ -807,4 +819,169 @@ fn memory_stays_near_one_layer_on_a_large_checkpoint() {
         .path()
         .join("big.cs/model-00004-of-00004.safetensors")
         .is_file());
+}
+
+#[test]
+fn outputs_never_replace_inputs_through_links_or_relative_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(
+        &d.join("real.safetensors"),
+        None,
+        &small_network(Dtype::F32),
+    );
+    std::os::unix::fs::symlink("real.safetensors", d.join("link.safetensors")).unwrap();
+    let before = std::fs::read(d.join("real.safetensors")).unwrap();
+    let out = cs_init(
+        &["link.safetensors", "-o", "real.safetensors", "--force"],
+        d,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("overwrite the input"));
+    assert_eq!(std::fs::read(d.join("real.safetensors")).unwrap(), before);
+
+    // A sharded checkpoint given as `.` or by its bare index name, from inside its directory.
+    let model = d.join("model");
+    std::fs::create_dir(&model).unwrap();
+    let tensors = small_network(Dtype::F32);
+    write(&model.join("a.safetensors"), None, &tensors[..3]);
+    write(&model.join("b.safetensors"), None, &tensors[3..]);
+    let map: BTreeMap<&str, &str> = tensors
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            (
+                t.0.as_str(),
+                if i < 3 {
+                    "a.safetensors"
+                } else {
+                    "b.safetensors"
+                },
+            )
+        })
+        .collect();
+    let index = serde_json::json!({"weight_map": map}).to_string();
+    std::fs::write(model.join("model.safetensors.index.json"), &index).unwrap();
+    let shard = std::fs::read(model.join("a.safetensors")).unwrap();
+    for input in [".", "model.safetensors.index.json"] {
+        let out = cs_init(
+            &[input, "--report", "a.safetensors", "--force", "-q"],
+            &model,
+        );
+        assert_eq!(out.status.code(), Some(1), "{input}: {}", stderr(&out));
+        assert_eq!(std::fs::read(model.join("a.safetensors")).unwrap(), shard);
+    }
+    let out = cs_init(
+        &[
+            "model.safetensors.index.json",
+            "-o",
+            "../out",
+            "--iters",
+            "3",
+            "-q",
+        ],
+        &model,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Merged into one file, a sharded input gets a .safetensors name.
+    let out = cs_init(
+        &["model", "--max-shard-size", "1GB", "--iters", "3", "-q"],
+        d,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(d.join("model.cs.safetensors").is_file());
+}
+
+#[test]
+fn an_index_and_its_shards_must_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    let tensors = small_network(Dtype::F32);
+    // b holds a second conv1.weight besides the conv2.weight the index gives it.
+    write(&model.join("a.safetensors"), None, &tensors[..3]);
+    write(
+        &model.join("b.safetensors"),
+        None,
+        &[tensors[0].clone(), tensors[3].clone()],
+    );
+    let index = serde_json::json!({"weight_map": {
+        "conv1.weight": "a.safetensors",
+        "bn1.weight": "a.safetensors",
+        "bn1.num_batches_tracked": "a.safetensors",
+        "conv2.weight": "b.safetensors"
+    }});
+    std::fs::write(
+        model.join("model.safetensors.index.json"),
+        index.to_string(),
+    )
+    .unwrap();
+    for command in [
+        vec!["model"],
+        vec!["plan", "model"],
+        vec!["inspect", "model"],
+    ] {
+        let out = cs_init(&command, dir.path());
+        assert_eq!(out.status.code(), Some(1), "{command:?}");
+        assert!(
+            stderr(&out).contains("b.safetensors"),
+            "{command:?}: {}",
+            stderr(&out)
+        );
+    }
+    no_outputs(dir.path(), &["model"]);
+}
+
+#[test]
+fn half_precision_overflow_is_a_divergence_and_reports_fail_early() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(
+        &d.join("half.safetensors"),
+        None,
+        &small_network(Dtype::F16),
+    );
+    let args = [
+        "half.safetensors",
+        "--include",
+        "^conv1",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "10",
+        "--iters",
+        "2",
+        "-q",
+    ];
+    let out = cs_init(&args, d);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    check_output(
+        &d.join("half.safetensors"),
+        &d.join("half.cs.safetensors"),
+        &[],
+    );
+
+    for flag in ["--report", "--plot"] {
+        let out = cs_init(
+            &[
+                "half.safetensors",
+                "-o",
+                "x.safetensors",
+                flag,
+                "missing/dir/r.svg",
+            ],
+            d,
+        );
+        assert_eq!(out.status.code(), Some(1), "{flag}");
+        assert!(
+            !d.join("x.safetensors").exists(),
+            "{flag}: the checkpoint was written"
+        );
+    }
+
+    let mut nan = small_network(Dtype::F32);
+    nan[0].3[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+    write(&d.join("nan.safetensors"), None, &nan);
+    let out = cs_init(&["check", "nan.safetensors", "-q"], d);
+    assert_eq!(out.status.code(), Some(3), "check must not pass NaN layers");
 }

@@ -5,11 +5,11 @@ use std::path::PathBuf;
 /// Why a checkpoint could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("{}: {source}", path.display())]
+    // The cause is in the message, not in `source()`, so `{:#}` does not print it twice.
+    #[error("{}: {cause}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     #[error("{}: not a valid safetensors file: {reason}", path.display())]
@@ -39,7 +39,7 @@ impl CheckpointError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         CheckpointError::Io {
             path: path.into(),
-            source,
+            cause: source,
         }
     }
 }

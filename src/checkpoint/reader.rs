@@ -93,13 +93,16 @@ impl SafetensorsFile {
         }
         let header = std::str::from_utf8(&all[8..8 + header_len])
             .map_err(|e| invalid(format!("the header is not UTF-8: {e}{}", format_hint(all))))?;
-        let header: serde_json::Map<String, Value> = serde_json::from_str(header.trim_end())
-            .map_err(|e| {
-                invalid(format!(
-                    "the header is not a JSON object: {e}{}",
-                    format_hint(all)
-                ))
-            })?;
+        let Entries(header) = serde_json::from_str(header.trim_end()).map_err(|e| {
+            invalid(format!(
+                "the header is not a JSON object: {e}{}",
+                format_hint(all)
+            ))
+        })?;
+        let mut seen = std::collections::HashSet::new();
+        if let Some((name, _)) = header.iter().find(|(name, _)| !seen.insert(name.as_str())) {
+            return Err(invalid(format!("the header names '{name}' twice")));
+        }
         let data_start = 8 + header_len;
         let data_len = all.len() - data_start;
 
@@ -120,6 +123,23 @@ impl SafetensorsFile {
             tensors.push(info);
         }
         tensors.sort_by_key(|t| (t.begin, t.end));
+        // As the reference implementation requires: the tensors tile the data section exactly.
+        let mut covered = 0;
+        for t in &tensors {
+            if t.begin > covered {
+                return Err(invalid(format!(
+                    "bytes {covered}..{} of the data section belong to no tensor (before '{}')",
+                    t.begin, t.name
+                )));
+            }
+            covered = covered.max(t.end);
+        }
+        if covered != data_len {
+            return Err(invalid(format!(
+                "{} bytes after the last tensor belong to no tensor",
+                data_len - covered
+            )));
+        }
         for pair in tensors.windows(2) {
             if pair[1].begin < pair[0].end {
                 return Err(invalid(format!(
@@ -232,11 +252,15 @@ fn parse_tensor(
             "data_offsets [{begin}, {end}] extend beyond the data section ({data_len} bytes; truncated file?)"
         ));
     }
-    let elements = entry
-        .shape
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| format!("shape {:?} overflows", entry.shape))?;
+    let elements = if entry.shape.contains(&0) {
+        0
+    } else {
+        entry
+            .shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| format!("shape {:?} overflows", entry.shape))?
+    };
     let expected = (elements as u128 * dtype.bitsize() as u128).div_ceil(8);
     if expected != (end - begin) as u128 {
         return Err(format!(
@@ -262,5 +286,33 @@ fn format_hint(bytes: &[u8]) -> &'static str {
         " (this looks like a Python pickle, e.g. a legacy PyTorch checkpoint: cs-init reads .safetensors)"
     } else {
         ""
+    }
+}
+
+/// A JSON object's entries in file order, duplicates included (a map would keep only the last).
+struct Entries(Vec<(String, Value)>);
+
+impl<'de> serde::Deserialize<'de> for Entries {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Entries;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Entries, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(Entries(entries))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
     }
 }

@@ -78,7 +78,10 @@ impl ShardIndex {
 
     /// The directory holding the index and its shards.
     pub fn dir(&self) -> &Path {
-        self.path.parent().unwrap_or(Path::new("."))
+        match self.path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        }
     }
 
     /// Shard file names, sorted.

@@ -145,14 +145,18 @@ impl Input {
             Input::File(path) => Ok(one(SafetensorsFile::open(path)?)),
             Input::BuiltIn(arch) => Ok(one(built_in_file(*arch, seed)?)),
             Input::Pth(path, options) => open_pth(path, options),
-            Input::Sharded(index) => Ok(Opened {
-                files: index
+            Input::Sharded(index) => {
+                let files: Vec<SafetensorsFile> = index
                     .shards()
                     .iter()
                     .map(|s| SafetensorsFile::open(&index.shard_path(s)))
-                    .collect::<Result<_>>()?,
-                notes: Vec::new(),
-            }),
+                    .collect::<Result<_>>()?;
+                check_weight_map(index, &files)?;
+                Ok(Opened {
+                    files,
+                    notes: Vec::new(),
+                })
+            }
             Input::Hub(_, files) => files.open(seed),
         }
     }
@@ -233,4 +237,45 @@ fn open_pth(path: &Path, options: &PthOptions) -> Result<Opened> {
         files: vec![file],
         notes,
     })
+}
+
+/// The index and its shards must agree exactly: every tensor the index names is in the shard it
+/// names, and every tensor of a shard is named by the index for that shard. Anything else (a
+/// tensor in two shards, a stray tensor) would make the output ambiguous.
+fn check_weight_map(index: &ShardIndex, shards: &[SafetensorsFile]) -> Result<()> {
+    let bad = |reason: String| CheckpointError::BadIndex {
+        path: index.path().into(),
+        reason,
+    };
+    if index.weight_map().is_empty() {
+        return Err(bad("its weight_map names no tensor".into()));
+    }
+    for (name, shard) in index.weight_map() {
+        let file = &shards[index.shards().binary_search(shard).expect("shard listed")];
+        if file.tensor(name).is_none() {
+            return Err(bad(format!(
+                "names '{name}' in {shard}, which has no such tensor"
+            )));
+        }
+    }
+    for (shard, file) in index.shards().iter().zip(shards) {
+        for tensor in file.tensors() {
+            match index.weight_map().get(&tensor.name) {
+                Some(listed) if listed == shard => {}
+                Some(listed) => {
+                    return Err(bad(format!(
+                        "'{}' is in {shard} but the index puts it in {listed}",
+                        tensor.name
+                    )))
+                }
+                None => {
+                    return Err(bad(format!(
+                        "{shard} holds '{}', which the index does not list",
+                        tensor.name
+                    )))
+                }
+            }
+        }
+    }
+    Ok(())
 }

@@ -92,6 +92,12 @@ impl Drop for Pending {
 impl OutputFile {
     /// Starts an output at `path`. Fails now if it exists and `overwrite` is false.
     pub fn create(path: &Path, overwrite: bool) -> Result<Self> {
+        if path.is_dir() {
+            return Err(CheckpointError::Input(format!(
+                "{}: is a directory; give a file name",
+                path.display()
+            )));
+        }
         if !overwrite && path.exists() {
             return Err(CheckpointError::OutputExists { path: path.into() });
         }
@@ -181,6 +187,12 @@ impl<W: Write> SafetensorsWriter<W> {
         }
         let mut offset = 0usize;
         for e in &entries {
+            if header.contains_key(&e.name) {
+                return Err(std::io::Error::other(format!(
+                    "tensor '{}' appears twice",
+                    e.name
+                )));
+            }
             let dtype = serde_json::to_value(e.dtype).expect("dtype serializes");
             header.insert(
                 e.name.clone(),
@@ -300,6 +312,15 @@ impl OutputDir {
         let file = std::fs::File::create(&path)
             .map_err(|e| CheckpointError::io(self.path.join(name), e))?;
         Ok(BufWriter::with_capacity(1 << 20, file))
+    }
+
+    /// Flushes and syncs a file made by [`OutputDir::file`].
+    pub fn finish(&self, file: BufWriter<std::fs::File>, name: &str) -> Result<()> {
+        let path = self.path.join(name);
+        let file = file
+            .into_inner()
+            .map_err(|e| CheckpointError::io(&path, e.into_error()))?;
+        file.sync_all().map_err(|e| CheckpointError::io(&path, e))
     }
 
     /// Renames the finished directory into place.

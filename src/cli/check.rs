@@ -13,7 +13,8 @@ use crate::Variant;
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// A .safetensors file, a sharded checkpoint, or a built-in architecture.
+    /// A .safetensors file, a sharded checkpoint, a PyTorch file, hf://OWNER/NAME, or a built-in
+    /// architecture (cnn1, cnn2, resnet18).
     #[arg(value_name = "INPUT")]
     input: Option<PathBuf>,
 
@@ -95,7 +96,14 @@ pub fn run(args: CheckArgs, quiet: bool) -> anyhow::Result<Exit> {
                 rel(portable_loss, reference),
                 grad_diff,
             ];
-            let layer_worst = errors.iter().copied().fold(0.0, f64::max);
+            // A NaN difference (NaN weights, or an engine bug) fails rather than vanishing in max().
+            let layer_worst = errors.iter().copied().fold(0.0, |worst, e| {
+                if e.is_nan() {
+                    f64::INFINITY
+                } else {
+                    worst.max(e)
+                }
+            });
             worst = worst.max(layer_worst);
             checked += 1;
             if !quiet {

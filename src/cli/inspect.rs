@@ -15,7 +15,8 @@ use crate::Variant;
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// A .safetensors file, a sharded checkpoint, or a built-in architecture.
+    /// A .safetensors file, a sharded checkpoint, a PyTorch file, hf://OWNER/NAME, or a built-in
+    /// architecture (cnn1, cnn2, resnet18).
     #[arg(value_name = "INPUT")]
     input: Option<PathBuf>,
 

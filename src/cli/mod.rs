@@ -18,7 +18,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::plan::{KernelLayout, Selection};
 use crate::Variant;
 
-pub use output::Exit;
+pub use output::{Exit, UsageError};
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -33,8 +33,8 @@ The math: docs/math.md. Every flag: docs/cli.md.";
 
 /// Minimize the Convolutional Similarity of every conv layer of a checkpoint.
 ///
-/// cs-init reads a checkpoint (safetensors, sharded safetensors, or a built-in architecture),
-/// runs --iters steps of an optimizer on the Convolutional Similarity L_CS of each conv weight,
+/// cs-init reads a checkpoint (safetensors, sharded safetensors, a PyTorch file, a Hugging Face Hub
+/// repository, or a built-in architecture), runs --iters steps of an optimizer on the Convolutional Similarity L_CS of each conv weight,
 /// one layer at a time, and writes a new checkpoint with every other tensor copied byte for byte,
 /// plus a JSON report of each layer's loss curve.
 #[derive(Debug, Parser)]
@@ -67,8 +67,10 @@ enum Command {
 
 /// Options every command takes.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Output")]
 struct GlobalArgs {
-    /// Print nothing but errors (and --json output).
+    /// No progress, notes or summary table: only errors, and what the command exists to print
+    /// (plan and inspect tables, --json).
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     quiet: bool,
 
@@ -150,8 +152,8 @@ struct ProbeArgs {
     no_probe: bool,
 
     /// Inputs per layer.
-    #[arg(long, default_value_t = 4, value_name = "N")]
-    probe_batch: usize,
+    #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    probe_batch: u32,
 
     /// Input size, HxW.
     #[arg(long, default_value = "16x16", value_name = "HxW", value_parser = parse_size)]
@@ -198,7 +200,7 @@ impl ProbeArgs {
                 Some(dir) => ProbeSource::Images { dir: dir.clone() },
                 None => ProbeSource::Random { seed },
             },
-            batch: self.probe_batch,
+            batch: self.probe_batch as usize,
             height: self.probe_size.0,
             width: self.probe_size.1,
             padding: match self.probe_padding {
@@ -220,16 +222,15 @@ struct ExecutionArgs {
     device: device::DeviceArg,
 
     /// CPU threads (default: all cores).
-    #[arg(long, value_name = "N")]
-    threads: Option<usize>,
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
 }
 
 impl ExecutionArgs {
     fn apply_threads(&self) -> anyhow::Result<()> {
         if let Some(n) = self.threads {
-            anyhow::ensure!(n > 0, "--threads must be at least 1");
             rayon::ThreadPoolBuilder::new()
-                .num_threads(n)
+                .num_threads(usize::from(n))
                 .build_global()?;
         }
         Ok(())
@@ -238,6 +239,13 @@ impl ExecutionArgs {
 
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
+    // Like other Unix tools, end quietly when the reader of stdout goes away (`cs-init plan | head`)
+    // instead of panicking on the write.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE, before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     init_tracing(&cli.global);
     ctrlc::set_handler(|| {
@@ -257,6 +265,10 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(exit) => exit.code(),
+        Err(e) if e.downcast_ref::<UsageError>().is_some() => {
+            eprintln!("cs-init: error: {e:#}\n\nFor more information, try '--help'.");
+            Exit::Usage.code()
+        }
         Err(e) => {
             eprintln!("cs-init: error: {e:#}");
             Exit::Error.code()

@@ -10,6 +10,8 @@ pub enum Exit {
     Error,
     /// Output written, but some layer diverged and kept its input weights (or `check` failed).
     Diverged,
+    /// An invalid command line.
+    Usage,
 }
 
 impl Exit {
@@ -18,6 +20,7 @@ impl Exit {
             Exit::Success => ExitCode::SUCCESS,
             Exit::Error => ExitCode::from(1),
             Exit::Diverged => ExitCode::from(3),
+            Exit::Usage => ExitCode::from(2),
         }
     }
 }
@@ -27,3 +30,16 @@ pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
+
+/// A command line that parses but makes no sense (`--momentum` with Adam, a NaN learning rate):
+/// reported like clap's own errors, with exit code 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}

@@ -8,24 +8,23 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
-use super::output::{print_json, Exit};
+use super::output::{print_json, Exit, UsageError};
 use super::progress::Progress;
 use super::{device, resolve_input, ExecutionArgs, ProbeArgs, PthArgs, SelectionArgs, VariantArg};
-use crate::checkpoint::{
-    index_json, Input, OutputDir, OutputFile, SafetensorsFile, ShardIndex, INDEX_FILE,
-};
+use crate::checkpoint::{index_json, Input, OutputDir, OutputFile, INDEX_FILE};
 use crate::minimize::{Engine, Settings};
 use crate::optim::{AdamConfig, OptimizerConfig, SgdConfig};
 use crate::pipeline::{items, process, Job};
 use crate::plan::plan;
-use crate::report::plot::{write_plot, Curve as PlotCurve, PlotFormat};
+use crate::report::plot::{render, Curve as PlotCurve, PlotFormat};
 use crate::report::{layer_table, LayerReport, Status, Totals, SCHEMA_VERSION};
 use crate::sharding::Sharding;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// A .safetensors file, a sharded checkpoint (its directory or its model.safetensors.index.json),
-    /// or a built-in architecture: cnn1, cnn2, resnet18.
+    /// a PyTorch file (.pth/.pt/.bin/.th), hf://OWNER/NAME[@REV][/PATH], or a built-in
+    /// architecture: cnn1, cnn2, resnet18.
     #[arg(value_name = "INPUT", required = true)]
     input: Option<PathBuf>,
 
@@ -155,9 +154,6 @@ pub fn run(args: RunArgs, quiet: bool) -> anyhow::Result<Exit> {
         }
     }
     let files = &opened.files;
-    if let Some(index) = input.index() {
-        check_weight_map(index, files)?;
-    }
     let selection = args.selection.selection();
     let plans: Vec<_> = files
         .iter()
@@ -184,6 +180,15 @@ pub fn run(args: RunArgs, quiet: bool) -> anyhow::Result<Exit> {
         args.output.plot.as_deref(),
         args.output.force,
     )?;
+    // The report and the plot are started now, so that an unwritable path fails before the work
+    // rather than after the checkpoint is in place.
+    let mut report_out = OutputFile::create(&report_path, args.output.force)?;
+    let plot_out = args
+        .output
+        .plot
+        .as_deref()
+        .map(|p| OutputFile::create(p, args.output.force))
+        .transpose()?;
 
     let device = args.execution.device.open(quiet)?;
     let job = Job {
@@ -235,9 +240,7 @@ pub fn run(args: RunArgs, quiet: bool) -> anyhow::Result<Exit> {
                     &mut position,
                     &mut progress,
                 )?;
-                out.into_inner()
-                    .map_err(|e| e.into_error())
-                    .with_context(|| format!("writing {}", shard.name))?;
+                dir.finish(out, &shard.name)?;
                 layers.extend(shard_layers);
                 weight_map.extend(
                     group
@@ -252,7 +255,7 @@ pub fn run(args: RunArgs, quiet: bool) -> anyhow::Result<Exit> {
                 &mut index_file,
                 index_json(&index_metadata, &weight_map, total_size).as_bytes(),
             )?;
-            index_file.into_inner().map_err(|e| e.into_error())?;
+            dir.finish(index_file, INDEX_FILE)?;
             dir.commit()?;
             layers
         }
@@ -282,12 +285,11 @@ pub fn run(args: RunArgs, quiet: bool) -> anyhow::Result<Exit> {
         totals,
         layers,
     };
-    write_text(
-        &report_path,
-        &(serde_json::to_string_pretty(&report)? + "\n"),
-        args.output.force,
-    )?;
-    if let Some(plot) = &args.output.plot {
+    let report_text = serde_json::to_string_pretty(&report)? + "\n";
+    std::io::Write::write_all(&mut report_out, report_text.as_bytes())
+        .with_context(|| report_path.display().to_string())?;
+    report_out.commit()?;
+    if let (Some(mut plot_out), Some(plot)) = (plot_out, &args.output.plot) {
         let curves: Vec<PlotCurve> = report
             .layers
             .iter()
@@ -303,12 +305,15 @@ pub fn run(args: RunArgs, quiet: bool) -> anyhow::Result<Exit> {
                 })
             })
             .collect();
-        write_plot(
-            plot,
+        let format = PlotFormat::from_path(plot).expect("checked with the other paths");
+        let bytes = render(
+            format,
             &format!("L_CS per layer: {}", input.describe()),
             &curves,
-        )
-        .with_context(|| format!("writing the plot {}", plot.display()))?;
+        );
+        std::io::Write::write_all(&mut plot_out, &bytes)
+            .with_context(|| format!("writing the plot {}", plot.display()))?;
+        plot_out.commit()?;
     }
 
     if args.output.json {
@@ -338,7 +343,7 @@ fn settings(args: &OptimizationArgs) -> anyhow::Result<Settings> {
     let optimizer = match args.optimizer {
         OptimizerArg::Adam => {
             if args.momentum.is_some() {
-                bail!("--momentum applies to --optimizer sgd only");
+                return Err(UsageError("--momentum applies to --optimizer sgd only".into()).into());
             }
             OptimizerConfig::Adam(AdamConfig {
                 lr: args.lr,
@@ -350,27 +355,15 @@ fn settings(args: &OptimizationArgs) -> anyhow::Result<Settings> {
             momentum: args.momentum.unwrap_or(0.0),
         }),
     };
-    optimizer.validate()?;
+    optimizer
+        .validate()
+        .map_err(|e| UsageError(format!("{e} (from --lr/--momentum)")))?;
     Ok(Settings {
         variant: args.variant.into(),
         iterations: args.iters,
         optimizer,
         keep_norm: args.keep_norm,
     })
-}
-
-/// Every tensor an index names must be in the shard it names.
-fn check_weight_map(index: &ShardIndex, shards: &[SafetensorsFile]) -> anyhow::Result<()> {
-    for (name, shard) in index.weight_map() {
-        let file = &shards[index.shards().binary_search(shard).expect("shard listed")];
-        if file.tensor(name).is_none() {
-            bail!(
-                "{}: names '{name}' in {shard}, which has no such tensor",
-                index.path().display()
-            );
-        }
-    }
-    Ok(())
 }
 
 fn ensure_conv_layers<'a>(
@@ -464,7 +457,9 @@ fn output_path(input: &Input, explicit: Option<&Path>, sharded: bool) -> anyhow:
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "model".into());
-            dir.with_file_name(format!("{name}.cs"))
+            // A sharded input merged into one file (a large --max-shard-size) gets a file name.
+            let suffix = if sharded { "cs" } else { "cs.safetensors" };
+            dir.with_file_name(format!("{name}.{suffix}"))
         }
         Input::BuiltIn(arch) => PathBuf::from(format!("{arch}.cs.safetensors")),
         // Never beside the input: that is the Hub cache.
@@ -490,7 +485,11 @@ fn check_paths(
     plot: Option<&Path>,
     force: bool,
 ) -> anyhow::Result<()> {
+    // Existing paths are resolved completely (symlinks included); new ones through their parent.
     let canonical = |p: &Path| -> PathBuf {
+        if let Ok(full) = p.canonicalize() {
+            return full;
+        }
         let parent = p
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
@@ -510,6 +509,7 @@ fn check_paths(
     .collect();
     if let Some(input_path) = input.path() {
         let input_path = canonical(input_path);
+
         for (what, p) in &outputs {
             let p = canonical(p);
             if p == input_path
@@ -548,14 +548,6 @@ fn check_paths(
             }
         }
     }
-    Ok(())
-}
-
-fn write_text(path: &Path, text: &str, force: bool) -> anyhow::Result<()> {
-    let mut out = OutputFile::create(path, force)?;
-    std::io::Write::write_all(&mut out, text.as_bytes())
-        .with_context(|| path.display().to_string())?;
-    out.commit()?;
     Ok(())
 }
 
