@@ -45,6 +45,9 @@ impl HubSource {
         if owner.is_empty() || name.is_empty() || revision.is_empty() {
             return bad("empty owner, name or revision");
         }
+        if revision.contains("..") || revision.starts_with('.') {
+            return bad("the revision must be a branch, tag or commit name");
+        }
         if path
             .as_deref()
             .is_some_and(|p| p.split('/').any(|c| c == ".." || c.is_empty()))
@@ -206,7 +209,7 @@ impl Fetcher<'_> {
         ));
         match repo.get(file) {
             Ok(path) => Ok(Some(path)),
-            Err(e) if e.to_string().contains("404") => Ok(None),
+            Err(hf_hub::api::sync::ApiError::RequestError(e)) if matches!(*e, ureq::Error::StatusCode(404)) => Ok(None),
             Err(e) => Err(self.error(
                 file,
                 &format!("{e} (for a private or gated repository set HF_TOKEN; to use the cache only set HF_HUB_OFFLINE=1)"),
@@ -232,33 +235,18 @@ impl Fetcher<'_> {
             .ok_or_else(|| self.error(file, "no such file in the repository"))
     }
 
-    /// Fetches every shard an index names, then opens the index beside them.
+    /// Checks the index, fetches every shard it names, then opens it beside them.
     fn sharded(&self, index: &Path) -> Result<HubFiles> {
-        let text = std::fs::read_to_string(index).map_err(|e| CheckpointError::io(index, e))?;
-        let json: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| CheckpointError::BadIndex {
-                path: index.into(),
-                reason: format!("not JSON: {e}"),
-            })?;
-        let mut shards: Vec<String> = json
-            .get("weight_map")
-            .and_then(|m| m.as_object())
-            .map(|m| {
-                m.values()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
-        shards.sort();
-        shards.dedup();
+        let parsed = ShardIndex::parse(index)?;
         let prefix = self
             .source
             .path
             .as_deref()
             .and_then(|p| p.rsplit_once('/'))
-            .map(|(dir, _)| format!("{dir}/"));
-        for shard in &shards {
-            self.required(&format!("{}{shard}", prefix.as_deref().unwrap_or("")))?;
+            .map(|(dir, _)| format!("{dir}/"))
+            .unwrap_or_default();
+        for shard in parsed.shards() {
+            self.required(&format!("{prefix}{shard}"))?;
         }
         Ok(HubFiles::Sharded(ShardIndex::open(index)?))
     }

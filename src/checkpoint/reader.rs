@@ -188,9 +188,9 @@ impl SafetensorsFile {
     pub fn release(&self, tensor: &TensorInfo) {
         if let Bytes::Mapped(map) = &self.bytes {
             #[cfg(unix)]
-            // SAFETY: the mapping is private and never written, so dropping its pages only means
-            // they are read again from the unchanged file if touched later: no data is lost and
-            // every reference into the map still sees the same bytes.
+            // SAFETY: the mapping is read-only and never written through, so dropping its pages only
+            // means they are read again from the file if touched later: no data is lost and every
+            // reference into the map still sees the file's bytes.
             unsafe {
                 let _ = map.unchecked_advise_range(
                     memmap2::UncheckedAdvice::DontNeed,

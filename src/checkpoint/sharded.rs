@@ -23,6 +23,23 @@ pub struct ShardIndex {
 impl ShardIndex {
     /// Reads an index file and checks that every shard it names exists beside it.
     pub fn open(path: &Path) -> Result<Self> {
+        let index = Self::parse(path)?;
+        for shard in &index.shards {
+            if !index.shard_path(shard).is_file() {
+                return Err(CheckpointError::BadIndex {
+                    path: path.into(),
+                    reason: format!(
+                        "names shard '{shard}', which does not exist in {}",
+                        index.dir().display()
+                    ),
+                });
+            }
+        }
+        Ok(index)
+    }
+
+    /// Reads and checks an index file, whether or not its shards are there yet.
+    pub fn parse(path: &Path) -> Result<Self> {
         let bad = |reason: String| CheckpointError::BadIndex {
             path: path.into(),
             reason,
@@ -54,21 +71,12 @@ impl ShardIndex {
         let mut shards: Vec<String> = weight_map.values().cloned().collect();
         shards.sort();
         shards.dedup();
-        let index = Self {
+        Ok(Self {
             path: path.into(),
             metadata,
             weight_map,
             shards,
-        };
-        for shard in &index.shards {
-            if !index.shard_path(shard).is_file() {
-                return Err(bad(format!(
-                    "names shard '{shard}', which does not exist in {}",
-                    index.dir().display()
-                )));
-            }
-        }
-        Ok(index)
+        })
     }
 
     /// The index file.

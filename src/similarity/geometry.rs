@@ -56,18 +56,6 @@ impl KernelGeometry {
         false
     }
 
-    /// The PyTorch shape `[S, C, k...]`.
-    pub fn dims(&self) -> Vec<usize> {
-        let mut dims = vec![self.filters, self.channels];
-        dims.extend_from_slice(&self.kernel);
-        dims
-    }
-
-    /// True for 1x1 (pointwise) kernels.
-    pub fn is_pointwise(&self) -> bool {
-        self.positions() == 1
-    }
-
     /// The shift table of this kernel size.
     pub fn shifts(&self) -> ShiftTable {
         ShiftTable::new(&self.kernel)

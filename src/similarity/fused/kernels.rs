@@ -66,9 +66,13 @@ impl<T: Real> Scratch<T> {
     }
 }
 
-/// The instruction set the kernels run with, detected once.
+/// The instruction set the kernels run with. Only [`Isa::detect`] makes one, so holding an
+/// `Isa` proves the CPU has its features: that is what makes the dispatch below sound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Isa {
+pub(super) struct Isa(Kind);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
     Baseline,
     #[cfg(target_arch = "x86_64")]
     Avx2,
@@ -81,36 +85,36 @@ impl Isa {
         #[cfg(target_arch = "x86_64")]
         {
             if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
-                return Isa::Avx512;
+                return Isa(Kind::Avx512);
             }
             if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                return Isa::Avx2;
+                return Isa(Kind::Avx2);
             }
         }
-        Isa::Baseline
+        Isa(Kind::Baseline)
     }
 
     /// One optimizer step of one filter, then the autocorrelation of its new weights.
     pub fn step_filter<T: Real>(self, inputs: &IterationInputs<T>, job: FilterJob<T>) {
-        match self {
-            Isa::Baseline => step_filter(inputs, job),
+        match self.0 {
+            Kind::Baseline => step_filter(inputs, job),
             // SAFETY: detect() chose this variant only after checking the CPU has these features.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { avx2::step_filter(inputs, job) },
+            Kind::Avx2 => unsafe { avx2::step_filter(inputs, job) },
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { avx512::step_filter(inputs, job) },
+            Kind::Avx512 => unsafe { avx512::step_filter(inputs, job) },
         }
     }
 
     /// The autocorrelation record of one filter.
     pub fn autocorrelate<T: Real>(self, shape: &LayerShape, rows: &[T], record: &mut [T]) {
-        match self {
-            Isa::Baseline => autocorrelate(shape, rows, record),
+        match self.0 {
+            Kind::Baseline => autocorrelate(shape, rows, record),
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { avx2::autocorrelate(shape, rows, record) },
+            Kind::Avx2 => unsafe { avx2::autocorrelate(shape, rows, record) },
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { avx512::autocorrelate(shape, rows, record) },
+            Kind::Avx512 => unsafe { avx512::autocorrelate(shape, rows, record) },
         }
     }
 
@@ -125,13 +129,13 @@ impl Isa {
         gradient: &mut [T],
     ) {
         let pw = pair_weights;
-        match self {
-            Isa::Baseline => gradient_of(shape, rows, weights, pw, gradient),
+        match self.0 {
+            Kind::Baseline => gradient_of(shape, rows, weights, pw, gradient),
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { avx2::gradient_of(shape, rows, weights, pw, gradient) },
+            Kind::Avx2 => unsafe { avx2::gradient_of(shape, rows, weights, pw, gradient) },
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { avx512::gradient_of(shape, rows, weights, pw, gradient) },
+            Kind::Avx512 => unsafe { avx512::gradient_of(shape, rows, weights, pw, gradient) },
         }
     }
 }
