@@ -723,61 +723,34 @@ fn malformed_files_are_rejected_with_clear_errors() {
     write_zip(&no_pickle, &[("archive/version", b"3\n".to_vec())], &[]);
     assert_rejected(&no_pickle, None, &["data.pkl"]);
 
+    // A one-tensor zip whose storage class, key and bytes are chosen to be wrong.
+    let one_tensor =
+        |name: &str, class: &'static str, key: &'static str, numel: usize, stored: Vec<u8>| {
+            let mut p = Pickle::new(2);
+            p.op(b'}')
+                .op(b'(')
+                .str("w")
+                .tensor(&Storage::new(class, key, numel), 0, &[numel], &[1])
+                .op(b'u');
+            let path = dir.path().join(name);
+            write_zip(
+                &path,
+                &[("archive/data.pkl", p.finish()), ("archive/data/0", stored)],
+                &[],
+            );
+            path
+        };
     // data.pkl names storage '7', which the archive lacks.
-    let mut p = Pickle::new(2);
-    p.op(b'}')
-        .op(b'(')
-        .str("w")
-        .tensor(&Storage::new("FloatStorage", "7", 1), 0, &[1], &[1])
-        .op(b'u');
-    let missing = dir.path().join("missing.pth");
-    write_zip(
-        &missing,
-        &[
-            ("archive/data.pkl", p.finish()),
-            ("archive/data/0", vec![0; 4]),
-        ],
-        &[],
-    );
+    let missing = one_tensor("missing.pth", "FloatStorage", "7", 1, vec![0; 4]);
     assert_rejected(
         &missing,
         None,
         &["storage '7'", "missing", "archive/data/7"],
     );
-
     // A storage shorter than its tensor.
-    let mut p = Pickle::new(2);
-    p.op(b'}')
-        .op(b'(')
-        .str("w")
-        .tensor(&Storage::new("FloatStorage", "0", 4), 0, &[4], &[1])
-        .op(b'u');
-    let short = dir.path().join("short.pth");
-    write_zip(
-        &short,
-        &[
-            ("archive/data.pkl", p.finish()),
-            ("archive/data/0", vec![0; 12]),
-        ],
-        &[],
-    );
+    let short = one_tensor("short.pth", "FloatStorage", "0", 4, vec![0; 12]);
     assert_rejected(&short, None, &["tensor 'w'", "storage '0'", "holds 3"]);
-
-    let mut p = Pickle::new(2);
-    p.op(b'}')
-        .op(b'(')
-        .str("w")
-        .tensor(&Storage::new("ComplexDoubleStorage", "0", 1), 0, &[1], &[1])
-        .op(b'u');
-    let complex = dir.path().join("complex.pth");
-    write_zip(
-        &complex,
-        &[
-            ("archive/data.pkl", p.finish()),
-            ("archive/data/0", vec![0; 16]),
-        ],
-        &[],
-    );
+    let complex = one_tensor("complex.pth", "ComplexDoubleStorage", "0", 1, vec![0; 16]);
     assert_rejected(
         &complex,
         None,
