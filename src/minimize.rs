@@ -151,7 +151,7 @@ fn minimize_portable(
     } else {
         None
     };
-    let mut losses = Vec::with_capacity(settings.iterations + 1);
+    let mut losses = Vec::with_capacity(settings.iterations.min(1 << 16) + 1);
     for step in 0..=settings.iterations {
         let loss_tensor = portable::conv_similarity(var.as_tensor(), settings.variant)?;
         let loss = loss_tensor.to_dtype(DType::F64)?.to_scalar::<f64>()?;

@@ -985,3 +985,39 @@ fn half_precision_overflow_is_a_divergence_and_reports_fail_early() {
     let out = cs_init(&["check", "nan.safetensors", "-q"], d);
     assert_eq!(out.status.code(), Some(3), "check must not pass NaN layers");
 }
+
+#[test]
+fn ctrl_c_leaves_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        &dir.path().join("net.safetensors"),
+        None,
+        &small_network(Dtype::F32),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cs-init"))
+        .args(["net.safetensors", "--iters", "100000000", "-q"])
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the output's temporary file exists, so the interrupt lands mid-run.
+    let started = std::time::Instant::now();
+    while !std::fs::read_dir(dir.path()).unwrap().any(|e| {
+        e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".partial")
+    }) {
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "no temporary output appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: sending SIGINT to our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(stderr(&out).contains("interrupted"));
+    no_outputs(dir.path(), &["net.safetensors"]);
+}

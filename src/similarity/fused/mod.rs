@@ -333,7 +333,7 @@ pub fn minimize<T: Real>(
     let mut records = vec![T::zero(); s * len];
     let mut next_records = vec![T::zero(); s * len];
     let mut total = vec![T::zero(); len];
-    let mut losses = Vec::with_capacity(settings.iterations + 1);
+    let mut losses = Vec::with_capacity(settings.iterations.min(1 << 16) + 1);
     layer.autocorrelate_all(&mut records);
 
     for step in 1..=settings.iterations {
