@@ -994,7 +994,7 @@ fn ctrl_c_leaves_no_output() {
         None,
         &small_network(Dtype::F32),
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cs-init"))
+    let child = Command::new(env!("CARGO_BIN_EXE_cs-init"))
         .args(["net.safetensors", "--iters", "100000000", "-q"])
         .current_dir(dir.path())
         .stderr(std::process::Stdio::piped())
