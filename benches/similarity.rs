@@ -5,11 +5,16 @@
 //! equal counts the weight updates of the two engines are compared), `-- --quick` skips the
 //! literal and the portable runs.
 
+// The tests' helpers: the same weights, shapes and conversions as the engine-agreement tests.
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Tensor, Var};
+use common::{kaiming, resnet18_conv_shapes, values};
 use cs_init::similarity::{fused, literal, portable, KernelGeometry, Variant};
 use cs_init::{minimize, Engine, Settings};
 
@@ -33,21 +38,6 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
-
-fn resnet18_shapes() -> Vec<Vec<usize>> {
-    cs_init::arch::Architecture::Resnet18.conv_weight_shapes()
-}
-
-fn weight(dims: &[usize], seed: u64) -> Tensor {
-    use rand::{Rng, SeedableRng};
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let fan_out = dims[0] * dims[2..].iter().product::<usize>();
-    let normal = rand_distr::Normal::new(0.0, (2.0 / fan_out as f64).sqrt()).unwrap();
-    let data: Vec<f32> = (0..dims.iter().product())
-        .map(|_| rng.sample(normal) as f32)
-        .collect();
-    Tensor::from_vec(data, dims, &Device::Cpu).unwrap()
-}
 
 /// Median seconds of `runs` calls of `f` after one warm-up call.
 fn median_seconds(runs: usize, mut f: impl FnMut()) -> f64 {
@@ -84,7 +74,7 @@ fn literal_vs_fast() {
     println!("## Loss + gradient of one 64x64x3x3 layer\n");
     println!("| path | dtype | ms | ratio to literal |");
     println!("|---|---|---|---|");
-    let w64 = weight(&[64, 64, 3, 3], 1).to_dtype(DType::F64).unwrap();
+    let w64 = kaiming(&[64, 64, 3, 3], 1).to_dtype(DType::F64).unwrap();
     let geometry = KernelGeometry::from_dims(w64.dims()).unwrap();
     let backward = |loss: &dyn Fn(&Tensor) -> Tensor, w: &Tensor| {
         let var = Var::from_tensor(w).unwrap();
@@ -137,10 +127,10 @@ fn literal_vs_fast() {
 
 fn resnet18(iterations: usize, portable_iterations: Option<usize>) {
     println!("## ResNet-18: 20 conv weights (11.2 M parameters), Adam lr 1e-3, f32\n");
-    let weights: Vec<Tensor> = resnet18_shapes()
+    let weights: Vec<Tensor> = resnet18_conv_shapes()
         .iter()
         .enumerate()
-        .map(|(i, d)| weight(d, i as u64))
+        .map(|(i, d)| kaiming(d, i as u64))
         .collect();
     let run = |engine: Engine, iterations: usize| -> (f64, Vec<f64>, Vec<Tensor>) {
         let settings = Settings {
@@ -189,7 +179,7 @@ fn resnet18(iterations: usize, portable_iterations: Option<usize>) {
     println!("from the portable path's: `||Δ_fused - Δ_portable|| / ||Δ_portable||`):\n");
     println!("| layer | shape | ms per iteration | update difference |");
     println!("|---|---|---|---|");
-    for (i, (dims, s)) in resnet18_shapes().iter().zip(&fused_layers).enumerate() {
+    for (i, (dims, s)) in resnet18_conv_shapes().iter().zip(&fused_layers).enumerate() {
         let diff = differences
             .as_ref()
             .map_or("-".to_string(), |d| format!("{:.1e}", d[i]));
@@ -202,19 +192,11 @@ fn resnet18(iterations: usize, portable_iterations: Option<usize>) {
 }
 
 fn update_differences(start: &[Tensor], a: &[Tensor], b: &[Tensor]) -> Vec<f64> {
-    let flat = |t: &Tensor| {
-        t.to_dtype(DType::F64)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f64>()
-            .unwrap()
-    };
     start
         .iter()
         .zip(a.iter().zip(b))
         .map(|(s, (a, b))| {
-            let (s, a, b) = (flat(s), flat(a), flat(b));
+            let (s, a, b) = (values(s), values(a), values(b));
             let (mut diff, mut norm) = (0.0, 0.0);
             for ((s, a), b) in s.iter().zip(&a).zip(&b) {
                 diff += ((a - s) - (b - s)) * ((a - s) - (b - s));
@@ -229,12 +211,12 @@ fn memory() {
     println!("## Peak extra memory of the fused engine, relative to the layer's f32 size\n");
     println!("| shape | variant | Adam | SGD |");
     println!("|---|---|---|---|");
-    let mut shapes = resnet18_shapes();
+    let mut shapes = resnet18_conv_shapes();
     shapes.dedup();
     shapes.sort();
     shapes.dedup();
     for dims in shapes {
-        let data = weight(&dims, 0)
+        let data = kaiming(&dims, 0)
             .flatten_all()
             .unwrap()
             .to_vec1::<f32>()
