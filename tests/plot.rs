@@ -1,9 +1,11 @@
-//! Loss-curve plots: the SVG is well-formed and shows what it should, the PNG decodes, odd data
-//! does not panic, and `write_plot` writes whole files or none.
+//! Loss-curve plots and plots on a linear y axis: the SVG is well-formed and shows what it
+//! should, the PNG decodes, odd data does not panic, and `write_plot` writes whole files or none.
 
 use std::path::Path;
 
-use cs_init::report::plot::{render, write_plot, Curve, PlotFormat};
+use cs_init::report::plot::{
+    render, render_with, write_plot, write_plot_with, Axes, Curve, PlotFormat, YScale,
+};
 
 fn curve(label: &str, points: impl IntoIterator<Item = (f64, f64)>) -> Curve {
     Curve {
@@ -415,4 +417,238 @@ fn write_plot_writes_svg_and_png_files_and_no_temporaries() {
         .collect();
     names.sort();
     assert_eq!(names, ["loss.PNG", "loss.svg"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A linear y axis with labels of one's own
+
+const ACCURACY: Axes<'static> = Axes {
+    x_label: "epoch",
+    y_label: "test accuracy (%)",
+    y_scale: YScale::Linear,
+};
+
+fn linear_svg(title: &str, curves: &[Curve]) -> String {
+    String::from_utf8(render_with(PlotFormat::Svg, title, &ACCURACY, curves))
+        .expect("the SVG is UTF-8")
+}
+
+/// The contents of the text elements anchored at their end, which are the y axis's tick labels.
+fn y_tick_labels(document: &str) -> Vec<String> {
+    document
+        .lines()
+        .filter(|line| line.starts_with("<text ") && line.contains("text-anchor=\"end\""))
+        .map(|line| {
+            let start = line.find('>').expect("a text element's start tag ends") + 1;
+            let end = line
+                .rfind("</text>")
+                .expect("a text element ends on its line");
+            line[start..end].to_string()
+        })
+        .collect()
+}
+
+/// The y tick labels as numbers, bottom to top.
+fn y_ticks(document: &str) -> Vec<f64> {
+    y_tick_labels(document)
+        .iter()
+        .map(|label| {
+            label
+                .parse()
+                .unwrap_or_else(|_| panic!("numeric label {label:?}"))
+        })
+        .collect()
+}
+
+/// Test accuracy in percent per epoch for a training run.
+fn accuracy(label: &str, values: &[f64]) -> Curve {
+    curve(
+        label,
+        values.iter().enumerate().map(|(i, &v)| (i as f64 + 1.0, v)),
+    )
+}
+
+#[test]
+fn loss_axes_are_what_render_and_write_plot_use() {
+    let curves = [decay("a", 100.0, 0.9, 50), decay("b", 1.0, 0.8, 50)];
+    for format in [PlotFormat::Svg, PlotFormat::Png] {
+        assert_eq!(
+            render_with(format, "t", &Axes::LOSS, &curves),
+            render(format, "t", &curves)
+        );
+    }
+    assert_eq!(Axes::LOSS.y_scale, YScale::Log);
+    assert_eq!(Axes::LOSS.x_label, "iteration");
+}
+
+#[test]
+fn linear_svg_has_the_custom_labels_and_ticks_that_span_the_data() {
+    let curves = [
+        accuracy("run 1", &[10.0, 35.0, 52.0, 61.0, 70.0, 74.0, 78.0, 80.0]),
+        accuracy("run 2", &[12.0, 30.0, 45.0, 58.0, 66.0, 71.0, 75.0, 77.0]),
+    ];
+    let document = linear_svg("CIFAR-10", &curves);
+    let elements = parse_xml(&document);
+    assert_eq!(count(&elements, "path"), 2);
+    for text in ["CIFAR-10", "epoch", "test accuracy (%)", "run 1", "run 2"] {
+        assert!(document.contains(&format!(">{text}</text>")), "{text}");
+    }
+    assert!(!document.contains(">iteration</text>"));
+    assert!(!document.contains("L_CS"));
+    assert!(
+        !document.contains(">1e"),
+        "no decade labels on a linear axis"
+    );
+
+    let ticks = y_ticks(&document);
+    assert_eq!(ticks, [10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0]);
+    for epoch in 1..=8 {
+        assert!(
+            document.contains(&format!(">{epoch}</text>")),
+            "epoch {epoch}"
+        );
+    }
+}
+
+#[test]
+fn linear_axis_is_labeled_at_round_numbers_beyond_both_ends_of_the_data() {
+    let curves = [accuracy("run", &[12.5, 40.25, 63.0, 78.75])];
+    let ticks = y_ticks(&linear_svg("", &curves));
+    assert!(ticks.len() >= 3, "{ticks:?}");
+    assert!(
+        ticks[0] <= 12.5 && *ticks.last().unwrap() >= 78.75,
+        "{ticks:?}"
+    );
+    assert!(ticks.windows(2).all(|pair| pair[0] < pair[1]), "{ticks:?}");
+    assert!(ticks.iter().all(|t| t.fract() == 0.0), "{ticks:?}");
+
+    // Steps finer than one get the decimals they need, and the ends are still labeled however
+    // the multiples of the step round.
+    for (low, high) in [(0.3, 0.7), (-1.23, 4.56), (0.1, 0.3), (1e-6, 3e-6)] {
+        let document = linear_svg("", &[accuracy("run", &[low, high])]);
+        let ticks = y_ticks(&document);
+        assert!(ticks.len() >= 2, "{ticks:?}");
+        assert!(
+            ticks[0] <= low && *ticks.last().unwrap() >= high,
+            "{low} {high}: {ticks:?}"
+        );
+        let labels = y_tick_labels(&document);
+        let mut distinct = labels.clone();
+        distinct.dedup();
+        assert_eq!(distinct, labels, "labels differ from their neighbours");
+    }
+}
+
+#[test]
+fn linear_axis_draws_zero_and_negative_values() {
+    let points = [
+        (0.0, -5.0),
+        (1.0, 0.0),
+        (2.0, 5.0),
+        (3.0, f64::NAN),
+        (4.0, -1.0),
+    ];
+    let curves = [curve("signed", points)];
+    let document = linear_svg("signed", &curves);
+    let elements = parse_xml(&document);
+    let paths: Vec<&Element> = elements.iter().filter(|e| e.name == "path").collect();
+    assert_eq!(paths.len(), 1);
+    let d = paths[0].attribute("d").expect("a path has d");
+    assert_eq!(
+        (d.matches('M').count(), d.matches('L').count()),
+        (1, 2),
+        "one run of three points in {d}"
+    );
+    assert_eq!(
+        count(&elements, "circle"),
+        1,
+        "the point after the NaN is a dot"
+    );
+    let ticks = y_ticks(&document);
+    assert!(
+        ticks[0] <= -5.0 && *ticks.last().unwrap() >= 5.0,
+        "{ticks:?}"
+    );
+    assert!(y_tick_labels(&document).contains(&"0".to_string()));
+
+    // The same curve on the log axis keeps only the positive value, as a dot.
+    let elements = parse_xml(&svg("signed", &curves));
+    assert_eq!(
+        (count(&elements, "path"), count(&elements, "circle")),
+        (0, 1)
+    );
+
+    // A curve of zeros is drawn, and its legend entry is not grayed out.
+    let zeros = [curve("zeros", (0..10).map(|i| (i as f64, 0.0)))];
+    let document = linear_svg("", &zeros);
+    assert_eq!(count(&parse_xml(&document), "path"), 1);
+    assert!(
+        document.contains("fill=\"#222222\">zeros</text>"),
+        "{document}"
+    );
+}
+
+#[test]
+fn linear_png_has_the_signature_and_decodes_to_a_drawn_image() {
+    let curves = [
+        accuracy("run 1", &[10.0, 35.0, 52.0, 61.0, 70.0, 80.0]),
+        accuracy("run 2", &[-3.0, 0.0, 20.0, 40.0, 41.0, 42.0]),
+    ];
+    let bytes = render_with(PlotFormat::Png, "accuracy", &ACCURACY, &curves);
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"));
+    let (width, height, pixels) = decode_png(&bytes);
+    assert_eq!((width, height), (1200, 700));
+    let channels = pixels.len() / (width * height) as usize;
+    assert!(channels >= 3);
+    for color in [[0x1f, 0x77, 0xb4], [0xff, 0x7f, 0x0e]] {
+        assert!(
+            pixels.chunks(channels).any(|pixel| pixel[..3] == color),
+            "{color:x?} is drawn"
+        );
+    }
+    assert_ne!(bytes, render(PlotFormat::Png, "accuracy", &curves));
+}
+
+#[test]
+fn linear_edge_cases_render_without_panicking() {
+    let render_linear = |curves: &[Curve]| {
+        let (width, height, _) =
+            decode_png(&render_with(PlotFormat::Png, "edge", &ACCURACY, curves));
+        assert_eq!((width, height), (1200, 700));
+        let document = linear_svg("edge", curves);
+        let elements = parse_xml(&document);
+        assert!(!document.contains("NaN") && !document.contains("inf"));
+        (count(&elements, "path"), count(&elements, "circle"))
+    };
+    assert_eq!(render_linear(&[]), (0, 0));
+    let never_finite = [curve("bad", [(0.0, f64::NAN), (1.0, f64::INFINITY)])];
+    assert_eq!(render_linear(&never_finite), (0, 0));
+    let constant = [curve("flat", (0..10).map(|i| (i as f64, 50.0)))];
+    assert_eq!(render_linear(&constant), (1, 0));
+    assert!(y_ticks(&linear_svg("", &constant)).contains(&50.0));
+    assert_eq!(render_linear(&[curve("single", [(1.0, -3.0)])]), (0, 1));
+    let extremes = [curve(
+        "extremes",
+        [(0.0, -f64::MAX), (1.0, f64::MAX), (2.0, 0.0)],
+    )];
+    render_linear(&extremes);
+    let huge = [curve("huge", [(0.0, 0.0), (1.0, f64::MAX)])];
+    render_linear(&huge);
+    let tiny = [curve("tiny", [(0.0, 0.0), (1.0, f64::MIN_POSITIVE)])];
+    render_linear(&tiny);
+}
+
+#[test]
+fn write_plot_with_writes_the_linear_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    let curves = [accuracy("a", &[10.0, 50.0, 80.0])];
+    let path = dir.path().join("accuracy.svg");
+    write_plot_with(&path, "t", &ACCURACY, &curves).unwrap();
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        render_with(PlotFormat::Svg, "t", &ACCURACY, &curves)
+    );
+    let error = write_plot_with(&dir.path().join("a.txt"), "t", &ACCURACY, &curves).unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }

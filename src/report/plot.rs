@@ -1,5 +1,7 @@
-//! Loss-curve plots (SVG and PNG), like Figure 1 of the paper: the loss of every layer
-//! against the iteration on a log-scale y axis, one line per layer.
+//! Line plots (SVG and PNG). The loss-curve plot, like Figure 1 of the paper, shows the loss
+//! of every layer against the iteration on a log-scale y axis, one line per layer
+//! ([`write_plot`]); other plots, such as the test accuracy of several training runs per epoch,
+//! choose their axis labels and a linear y axis ([`write_plot_with`] and [`Axes`]).
 //!
 //! The plot is laid out once as a list of shapes in pixel coordinates, which is then
 //! either written out as SVG or rasterized and encoded as PNG, so that both formats show the
@@ -15,11 +17,41 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// One line of the plot.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Curve {
-    /// The legend entry, usually the layer's name.
+    /// The legend entry, usually the layer's name (or the training run's).
     pub label: String,
-    /// (iteration, loss) pairs in drawing order. A point with a non-finite coordinate or a
-    /// non-positive loss cannot be shown on a log axis: it is skipped and the line breaks there.
+    /// (x, y) pairs in drawing order, such as (iteration, loss). A point with a non-finite
+    /// coordinate, or on a log y axis a non-positive y, cannot be shown: it is skipped and the
+    /// line breaks there. On a linear y axis every finite point is shown, zero and negative too.
     pub points: Vec<(f64, f64)>,
+}
+
+/// How the y axis maps values to heights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum YScale {
+    /// log10, labeled at powers of ten; for losses, which fall over decades.
+    Log,
+    /// Linear, labeled at round numbers; for values like an accuracy in percent.
+    Linear,
+}
+
+/// The axes of a plot: their labels, and the scale of the y axis. The x axis is always linear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Axes<'a> {
+    /// The label under the x axis, such as "iteration" or "epoch".
+    pub x_label: &'a str,
+    /// The label beside the y axis, reading upwards.
+    pub y_label: &'a str,
+    pub y_scale: YScale,
+}
+
+impl Axes<'static> {
+    /// The axes of the loss-curve plot, which [`write_plot`] and [`render`] draw: the
+    /// iteration, and the loss on a log scale.
+    pub const LOSS: Axes<'static> = Axes {
+        x_label: "iteration",
+        y_label: "L_CS (log scale)",
+        y_scale: YScale::Log,
+    };
 }
 
 /// The file formats a plot can be written in.
@@ -43,11 +75,18 @@ impl PlotFormat {
     }
 }
 
-/// Renders the plot in the format chosen by `path`'s extension and writes it to `path`.
+/// Renders the loss-curve plot (with [`Axes::LOSS`]) in the format chosen by `path`'s
+/// extension and writes it to `path`.
 ///
 /// The plot is written to a temporary file in the same directory and renamed over `path`, so
 /// that a failed write leaves no partial file and readers never see a half-written one.
 pub fn write_plot(path: &Path, title: &str, curves: &[Curve]) -> io::Result<()> {
+    write_plot_with(path, title, &Axes::LOSS, curves)
+}
+
+/// Renders a plot with `axes` in the format chosen by `path`'s extension and writes it to
+/// `path`, atomically as [`write_plot`] does.
+pub fn write_plot_with(path: &Path, title: &str, axes: &Axes, curves: &[Curve]) -> io::Result<()> {
     let format = PlotFormat::from_path(path).ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -57,12 +96,17 @@ pub fn write_plot(path: &Path, title: &str, curves: &[Curve]) -> io::Result<()> 
             ),
         )
     })?;
-    write_atomically(path, &render(format, title, curves))
+    write_atomically(path, &render_with(format, title, axes, curves))
 }
 
-/// The same as bytes, for tests and for writing atomically.
+/// The loss-curve plot as bytes, for tests and for writing atomically.
 pub fn render(format: PlotFormat, title: &str, curves: &[Curve]) -> Vec<u8> {
-    let shapes = layout(title, curves);
+    render_with(format, title, &Axes::LOSS, curves)
+}
+
+/// A plot with `axes` as bytes.
+pub fn render_with(format: PlotFormat, title: &str, axes: &Axes, curves: &[Curve]) -> Vec<u8> {
+    let shapes = layout(title, axes, curves);
     match format {
         PlotFormat::Svg => svg(title, &shapes),
         PlotFormat::Png => png(&shapes),
@@ -217,11 +261,14 @@ impl Frame {
     }
 }
 
-fn layout(title: &str, curves: &[Curve]) -> Vec<Shape> {
-    let runs: Vec<Vec<Vec<Point>>> = curves.iter().map(|c| drawable_runs(&c.points)).collect();
+fn layout(title: &str, axes: &Axes, curves: &[Curve]) -> Vec<Shape> {
+    let runs: Vec<Vec<Vec<Point>>> = curves
+        .iter()
+        .map(|c| drawable_runs(&c.points, axes.y_scale))
+        .collect();
     let data = || runs.iter().flatten().flatten();
     let x_axis = LinearAxis::new(data().map(|p| p.0));
-    let y_axis = LogAxis::new(data().map(|p| p.1));
+    let y_axis = YAxis::new(axes.y_scale, data().map(|p| p.1));
     let legend = Legend::new(curves, PLOT_BOTTOM - PLOT_TOP);
 
     let y_labels = y_axis.labels();
@@ -262,20 +309,20 @@ fn layout(title: &str, curves: &[Curve]) -> Vec<Shape> {
     for &(x, _) in &x_ticks {
         shapes.push(Shape::Line((x, frame.top), (x, frame.bottom), GRID));
     }
-    let y_pixel = |log_value| crisp(frame.at(0.0, y_axis.fraction(log_value)).1);
-    for log_value in y_labels
+    let y_pixel = |value| crisp(frame.at(0.0, y_axis.fraction(value)).1);
+    for value in y_labels
         .iter()
         .map(|&(v, _)| v)
         .chain(y_axis.gridded_minors())
     {
-        let y = y_pixel(log_value);
+        let y = y_pixel(value);
         shapes.push(Shape::Line((frame.left, y), (frame.right, y), GRID));
     }
 
     for (index, curve_runs) in runs.iter().enumerate() {
         let (mut lines, mut dots) = (Vec::new(), Vec::new());
         for run in curve_runs {
-            // Only an x range too wide for f64 (from -MAX to MAX) yields non-finite pixels.
+            // Only a range too wide for f64 (from -MAX to MAX) yields non-finite pixels.
             let pixels: Vec<Point> = run
                 .iter()
                 .map(|&(x, y)| frame.at(x_axis.fraction(x), y_axis.fraction(y)))
@@ -319,8 +366,8 @@ fn layout(title: &str, curves: &[Curve]) -> Vec<Shape> {
             false,
         ));
     }
-    for (log_value, label) in y_labels {
-        let y = y_pixel(log_value);
+    for (value, label) in y_labels {
+        let y = y_pixel(value);
         shapes.push(Shape::Line((left - 6.0, y), (left, y), AXIS));
         shapes.push(text(
             (left - 10.0, y + 3.5 * scale),
@@ -329,8 +376,8 @@ fn layout(title: &str, curves: &[Curve]) -> Vec<Shape> {
             false,
         ));
     }
-    for log_value in y_axis.minors() {
-        let y = y_pixel(log_value);
+    for value in y_axis.minors() {
+        let y = y_pixel(value);
         shapes.push(Shape::Line((left - 3.0, y), (left, y), AXIS));
     }
 
@@ -343,13 +390,13 @@ fn layout(title: &str, curves: &[Curve]) -> Vec<Shape> {
     ));
     shapes.push(text(
         ((frame.left + frame.right) / 2.0, f64::from(HEIGHT) - 15.0),
-        "iteration".to_string(),
+        axes.x_label.to_string(),
         Anchor::Middle,
         false,
     ));
     shapes.push(text(
         (Y_LABEL_BASELINE, (frame.top + frame.bottom) / 2.0),
-        "L_CS (log scale)".to_string(),
+        axes.y_label.to_string(),
         Anchor::Middle,
         true,
     ));
@@ -363,13 +410,29 @@ fn layout(title: &str, curves: &[Curve]) -> Vec<Shape> {
     shapes
 }
 
-/// Splits a curve into runs of drawable points, as (iteration, log10 loss): a point that a log
-/// axis cannot show ends the run before it, so that the line breaks instead of bridging it.
-fn drawable_runs(points: &[(f64, f64)]) -> Vec<Vec<Point>> {
+/// Splits a curve into runs of drawable points, as (x, y) with y as the y axis takes it (log10
+/// of the value on a log scale): a point that the axes cannot show ends the run before it, so
+/// that the line breaks instead of bridging it.
+fn drawable_runs(points: &[(f64, f64)], y_scale: YScale) -> Vec<Vec<Point>> {
+    let drawable = |&(x, y): &(f64, f64)| {
+        x.is_finite()
+            && y.is_finite()
+            && match y_scale {
+                YScale::Log => y > 0.0,
+                YScale::Linear => true,
+            }
+    };
     points
-        .split(|&(x, y)| !(x.is_finite() && y.is_finite() && y > 0.0))
+        .split(|point| !drawable(point))
         .filter(|run| !run.is_empty())
-        .map(|run| run.iter().map(|&(x, y)| (x, y.log10())).collect())
+        .map(|run| {
+            run.iter()
+                .map(|&(x, y)| match y_scale {
+                    YScale::Log => (x, y.log10()),
+                    YScale::Linear => (x, y),
+                })
+                .collect()
+        })
         .collect()
 }
 
@@ -409,7 +472,8 @@ fn fit(text: &str, chars: usize) -> String {
     cut
 }
 
-/// The iteration axis: linear, over the data's range, with ticks at round numbers.
+/// A linear axis over the data's range, with ticks at round numbers: the x axis, and a linear
+/// y axis.
 struct LinearAxis {
     min: f64,
     max: f64,
@@ -436,6 +500,26 @@ impl LinearAxis {
         }
     }
 
+    /// The axis widened to the ticks just outside the data, so that both ends are labeled (as
+    /// on a y axis) rather than the data touching the frame.
+    fn out_to_ticks(self) -> LinearAxis {
+        // A millionth of a step beyond the end ticks, far less than a pixel: a multiple of the
+        // step divided by the step need not give back a whole number, and `multiples` would
+        // then drop the end tick.
+        let hair = self.step * 1e-6;
+        let (min, max) = (
+            (self.min / self.step).floor() * self.step - hair,
+            (self.max / self.step).ceil() * self.step + hair,
+        );
+        // Only a range near the largest f64 rounds out to infinity, or one so wide that the
+        // step is infinite out to NaN: that axis stays as it was.
+        if min.is_finite() && max.is_finite() {
+            LinearAxis { min, max, ..self }
+        } else {
+            self
+        }
+    }
+
     fn fraction(&self, v: f64) -> f64 {
         (v - self.min) / (self.max - self.min)
     }
@@ -452,6 +536,59 @@ impl LinearAxis {
         };
         // Adding zero turns -0 into 0, which would otherwise print as "-0".
         format!("{:.*}", decimals, v + 0.0)
+    }
+}
+
+/// The y axis, in the scale the plot asks for. Its values are the y of [`drawable_runs`]: log10
+/// of the data on a log scale.
+enum YAxis {
+    Log(LogAxis),
+    Linear(LinearAxis),
+}
+
+impl YAxis {
+    fn new(scale: YScale, values: impl Iterator<Item = f64>) -> YAxis {
+        match scale {
+            YScale::Log => YAxis::Log(LogAxis::new(values)),
+            YScale::Linear => YAxis::Linear(LinearAxis::new(values).out_to_ticks()),
+        }
+    }
+
+    fn fraction(&self, value: f64) -> f64 {
+        match self {
+            YAxis::Log(axis) => axis.fraction(value),
+            YAxis::Linear(axis) => axis.fraction(value),
+        }
+    }
+
+    /// The labeled ticks: (value, label).
+    fn labels(&self) -> Vec<(f64, String)> {
+        match self {
+            YAxis::Log(axis) => axis.labels(),
+            // A range from -MAX to MAX has an infinite step, whose multiple 0 * step is NaN.
+            YAxis::Linear(axis) => axis
+                .ticks()
+                .into_iter()
+                .filter(|v| v.is_finite() && axis.fraction(*v).is_finite())
+                .map(|v| (v, axis.label(v)))
+                .collect(),
+        }
+    }
+
+    /// The unlabeled ticks.
+    fn minors(&self) -> Vec<f64> {
+        match self {
+            YAxis::Log(axis) => axis.minors(),
+            YAxis::Linear(_) => Vec::new(),
+        }
+    }
+
+    /// The grid lines besides those at the labeled ticks.
+    fn gridded_minors(&self) -> Vec<f64> {
+        match self {
+            YAxis::Log(axis) => axis.gridded_minors(),
+            YAxis::Linear(_) => Vec::new(),
+        }
     }
 }
 
@@ -621,8 +758,8 @@ impl Legend {
     }
 
     /// Adds the entries with their top left corner at `origin`. Labels of curves with nothing
-    /// to draw are grayed out, so that a layer whose loss never was finite and positive stands
-    /// out rather than seeming lost behind the others.
+    /// to draw are grayed out, so that a layer whose loss never was finite and positive (on a
+    /// log axis; finite on a linear one) stands out rather than seeming lost behind the others.
     fn draw(
         &self,
         curves: &[Curve],

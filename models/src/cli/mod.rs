@@ -1,0 +1,43 @@
+//! The `models` command line: one file per subcommand.
+
+mod data_args;
+pub mod eval;
+pub mod init;
+pub mod plot;
+pub mod train;
+
+use clap::{Parser, Subcommand};
+
+pub use data_args::DataArgs;
+
+/// Evaluate and train the paper's networks on CIFAR-10, with cs-init.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Test accuracy of a checkpoint.
+    Eval(eval::EvalArgs),
+    /// Train a network (one arm of the paper's Table 5) and log every epoch as JSON lines.
+    Train(train::TrainArgs),
+    /// Write a newly initialized network to a safetensors file (for example to run `cs-init` on it
+    /// and train from the result with `train --init-from`).
+    Init(init::InitArgs),
+    /// Plot test accuracy per epoch from training logs, one line per arm (mean over seeds).
+    Plot(plot::PlotArgs),
+}
+
+impl Command {
+    pub fn run(self) -> anyhow::Result<()> {
+        match self {
+            Command::Eval(args) => eval::run(args),
+            Command::Train(args) => train::run(args),
+            Command::Init(args) => init::run(args),
+            Command::Plot(args) => plot::run(args),
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! Helpers shared by the models tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+/// `../shared/data/<part>` beside the repository, present in CI and developer checkouts and
+/// absent in user clones: tests that need it skip with a message.
+pub fn shared(part: &str) -> Option<PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/data")
+        .join(part);
+    if path.exists() {
+        Some(path)
+    } else {
+        eprintln!(
+            "skipped: {} is absent (only developer checkouts and CI have it)",
+            path.display()
+        );
+        None
+    }
+}
+
+/// The first labels of the official test and training batches.
+pub const FIRST_TEST_LABELS: [u8; 10] = [3, 8, 8, 0, 6, 6, 1, 6, 3, 1];
+pub const FIRST_TRAIN_LABELS: [u8; 10] = [6, 9, 9, 4, 1, 1, 2, 7, 8, 3];
