@@ -22,11 +22,13 @@ pub enum Architecture {
     Cnn2,
     /// torchvision's `resnet18()`.
     Resnet18,
+    /// torchvision's `resnet50()` (v1.5: the stride on the 3x3 conv of each bottleneck).
+    Resnet50,
 }
 
 impl Architecture {
     /// Every architecture, in the order help texts list them.
-    pub const ALL: [Architecture; 3] = [Self::Cnn1, Self::Cnn2, Self::Resnet18];
+    pub const ALL: [Architecture; 4] = [Self::Cnn1, Self::Cnn2, Self::Resnet18, Self::Resnet50];
 
     /// The name used on the command line.
     pub fn name(self) -> &'static str {
@@ -34,6 +36,7 @@ impl Architecture {
             Self::Cnn1 => "cnn1",
             Self::Cnn2 => "cnn2",
             Self::Resnet18 => "resnet18",
+            Self::Resnet50 => "resnet50",
         }
     }
 
@@ -43,6 +46,7 @@ impl Architecture {
             Self::Cnn1 => "the paper's Table 4 CNN, 64 channels (118,858 parameters)",
             Self::Cnn2 => "the paper's Table 4 CNN, 128 channels (458,890 parameters)",
             Self::Resnet18 => "torchvision ResNet-18 (ImageNet head, 11.7 M parameters)",
+            Self::Resnet50 => "torchvision ResNet-50 (ImageNet head, 25.6 M parameters)",
         }
     }
 
@@ -68,6 +72,7 @@ impl Architecture {
             Self::Cnn1 => b.table4_cnn(64)?,
             Self::Cnn2 => b.table4_cnn(128)?,
             Self::Resnet18 => b.resnet18()?,
+            Self::Resnet50 => b.resnet50()?,
         }
         Ok(b.tensors)
     }
@@ -138,6 +143,41 @@ impl Builder {
             }
         }
         self.torch_default("fc", &[1000, 512])
+    }
+
+    /// Follows torchvision's `ResNet.__init__` and `Bottleneck.__init__` (layers [3, 4, 6, 3],
+    /// expansion 4, zero_init_residual=False), whose attribute order is the state_dict order:
+    /// conv1, bn1, conv2, bn2, conv3, bn3, then the downsample shortcut. The stride sits on
+    /// conv2 (ResNet v1.5), which changes no shape here.
+    fn resnet50(&mut self) -> Result<()> {
+        self.kaiming_conv("conv1.weight", &[64, 3, 7, 7])?;
+        self.batch_norm("bn1", 64)?;
+        let mut in_channels = 64;
+        for (layer, (width, blocks)) in [(64, 3), (128, 4), (256, 6), (512, 3)]
+            .into_iter()
+            .enumerate()
+        {
+            let out_channels = 4 * width;
+            for block in 0..blocks {
+                let p = format!("layer{}.{block}", layer + 1);
+                self.kaiming_conv(&format!("{p}.conv1.weight"), &[width, in_channels, 1, 1])?;
+                self.batch_norm(&format!("{p}.bn1"), width)?;
+                self.kaiming_conv(&format!("{p}.conv2.weight"), &[width, width, 3, 3])?;
+                self.batch_norm(&format!("{p}.bn2"), width)?;
+                self.kaiming_conv(&format!("{p}.conv3.weight"), &[out_channels, width, 1, 1])?;
+                self.batch_norm(&format!("{p}.bn3"), out_channels)?;
+                // torchvision adds the projection when the stride is not 1 or the channel
+                // count changes: on the first block of every layer, layer1's included
+                // (64 -> 256 channels at stride 1).
+                if in_channels != out_channels {
+                    let w = &[out_channels, in_channels, 1, 1];
+                    self.kaiming_conv(&format!("{p}.downsample.0.weight"), w)?;
+                    self.batch_norm(&format!("{p}.downsample.1"), out_channels)?;
+                }
+                in_channels = out_channels;
+            }
+        }
+        self.torch_default("fc", &[1000, 2048])
     }
 
     /// `nn.Conv2d`/`nn.Linear.reset_parameters`: kaiming_uniform_(a=sqrt(5)) reduces to

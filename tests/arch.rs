@@ -3,6 +3,7 @@
 
 use candle_core::{DType, Tensor};
 use cs_init::arch::Architecture;
+use cs_init::checkpoint::SafetensorsFile;
 
 fn is_buffer(name: &str) -> bool {
     name.ends_with(".running_mean")
@@ -37,6 +38,7 @@ fn parameter_counts_match_pytorch() {
     assert_eq!(parameter_count(Architecture::Cnn1), 118_858);
     assert_eq!(parameter_count(Architecture::Cnn2), 458_890);
     assert_eq!(parameter_count(Architecture::Resnet18), 11_689_512);
+    assert_eq!(parameter_count(Architecture::Resnet50), 25_557_032);
 }
 
 /// Transcribed from torchvision's `resnet18()`: every conv with the BatchNorm that follows
@@ -97,6 +99,133 @@ fn resnet18_names_and_shapes_match_torchvision() {
         .collect();
     assert_eq!(actual.len(), 122);
     assert_eq!(actual, expected);
+}
+
+/// Transcribed from torchvision's `resnet50()` (`Bottleneck`, layers [3, 4, 6, 3], expansion
+/// 4): every conv with the BatchNorm that follows it, in module registration order. In
+/// v1.5 the stride sits on conv2, the 3x3, which leaves every shape as it is.
+const RESNET50_CONVS: [(&str, &str, [usize; 4]); 53] = [
+    ("conv1.weight", "bn1", [64, 3, 7, 7]),
+    ("layer1.0.conv1.weight", "layer1.0.bn1", [64, 64, 1, 1]),
+    ("layer1.0.conv2.weight", "layer1.0.bn2", [64, 64, 3, 3]),
+    ("layer1.0.conv3.weight", "layer1.0.bn3", [256, 64, 1, 1]),
+    (
+        "layer1.0.downsample.0.weight",
+        "layer1.0.downsample.1",
+        [256, 64, 1, 1],
+    ),
+    ("layer1.1.conv1.weight", "layer1.1.bn1", [64, 256, 1, 1]),
+    ("layer1.1.conv2.weight", "layer1.1.bn2", [64, 64, 3, 3]),
+    ("layer1.1.conv3.weight", "layer1.1.bn3", [256, 64, 1, 1]),
+    ("layer1.2.conv1.weight", "layer1.2.bn1", [64, 256, 1, 1]),
+    ("layer1.2.conv2.weight", "layer1.2.bn2", [64, 64, 3, 3]),
+    ("layer1.2.conv3.weight", "layer1.2.bn3", [256, 64, 1, 1]),
+    ("layer2.0.conv1.weight", "layer2.0.bn1", [128, 256, 1, 1]),
+    ("layer2.0.conv2.weight", "layer2.0.bn2", [128, 128, 3, 3]),
+    ("layer2.0.conv3.weight", "layer2.0.bn3", [512, 128, 1, 1]),
+    (
+        "layer2.0.downsample.0.weight",
+        "layer2.0.downsample.1",
+        [512, 256, 1, 1],
+    ),
+    ("layer2.1.conv1.weight", "layer2.1.bn1", [128, 512, 1, 1]),
+    ("layer2.1.conv2.weight", "layer2.1.bn2", [128, 128, 3, 3]),
+    ("layer2.1.conv3.weight", "layer2.1.bn3", [512, 128, 1, 1]),
+    ("layer2.2.conv1.weight", "layer2.2.bn1", [128, 512, 1, 1]),
+    ("layer2.2.conv2.weight", "layer2.2.bn2", [128, 128, 3, 3]),
+    ("layer2.2.conv3.weight", "layer2.2.bn3", [512, 128, 1, 1]),
+    ("layer2.3.conv1.weight", "layer2.3.bn1", [128, 512, 1, 1]),
+    ("layer2.3.conv2.weight", "layer2.3.bn2", [128, 128, 3, 3]),
+    ("layer2.3.conv3.weight", "layer2.3.bn3", [512, 128, 1, 1]),
+    ("layer3.0.conv1.weight", "layer3.0.bn1", [256, 512, 1, 1]),
+    ("layer3.0.conv2.weight", "layer3.0.bn2", [256, 256, 3, 3]),
+    ("layer3.0.conv3.weight", "layer3.0.bn3", [1024, 256, 1, 1]),
+    (
+        "layer3.0.downsample.0.weight",
+        "layer3.0.downsample.1",
+        [1024, 512, 1, 1],
+    ),
+    ("layer3.1.conv1.weight", "layer3.1.bn1", [256, 1024, 1, 1]),
+    ("layer3.1.conv2.weight", "layer3.1.bn2", [256, 256, 3, 3]),
+    ("layer3.1.conv3.weight", "layer3.1.bn3", [1024, 256, 1, 1]),
+    ("layer3.2.conv1.weight", "layer3.2.bn1", [256, 1024, 1, 1]),
+    ("layer3.2.conv2.weight", "layer3.2.bn2", [256, 256, 3, 3]),
+    ("layer3.2.conv3.weight", "layer3.2.bn3", [1024, 256, 1, 1]),
+    ("layer3.3.conv1.weight", "layer3.3.bn1", [256, 1024, 1, 1]),
+    ("layer3.3.conv2.weight", "layer3.3.bn2", [256, 256, 3, 3]),
+    ("layer3.3.conv3.weight", "layer3.3.bn3", [1024, 256, 1, 1]),
+    ("layer3.4.conv1.weight", "layer3.4.bn1", [256, 1024, 1, 1]),
+    ("layer3.4.conv2.weight", "layer3.4.bn2", [256, 256, 3, 3]),
+    ("layer3.4.conv3.weight", "layer3.4.bn3", [1024, 256, 1, 1]),
+    ("layer3.5.conv1.weight", "layer3.5.bn1", [256, 1024, 1, 1]),
+    ("layer3.5.conv2.weight", "layer3.5.bn2", [256, 256, 3, 3]),
+    ("layer3.5.conv3.weight", "layer3.5.bn3", [1024, 256, 1, 1]),
+    ("layer4.0.conv1.weight", "layer4.0.bn1", [512, 1024, 1, 1]),
+    ("layer4.0.conv2.weight", "layer4.0.bn2", [512, 512, 3, 3]),
+    ("layer4.0.conv3.weight", "layer4.0.bn3", [2048, 512, 1, 1]),
+    (
+        "layer4.0.downsample.0.weight",
+        "layer4.0.downsample.1",
+        [2048, 1024, 1, 1],
+    ),
+    ("layer4.1.conv1.weight", "layer4.1.bn1", [512, 2048, 1, 1]),
+    ("layer4.1.conv2.weight", "layer4.1.bn2", [512, 512, 3, 3]),
+    ("layer4.1.conv3.weight", "layer4.1.bn3", [2048, 512, 1, 1]),
+    ("layer4.2.conv1.weight", "layer4.2.bn1", [512, 2048, 1, 1]),
+    ("layer4.2.conv2.weight", "layer4.2.bn2", [512, 512, 3, 3]),
+    ("layer4.2.conv3.weight", "layer4.2.bn3", [2048, 512, 1, 1]),
+];
+
+#[test]
+fn resnet50_names_and_shapes_match_torchvision() {
+    let mut expected: Vec<(String, Vec<usize>)> = Vec::new();
+    for (conv, bn, shape) in RESNET50_CONVS {
+        expected.push((conv.to_string(), shape.to_vec()));
+        for buffer in ["weight", "bias", "running_mean", "running_var"] {
+            expected.push((format!("{bn}.{buffer}"), vec![shape[0]]));
+        }
+        expected.push((format!("{bn}.num_batches_tracked"), vec![]));
+    }
+    expected.push(("fc.weight".to_string(), vec![1000, 2048]));
+    expected.push(("fc.bias".to_string(), vec![1000]));
+
+    let tensors = Architecture::Resnet50.tensors(1).unwrap();
+    let actual: Vec<(String, Vec<usize>)> = tensors
+        .iter()
+        .map(|(name, t)| (name.clone(), t.dims().to_vec()))
+        .collect();
+    assert_eq!(actual.len(), 320);
+    assert_eq!(actual, expected);
+
+    // The projection shortcuts: one per layer, on its first block only.
+    let downsample: Vec<(&str, Vec<usize>)> = tensors
+        .iter()
+        .filter(|(name, _)| name.contains("downsample") && name.ends_with(".weight"))
+        .map(|(name, t)| (name.as_str(), t.dims().to_vec()))
+        .collect();
+    assert_eq!(
+        downsample,
+        [
+            ("layer1.0.downsample.0.weight", vec![256, 64, 1, 1]),
+            ("layer1.0.downsample.1.weight", vec![256]),
+            ("layer2.0.downsample.0.weight", vec![512, 256, 1, 1]),
+            ("layer2.0.downsample.1.weight", vec![512]),
+            ("layer3.0.downsample.0.weight", vec![1024, 512, 1, 1]),
+            ("layer3.0.downsample.1.weight", vec![1024]),
+            ("layer4.0.downsample.0.weight", vec![2048, 1024, 1, 1]),
+            ("layer4.0.downsample.1.weight", vec![2048]),
+        ]
+    );
+}
+
+#[test]
+fn conv_weight_shapes_are_the_transcribed_convs() {
+    let r18: Vec<Vec<usize>> = RESNET18_CONVS.iter().map(|c| c.2.to_vec()).collect();
+    assert_eq!(Architecture::Resnet18.conv_weight_shapes(), r18);
+    let r50: Vec<Vec<usize>> = RESNET50_CONVS.iter().map(|c| c.2.to_vec()).collect();
+    let shapes = Architecture::Resnet50.conv_weight_shapes();
+    assert_eq!(shapes.len(), 53);
+    assert_eq!(shapes, r50);
 }
 
 #[test]
@@ -177,9 +306,34 @@ fn resnet18_convs_are_kaiming_normal_fan_out() {
 }
 
 #[test]
+fn resnet50_convs_are_kaiming_normal_fan_out() {
+    let tensors = Architecture::Resnet50.tensors(7).unwrap();
+    for (name, fan_out) in [
+        ("conv1.weight", 64 * 49),
+        ("layer1.0.conv1.weight", 64),
+        ("layer2.3.conv2.weight", 128 * 9),
+        ("layer3.5.conv3.weight", 1024),
+        ("layer4.0.downsample.0.weight", 2048),
+    ] {
+        let v = values(&find(&tensors, name));
+        let n = v.len() as f64;
+        let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
+        let var = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / (n - 1.0);
+        let expected = (2.0 / fan_out as f64).sqrt();
+        assert!(
+            (var.sqrt() / expected - 1.0).abs() < 0.05,
+            "{name}: std {} vs {expected}",
+            var.sqrt()
+        );
+        assert!(mean.abs() < 0.05 * expected, "{name}: mean {mean}");
+    }
+}
+
+#[test]
 fn default_init_is_uniform_within_one_over_sqrt_fan_in() {
     let cnn1 = Architecture::Cnn1.tensors(11).unwrap();
     let resnet = Architecture::Resnet18.tensors(11).unwrap();
+    let resnet50 = Architecture::Resnet50.tensors(11).unwrap();
     for (tensors, name, fan_in) in [
         (&cnn1, "conv1.weight", 3 * 9),
         (&cnn1, "conv2.weight", 64 * 9),
@@ -187,6 +341,8 @@ fn default_init_is_uniform_within_one_over_sqrt_fan_in() {
         (&cnn1, "fc.weight", 576),
         (&resnet, "fc.weight", 512),
         (&resnet, "fc.bias", 512),
+        (&resnet50, "fc.weight", 2048),
+        (&resnet50, "fc.bias", 2048),
     ] {
         let v = values(&find(tensors, name));
         let bound = 1.0 / (fan_in as f64).sqrt();
@@ -224,9 +380,43 @@ fn names_round_trip_and_unknown_names_list_the_valid_ones() {
         assert!(!arch.description().is_empty());
         assert!(!arch.description().contains('\n'));
     }
-    let err = "resnet50".parse::<Architecture>().unwrap_err();
-    assert!(err.contains("resnet50"), "{err}");
-    for name in ["cnn1", "cnn2", "resnet18"] {
+    let err = "resnet34".parse::<Architecture>().unwrap_err();
+    assert!(err.contains("resnet34"), "{err}");
+    for name in ["cnn1", "cnn2", "resnet18", "resnet50"] {
         assert!(err.contains(name), "{err}");
+    }
+}
+
+/// `cs-init new NAME` writes every built-in with the names and shapes of `tensors`.
+#[test]
+fn new_writes_every_builtin() {
+    let dir = tempfile::tempdir().unwrap();
+    for arch in Architecture::ALL {
+        let file = format!("{arch}.safetensors");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cs-init"))
+            .args(["new", arch.name(), "-o", &file, "--quiet"])
+            .current_dir(dir.path())
+            .output()
+            .expect("cs-init runs");
+        assert!(
+            out.status.success(),
+            "{arch}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let written = SafetensorsFile::open(&dir.path().join(&file)).unwrap();
+        let mut actual: Vec<(String, Vec<usize>)> = written
+            .tensors()
+            .iter()
+            .map(|t| (t.name.clone(), t.shape.clone()))
+            .collect();
+        let mut expected: Vec<(String, Vec<usize>)> = arch
+            .tensors(0)
+            .unwrap()
+            .into_iter()
+            .map(|(name, t)| (name, t.dims().to_vec()))
+            .collect();
+        actual.sort();
+        expected.sort();
+        assert_eq!(actual, expected, "{arch}");
     }
 }

@@ -14,7 +14,7 @@ use crate::Variant;
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// A .safetensors file, a sharded checkpoint, a PyTorch file, hf://OWNER/NAME, or a built-in
-    /// architecture (cnn1, cnn2, resnet18).
+    /// architecture (cnn1, cnn2, resnet18, resnet50).
     #[arg(value_name = "INPUT")]
     input: Option<PathBuf>,
 

@@ -41,20 +41,24 @@ impl DeviceArg {
                 if !candle_core::utils::cuda_is_available() {
                     anyhow::bail!("--device cuda: this cs-init was built without the `cuda` feature (cargo build --features cuda)");
                 }
-                Device::new_cuda(n).map_err(|e| anyhow::anyhow!("--device cuda:{n}: {e}"))
+                Device::new_cuda(n)
+                    .map_err(|e| anyhow::anyhow!("--device cuda:{n}: {}", summary(&e)))
             }
             DeviceArg::Metal => {
                 if !candle_core::utils::metal_is_available() {
                     anyhow::bail!("--device metal: this cs-init was built without the `metal` feature (cargo build --features metal, macOS only)");
                 }
-                Device::new_metal(0).map_err(|e| anyhow::anyhow!("--device metal: {e}"))
+                Device::new_metal(0).map_err(|e| anyhow::anyhow!("--device metal: {}", summary(&e)))
             }
             DeviceArg::Auto => {
                 if candle_core::utils::cuda_is_available() {
                     match Device::new_cuda(0) {
                         Ok(d) => return Ok(d),
                         Err(e) if !quiet => {
-                            eprintln!("cs-init: no usable CUDA device ({e}); running on CPU")
+                            eprintln!(
+                                "cs-init: no usable CUDA device ({}); running on CPU",
+                                summary(&e)
+                            )
                         }
                         Err(_) => {}
                     }
@@ -63,7 +67,10 @@ impl DeviceArg {
                     match Device::new_metal(0) {
                         Ok(d) => return Ok(d),
                         Err(e) if !quiet => {
-                            eprintln!("cs-init: no usable Metal device ({e}); running on CPU")
+                            eprintln!(
+                                "cs-init: no usable Metal device ({}); running on CPU",
+                                summary(&e)
+                            )
                         }
                         Err(_) => {}
                     }
@@ -72,6 +79,17 @@ impl DeviceArg {
             }
         }
     }
+}
+
+/// The first line of a device error: candle appends a backtrace when `RUST_BACKTRACE` is set,
+/// and a notice must stay one line.
+fn summary(error: &candle_core::Error) -> String {
+    error
+        .to_string()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// A device's name for reports.

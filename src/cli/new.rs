@@ -12,7 +12,8 @@ use crate::checkpoint::{built_in_bytes, OutputFile, SafetensorsFile};
 
 #[derive(Debug, Args)]
 pub struct NewArgs {
-    /// cnn1, cnn2 (the paper's Table 4) or resnet18 (torchvision's names, shapes and init).
+    /// cnn1, cnn2 (the paper's Table 4), resnet18 or resnet50 (torchvision's names, shapes
+    /// and init).
     #[arg(value_name = "ARCH")]
     arch: Architecture,
 

@@ -24,7 +24,7 @@ use crate::sharding::Sharding;
 pub struct RunArgs {
     /// A .safetensors file, a sharded checkpoint (its directory or its model.safetensors.index.json),
     /// a PyTorch file (.pth/.pt/.bin/.th), hf://OWNER/NAME[@REV][/PATH], or a built-in
-    /// architecture: cnn1, cnn2, resnet18.
+    /// architecture: cnn1, cnn2, resnet18, resnet50.
     #[arg(value_name = "INPUT", required = true)]
     input: Option<PathBuf>,
 

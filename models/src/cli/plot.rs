@@ -59,8 +59,42 @@ fn read_logs(paths: &[PathBuf]) -> Result<Runs> {
     Ok(by_arm)
 }
 
+/// `mean (min to max)` of some values.
+fn spread(values: &[f64]) -> String {
+    let mean = values.iter().sum::<f64>() / values.len() as f64;
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{mean:.2} ({min:.2} to {max:.2})")
+}
+
+/// A Markdown table of the best and the final test accuracy of every arm, over its seeds.
+fn summary(by_arm: &Runs) -> String {
+    let mut table = String::from(
+        "| arm | seeds | epochs | best test accuracy % | final test accuracy % |\n|---|---|---|---|---|\n",
+    );
+    for (arm, runs) in by_arm {
+        let trained = |run: &Vec<(usize, f64)>| -> Vec<f64> {
+            run.iter().filter(|(epoch, _)| *epoch > 0).map(|r| r.1).collect()
+        };
+        let best: Vec<f64> = runs
+            .iter()
+            .map(|run| trained(run).into_iter().fold(f64::NAN, f64::max))
+            .collect();
+        let last: Vec<f64> = runs.iter().map(|run| run.last().map_or(f64::NAN, |r| r.1)).collect();
+        let epochs = runs.iter().map(|run| run.last().map_or(0, |r| r.0)).min().unwrap_or(0);
+        table += &format!(
+            "| {arm} | {} | {epochs} | {} | {} |\n",
+            runs.len(),
+            spread(&best),
+            spread(&last)
+        );
+    }
+    table
+}
+
 pub fn run(args: PlotArgs) -> Result<()> {
     let by_arm = read_logs(&args.logs)?;
+    print!("{}", summary(&by_arm));
     let curves: Vec<Curve> = by_arm
         .iter()
         .map(|(arm, runs)| {
