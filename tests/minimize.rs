@@ -1,16 +1,31 @@
 //! Minimizing one layer: optimizer semantics, engine agreement, norm preservation, divergence.
+//!
+//! The portable engine and the candle training loop run on the device named by
+//! `CS_INIT_TEST_DEVICE` (CPU by default, see `common::test_device`); the fused engine always runs
+//! on CPU, and results are compared on CPU.
 
 mod common;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::Optimizer;
-use common::{kaiming, relative_norm, resnet18_conv_shapes, uniform, values};
+use common::{
+    device_for, kaiming, on_cpu, on_test_device, relative_norm, resnet18_conv_shapes, uniform,
+    values,
+};
 use cs_init::optim::{Adam, AdamConfig, OptimizerConfig, Sgd, SgdConfig};
 use cs_init::{minimize, Engine, Settings, Variant};
 
 /// `W = [a, b]` as two 1x1 single-channel filters: L_CS = (ab)², gradient (2ab², 2a²b).
-fn two_scalars() -> Tensor {
-    Tensor::new(&[[[[1f64]]], [[[2.]]]], &Device::Cpu).unwrap()
+fn two_scalars(device: &Device) -> Tensor {
+    Tensor::new(&[[[[1f64]]], [[[2.]]]], device).unwrap()
+}
+
+/// The fused engine on CPU and the portable one on the test device.
+fn engines_and_devices(dtype: DType) -> [(Engine, Device); 2] {
+    [
+        (Engine::Fused, Device::Cpu),
+        (Engine::Portable, device_for(dtype)),
+    ]
 }
 
 fn settings(optimizer: OptimizerConfig, iterations: usize) -> Settings {
@@ -41,15 +56,16 @@ const SGD_MOMENTUM: [[f64; 2]; 3] = [
 ];
 
 fn check_trajectory(optimizer: OptimizerConfig, expected: &[[f64; 2]; 3]) {
-    for engine in [Engine::Fused, Engine::Portable] {
+    for (engine, device) in engines_and_devices(DType::F64) {
         for (steps, want) in expected.iter().enumerate() {
             let out = minimize(
-                &two_scalars(),
+                &two_scalars(&device),
                 &settings(optimizer, steps + 1),
                 engine,
                 &mut |_, _| {},
             )
             .unwrap();
+            assert!(out.weight.device().same_device(&device), "{engine:?}");
             let got = values(&out.weight);
             for k in 0..2 {
                 assert!(
@@ -97,7 +113,7 @@ fn sgd_with_momentum_follows_pytorch() {
 
 /// Three steps of a candle optimizer on L = (ab)², as a user's training loop would run them.
 fn candle_loop<O: Optimizer>(config: O::Config) -> Vec<[f64; 2]> {
-    let var = Var::from_tensor(&two_scalars()).unwrap();
+    let var = Var::from_tensor(&two_scalars(&device_for(DType::F64))).unwrap();
     let mut opt = O::new(vec![var.clone()], config).unwrap();
     (0..3)
         .map(|_| {
@@ -146,7 +162,7 @@ fn invalid_optimizer_settings_are_rejected() {
     ];
     for optimizer in bad {
         let err = minimize(
-            &two_scalars(),
+            &two_scalars(&device_for(DType::F64)),
             &settings(optimizer, 1),
             Engine::Auto,
             &mut |_, _| {},
@@ -163,14 +179,18 @@ fn update_difference(start: &Tensor, a: &Tensor, b: &Tensor) -> f64 {
     relative_norm(&da, &db)
 }
 
+/// Runs the fused engine on CPU and the portable one on the test device from the same CPU weight.
 fn compare_engines(weight: &Tensor, settings: &Settings) -> f64 {
     let fused = minimize(weight, settings, Engine::Fused, &mut |_, _| {}).unwrap();
-    let portable = minimize(weight, settings, Engine::Portable, &mut |_, _| {}).unwrap();
+    let on_device = on_test_device(weight);
+    let portable = minimize(&on_device, settings, Engine::Portable, &mut |_, _| {}).unwrap();
     assert!(
         !fused.trace.diverged && !portable.trace.diverged,
         "{settings:?}"
     );
     assert_eq!(fused.weight.dtype(), weight.dtype());
+    assert_eq!(portable.weight.dtype(), weight.dtype());
+    assert!(portable.weight.device().same_device(on_device.device()));
     let last = |t: &cs_init::Trace| *t.losses.last().unwrap();
     if !settings.keep_norm {
         assert!(
@@ -241,13 +261,15 @@ fn engines_agree_for_every_variant_optimizer_and_norm_mode() {
 fn keep_norm_preserves_every_filter_norm() {
     let weight = kaiming(&[16, 8, 3, 3], 5);
     let before = cs_init::metrics::filter_norms(&weight).unwrap();
-    for engine in [Engine::Fused, Engine::Portable] {
+    for (engine, device) in engines_and_devices(weight.dtype()) {
         let settings = Settings {
             keep_norm: true,
             ..Settings::default()
         };
-        let out = minimize(&weight, &settings, engine, &mut |_, _| {}).unwrap();
-        let after = cs_init::metrics::filter_norms(&out.weight).unwrap();
+        let start = weight.to_device(&device).unwrap();
+        let out = minimize(&start, &settings, engine, &mut |_, _| {}).unwrap();
+        assert!(out.weight.device().same_device(&device), "{engine:?}");
+        let after = cs_init::metrics::filter_norms(&on_cpu(&out.weight)).unwrap();
         for (b, a) in before.iter().zip(&after) {
             assert!((a - b).abs() <= 1e-5 * b, "{engine:?}: {b} -> {a}");
         }
@@ -258,31 +280,42 @@ fn keep_norm_preserves_every_filter_norm() {
 #[test]
 fn without_keep_norm_the_weights_shrink() {
     let weight = kaiming(&[32, 16, 3, 3], 6);
-    let out = minimize(&weight, &Settings::default(), Engine::Auto, &mut |_, _| {}).unwrap();
-    let ratio = cs_init::metrics::NormRatio::between(&weight, &out.weight).unwrap();
+    // Engine::Auto: fused on CPU, portable on other devices.
+    let start = on_test_device(&weight);
+    let out = minimize(&start, &Settings::default(), Engine::Auto, &mut |_, _| {}).unwrap();
+    let ratio = cs_init::metrics::NormRatio::between(&weight, &on_cpu(&out.weight)).unwrap();
     assert!(ratio.mean < 1.0, "{ratio:?}");
 }
 
 #[test]
 fn trace_records_every_iteration_and_the_final_loss() {
     let weight = uniform(&[4, 3, 3, 3], 1);
-    let mut seen = Vec::new();
+    let expected =
+        cs_init::similarity::literal::conv_similarity_value(&weight, Variant::Paper).unwrap();
     let settings = Settings {
         iterations: 7,
         ..Settings::default()
     };
-    let out = minimize(&weight, &settings, Engine::Fused, &mut |i, l| {
-        seen.push((i, l))
-    })
-    .unwrap();
-    assert_eq!(out.trace.losses.len(), 8);
-    assert_eq!(
-        seen.iter().map(|s| s.0).collect::<Vec<_>>(),
-        (0..=7).collect::<Vec<_>>()
-    );
-    let expected =
-        cs_init::similarity::literal::conv_similarity_value(&weight, Variant::Paper).unwrap();
-    assert!((out.trace.losses[0] - expected).abs() < 1e-10 * expected);
+    for (engine, device) in engines_and_devices(weight.dtype()) {
+        let mut seen = Vec::new();
+        let start = weight.to_device(&device).unwrap();
+        let out = minimize(&start, &settings, engine, &mut |i, l| seen.push((i, l))).unwrap();
+        assert_eq!(out.trace.losses.len(), 8, "{engine:?}");
+        assert_eq!(
+            seen.iter().map(|s| s.0).collect::<Vec<_>>(),
+            (0..=7).collect::<Vec<_>>(),
+            "{engine:?}"
+        );
+        assert_eq!(
+            seen.iter().map(|s| s.1).collect::<Vec<_>>(),
+            out.trace.losses,
+            "{engine:?}"
+        );
+        assert!(
+            (out.trace.losses[0] - expected).abs() < 1e-10 * expected,
+            "{engine:?}"
+        );
+    }
 }
 
 #[test]
@@ -296,9 +329,11 @@ fn a_diverging_run_keeps_the_input_weights() {
         }),
         ..Settings::default()
     };
-    for engine in [Engine::Fused, Engine::Portable] {
-        let out = minimize(&weight, &settings, engine, &mut |_, _| {}).unwrap();
+    for (engine, device) in engines_and_devices(weight.dtype()) {
+        let start = weight.to_device(&device).unwrap();
+        let out = minimize(&start, &settings, engine, &mut |_, _| {}).unwrap();
         assert!(out.trace.diverged, "{engine:?}");
+        assert!(out.weight.device().same_device(&device), "{engine:?}");
         assert_eq!(values(&out.weight), values(&weight));
     }
 }
@@ -307,10 +342,17 @@ fn a_diverging_run_keeps_the_input_weights() {
 fn half_precision_weights_come_back_in_their_dtype() {
     let weight = kaiming(&[8, 4, 3, 3], 8);
     for dtype in [DType::F16, DType::BF16, DType::F32, DType::F64] {
-        let w = weight.to_dtype(dtype).unwrap();
+        // Converted on CPU, then moved: the dtype lives on the test device from the start.
+        let w = on_test_device(&weight.to_dtype(dtype).unwrap());
         let out = minimize(&w, &Settings::default(), Engine::Auto, &mut |_, _| {}).unwrap();
         assert_eq!(out.weight.dtype(), dtype);
-        assert_eq!(out.engine, Engine::Fused);
+        assert!(out.weight.device().same_device(w.device()), "{dtype:?}");
+        let expected = if w.device().is_cpu() {
+            Engine::Fused
+        } else {
+            Engine::Portable
+        };
+        assert_eq!(out.engine, expected, "{dtype:?}");
         assert!(out.trace.losses.last().unwrap() < &out.trace.losses[0]);
     }
 }

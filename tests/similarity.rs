@@ -1,9 +1,13 @@
 //! The fast L_CS paths against the literal definition, and their gradients.
+//!
+//! The portable path, the literal reference and `cs_init::conv_similarity` run on the device named
+//! by `CS_INIT_TEST_DEVICE` (CPU by default, see `common::test_device`); the fused engine, which
+//! reads raw slices, always runs on CPU.
 
 mod common;
 
 use candle_core::{DType, Tensor, Var};
-use common::{relative, relative_norm, scalar, uniform, values};
+use common::{on_test_device, relative, relative_norm, scalar, uniform, values};
 use cs_init::similarity::{fused, literal, portable, KernelGeometry, Variant};
 
 /// At least 50 shapes: the edge cases the issue names, then random ones.
@@ -48,7 +52,7 @@ fn shapes() -> Vec<Vec<usize>> {
 #[test]
 fn fast_paths_match_the_literal_definition_in_f64() {
     for (n, dims) in shapes().iter().enumerate() {
-        let w = uniform(dims, n as u64);
+        let w = on_test_device(&uniform(dims, n as u64));
         for variant in Variant::ALL {
             let expected = literal::conv_similarity_value(&w, variant).unwrap();
             let geometry = KernelGeometry::from_dims(dims).unwrap();
@@ -78,13 +82,16 @@ fn fast_paths_match_the_literal_definition_in_f64() {
 fn fast_paths_match_the_literal_definition_in_f32() {
     for (n, dims) in shapes().iter().enumerate() {
         let w = uniform(dims, 1000 + n as u64).to_dtype(DType::F32).unwrap();
+        // The reference: the literal in f64 of the same (f32-rounded) numbers.
+        let reference = on_test_device(&w.to_dtype(DType::F64).unwrap());
+        let w = on_test_device(&w);
         let geometry = KernelGeometry::from_dims(dims).unwrap();
         let data = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         for variant in Variant::ALL {
             if variant.filter_pairs(dims[0]) == 0 {
                 continue;
             }
-            let expected = literal::conv_similarity_value(&w, variant).unwrap();
+            let expected = scalar(&literal::conv_similarity(&reference, variant).unwrap());
             let fused = fused::loss(&data, &geometry, variant);
             let portable = scalar(&portable::conv_similarity(&w, variant).unwrap());
             assert!(
@@ -102,7 +109,7 @@ fn fast_paths_match_the_literal_definition_in_f32() {
 #[test]
 fn single_filter_has_zero_loss_and_zero_gradient() {
     for dims in [vec![1, 3, 3, 3], vec![1, 1, 5], vec![1, 2, 1, 1]] {
-        let w = uniform(&dims, 7);
+        let w = on_test_device(&uniform(&dims, 7));
         let geometry = KernelGeometry::from_dims(&dims).unwrap();
         for variant in Variant::ALL {
             let (loss, gradient) = fused::loss_and_gradient(&values(&w), &geometry, variant);
@@ -164,11 +171,12 @@ fn autograd(loss: impl Fn(&Tensor) -> Tensor, w: &Tensor) -> Vec<f64> {
 #[test]
 fn gradients_match_autograd_through_the_literal_definition() {
     for (n, dims) in shapes().iter().enumerate().step_by(3) {
-        let w = uniform(dims, 200 + n as u64);
+        let w = on_test_device(&uniform(dims, 200 + n as u64));
         let geometry = KernelGeometry::from_dims(dims).unwrap();
         for variant in Variant::ALL {
             let expected = autograd(|w| literal::conv_similarity(w, variant).unwrap(), &w);
             let portable = autograd(|w| portable::conv_similarity(w, variant).unwrap(), &w);
+            // The custom op on CPU; on other devices `conv_similarity` dispatches to the portable path.
             let through_op = autograd(|w| cs_init::conv_similarity(w, variant).unwrap(), &w);
             let (_, fused) = fused::loss_and_gradient(&values(&w), &geometry, variant);
             for (name, got) in [
@@ -184,8 +192,29 @@ fn gradients_match_autograd_through_the_literal_definition() {
 }
 
 #[test]
+fn f32_gradients_match_autograd_through_the_literal_definition_in_f64() {
+    for (n, dims) in shapes().iter().enumerate().skip(1).step_by(3) {
+        let w = uniform(dims, 300 + n as u64).to_dtype(DType::F32).unwrap();
+        let reference = on_test_device(&w.to_dtype(DType::F64).unwrap());
+        let w = on_test_device(&w);
+        for variant in Variant::ALL {
+            let expected = autograd(
+                |w| literal::conv_similarity(w, variant).unwrap(),
+                &reference,
+            );
+            let portable = autograd(|w| portable::conv_similarity(w, variant).unwrap(), &w);
+            let through_op = autograd(|w| cs_init::conv_similarity(w, variant).unwrap(), &w);
+            for (name, got) in [("portable", &portable), ("through op", &through_op)] {
+                let err = relative_norm(got, &expected);
+                assert!(err < 1e-5, "{name} {dims:?} {variant}: {err:e}");
+            }
+        }
+    }
+}
+
+#[test]
 fn the_custom_op_scales_its_gradient_by_the_upstream_gradient() {
-    let w = uniform(&[4, 3, 3, 3], 9);
+    let w = on_test_device(&uniform(&[4, 3, 3, 3], 9));
     let var = Var::from_tensor(&w).unwrap();
     let loss = (cs_init::conv_similarity(var.as_tensor(), Variant::Paper).unwrap() * 3.0).unwrap();
     let scaled = values(loss.backward().unwrap().get(var.as_tensor()).unwrap());
@@ -198,7 +227,7 @@ fn the_custom_op_scales_its_gradient_by_the_upstream_gradient() {
 #[test]
 fn non_contiguous_weights_are_accepted() {
     // A weight stored as [C, S, k, k] and viewed as [S, C, k, k].
-    let stored = uniform(&[3, 5, 3, 3], 4);
+    let stored = on_test_device(&uniform(&[3, 5, 3, 3], 4));
     let view = stored.transpose(0, 1).unwrap();
     let expected = literal::conv_similarity_value(&view, Variant::Paper).unwrap();
     let got = scalar(&cs_init::conv_similarity(&view, Variant::Paper).unwrap());
@@ -207,7 +236,7 @@ fn non_contiguous_weights_are_accepted() {
 
 #[test]
 fn non_conv_shapes_are_rejected_with_the_shape() {
-    let w = uniform(&[4, 4], 0);
+    let w = on_test_device(&uniform(&[4, 4], 0).to_dtype(DType::F32).unwrap());
     let err = cs_init::conv_similarity(&w, Variant::Paper)
         .unwrap_err()
         .to_string();

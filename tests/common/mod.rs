@@ -3,12 +3,85 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use candle_core::{DType, Device, Tensor};
 use cs_init::checkpoint::{serialize, tensor_from_bytes, tensor_to_bytes, Dtype, SafetensorsFile};
 use cs_init::similarity::{conv_similarity_value, Variant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+
+/// The environment variable that picks the device of the core tests (`tests/similarity.rs`,
+/// `tests/minimize.rs`): unset or `cpu`, `cuda`, `cuda:N`, `metal`, `metal:N`.
+pub const TEST_DEVICE_VARIABLE: &str = "CS_INIT_TEST_DEVICE";
+
+/// The device named by `CS_INIT_TEST_DEVICE` (CPU when unset), opened once per test binary.
+///
+/// Panics when the variable names an unknown device or one that cannot be opened (a build without
+/// the cargo feature, no GPU): a GPU test run must never pass on CPU.
+pub fn test_device() -> Device {
+    static DEVICE: OnceLock<Device> = OnceLock::new();
+    DEVICE
+        .get_or_init(|| {
+            let raw = std::env::var_os(TEST_DEVICE_VARIABLE).unwrap_or_default();
+            let name = raw
+                .to_str()
+                .unwrap_or_else(|| panic!("{TEST_DEVICE_VARIABLE}={raw:?} is not valid UTF-8"));
+            open_test_device(name)
+        })
+        .clone()
+}
+
+fn open_test_device(name: &str) -> Device {
+    let name = name.trim().to_ascii_lowercase();
+    let (kind, ordinal) = match name.split_once(':') {
+        Some((kind, n)) => {
+            let ordinal = n.parse::<usize>().unwrap_or_else(|_| {
+                panic!("{TEST_DEVICE_VARIABLE}={name}: `{n}` is not a device ordinal")
+            });
+            (kind, ordinal)
+        }
+        None => (name.as_str(), 0),
+    };
+    let opened = match kind {
+        "" | "cpu" if ordinal == 0 => return Device::Cpu,
+        "cuda" => Device::new_cuda(ordinal),
+        "metal" => Device::new_metal(ordinal),
+        _ => panic!(
+            "{TEST_DEVICE_VARIABLE}={name}: unknown device (expected cpu, cuda, cuda:N, metal \
+             or metal:N)"
+        ),
+    };
+    opened.unwrap_or_else(|e| {
+        let message = e.to_string();
+        let first = message.lines().next().unwrap_or_default();
+        panic!(
+            "{TEST_DEVICE_VARIABLE}={name}: cannot open the device: {first} (build the tests \
+             with `--features {kind}`; they never fall back to CPU)"
+        )
+    })
+}
+
+/// The device for a tensor of `dtype`: [`test_device`], except f64 on Metal, which candle's Metal
+/// backend does not support: f64 checks then run on CPU (the f32 and half-precision ones on Metal).
+pub fn device_for(dtype: DType) -> Device {
+    let device = test_device();
+    if dtype == DType::F64 && device.is_metal() {
+        Device::Cpu
+    } else {
+        device
+    }
+}
+
+/// `t` moved to [`device_for`] its dtype.
+pub fn on_test_device(t: &Tensor) -> Tensor {
+    t.to_device(&device_for(t.dtype())).unwrap()
+}
+
+/// `t` copied to CPU (for metrics that compute in f64, which Metal lacks).
+pub fn on_cpu(t: &Tensor) -> Tensor {
+    t.to_device(&Device::Cpu).unwrap()
+}
 
 /// A deterministic U(-1, 1) f64 weight of the given shape.
 pub fn uniform(dims: &[usize], seed: u64) -> Tensor {
