@@ -71,12 +71,15 @@ pub struct OutputFile {
 struct Pending(PathBuf);
 
 impl Pending {
-    fn new(path: &Path) -> Self {
-        PENDING
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(path.to_path_buf());
-        Self(path.to_path_buf())
+    /// Creates a temporary output with `create` and registers it, holding the registry's lock
+    /// throughout: a Ctrl-C handler that runs meanwhile waits for the registration instead of
+    /// missing a file that already exists on disk.
+    fn create<T: AsRef<Path>>(create: impl FnOnce() -> Result<T>) -> Result<(T, Self)> {
+        let mut pending = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+        let temp = create()?;
+        let path = temp.as_ref().to_path_buf();
+        pending.push(path.clone());
+        Ok((temp, Self(path)))
     }
 }
 
@@ -103,12 +106,14 @@ impl OutputFile {
         }
         let dir = parent_dir(path);
         let prefix = hidden_prefix(path);
-        let temp = temp_builder(&prefix, 0o644)
-            .tempfile_in(dir)
-            .map_err(|e| CheckpointError::io(dir, e))?;
+        let (temp, pending) = Pending::create(|| {
+            temp_builder(&prefix, 0o644)
+                .tempfile_in(dir)
+                .map_err(|e| CheckpointError::io(dir, e))
+        })?;
         Ok(Self {
             path: path.to_path_buf(),
-            _pending: Pending::new(temp.path()),
+            _pending: pending,
             writer: BufWriter::with_capacity(1 << 20, temp),
             overwrite,
         })
@@ -290,12 +295,14 @@ impl OutputDir {
         }
         let parent = parent_dir(path);
         let prefix = hidden_prefix(path);
-        let temp = temp_builder(&prefix, 0o755)
-            .tempdir_in(parent)
-            .map_err(|e| CheckpointError::io(parent, e))?;
+        let (temp, pending) = Pending::create(|| {
+            temp_builder(&prefix, 0o755)
+                .tempdir_in(parent)
+                .map_err(|e| CheckpointError::io(parent, e))
+        })?;
         Ok(Self {
             path: path.into(),
-            _pending: Pending::new(temp.path()),
+            _pending: pending,
             temp,
             overwrite,
         })
