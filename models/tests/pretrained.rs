@@ -51,3 +51,39 @@ fn resnet20_on_the_jpeg_test_images() {
         accuracy.percent()
     );
 }
+
+#[test]
+fn recalibrated_batch_norm_undoes_a_change_of_conv_scale() {
+    let Some(dir) = common::shared("cifar10/bin-prefix") else {
+        return;
+    };
+    let Some(network) = resnet20() else { return };
+    let source = Source::new(dir);
+    let test = source.load(Split::Test).unwrap().balanced_subset(300);
+    let train = source.load(Split::Train).unwrap().balanced_subset(500);
+    let accuracy = |network: &Network| {
+        evaluate(network, &test, Normalization::IMAGENET, &Device::Cpu)
+            .unwrap()
+            .percent()
+    };
+    let shrunk = resnet20().unwrap();
+    for (_, var) in shrunk.conv_weights() {
+        var.set(&(var.as_tensor() * 0.05).unwrap()).unwrap();
+    }
+    // The stored statistics no longer fit the weights: the network is broken.
+    assert!(accuracy(&shrunk) < 30.0, "{}", accuracy(&shrunk));
+    // Re-estimated from the same images, the statistics follow the scale, and batch norm makes
+    // the network what it was (up to BatchNorm's eps).
+    network
+        .recalibrate_batch_norm(&train, Normalization::IMAGENET, &Device::Cpu)
+        .unwrap();
+    shrunk
+        .recalibrate_batch_norm(&train, Normalization::IMAGENET, &Device::Cpu)
+        .unwrap();
+    let (original, repaired) = (accuracy(&network), accuracy(&shrunk));
+    assert!(original > 80.0, "{original}");
+    assert!(
+        (original - repaired).abs() <= 1.0,
+        "{original} vs {repaired}"
+    );
+}

@@ -74,14 +74,24 @@ fn summary(by_arm: &Runs) -> String {
     );
     for (arm, runs) in by_arm {
         let trained = |run: &Vec<(usize, f64)>| -> Vec<f64> {
-            run.iter().filter(|(epoch, _)| *epoch > 0).map(|r| r.1).collect()
+            run.iter()
+                .filter(|(epoch, _)| *epoch > 0)
+                .map(|r| r.1)
+                .collect()
         };
         let best: Vec<f64> = runs
             .iter()
             .map(|run| trained(run).into_iter().fold(f64::NAN, f64::max))
             .collect();
-        let last: Vec<f64> = runs.iter().map(|run| run.last().map_or(f64::NAN, |r| r.1)).collect();
-        let epochs = runs.iter().map(|run| run.last().map_or(0, |r| r.0)).min().unwrap_or(0);
+        let last: Vec<f64> = runs
+            .iter()
+            .map(|run| run.last().map_or(f64::NAN, |r| r.1))
+            .collect();
+        let epochs = runs
+            .iter()
+            .map(|run| run.last().map_or(0, |r| r.0))
+            .min()
+            .unwrap_or(0);
         table += &format!(
             "| {arm} | {} | {epochs} | {} | {} |\n",
             runs.len(),

@@ -68,6 +68,10 @@ impl Net for Cnn {
             .map(|(c, _)| c.weight_name.clone())
             .collect()
     }
+
+    fn batch_norms(&self) -> Vec<&BatchNorm2d> {
+        self.blocks.iter().map(|(_, bn)| bn).collect()
+    }
 }
 
 const SLOPE: f64 = 0.2;

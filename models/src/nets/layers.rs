@@ -1,5 +1,6 @@
 //! The layers the networks are built from, with PyTorch's initializations.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
@@ -101,12 +102,15 @@ impl Module for Conv {
 
 /// `BatchNorm2d` with PyTorch's defaults (eps 1e-5, momentum 0.1).
 pub struct BatchNorm2d {
-    /// candle-nn's layer over the same variables: evaluation mode, and training off the CPU.
+    /// candle-nn's layer over the same variables, for evaluation mode.
     layer: BatchNorm,
     running_mean: Var,
     running_var: Var,
     weight: Tensor,
     bias: Tensor,
+    /// The weight of a new batch in the running statistics, as f64 bits: 0.1, or 1/(k+1) for
+    /// the k-th batch while recalibrating (a plain average of the batches' statistics).
+    momentum: AtomicU64,
 }
 
 const BN_EPS: f64 = 1e-5;
@@ -134,13 +138,37 @@ impl BatchNorm2d {
             running_var,
             weight,
             bias,
+            momentum: AtomicU64::new(BN_MOMENTUM.to_bits()),
         })
+    }
+
+    /// Sets the weight of the next batches in the running statistics.
+    pub fn set_momentum(&self, momentum: f64) {
+        self.momentum.store(momentum.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Back to PyTorch's default momentum, 0.1.
+    pub fn reset_momentum(&self) {
+        self.set_momentum(BN_MOMENTUM);
     }
 
     /// Batch statistics (and a running-statistics update) when `train`, running ones otherwise.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        if !(train && x.device().is_cpu() && x.dtype() == DType::F32) {
-            return self.layer.forward_t(x, train);
+        let momentum = f64::from_bits(self.momentum.load(Ordering::Relaxed));
+        if !train {
+            return self.layer.forward_t(x, false);
+        }
+        if !(x.device().is_cpu() && x.dtype() == DType::F32) {
+            return BatchNorm::new_with_momentum(
+                self.running_mean.dim(0)?,
+                self.running_mean.as_tensor().clone(),
+                self.running_var.as_tensor().clone(),
+                self.weight.clone(),
+                self.bias.clone(),
+                BN_EPS,
+                momentum,
+            )?
+            .forward_t(x, true);
         }
         let statistics = Arc::new(Mutex::new(Vec::new()));
         let op = BatchNormTrain {
@@ -157,8 +185,7 @@ impl BatchNorm2d {
                 .iter()
                 .zip(statistics.iter())
                 .map(|(&r, &(mean, variance))| {
-                    ((1.0 - BN_MOMENTUM) * f64::from(r) + BN_MOMENTUM * value(mean, variance))
-                        as f32
+                    ((1.0 - momentum) * f64::from(r) + momentum * value(mean, variance)) as f32
                 })
                 .collect();
             var.set(&Tensor::new(new, x.device())?)

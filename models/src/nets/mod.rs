@@ -13,7 +13,9 @@ use std::path::Path;
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor, Var};
 
+use crate::data::{Batches, Dataset, Normalization};
 use crate::params::{Params, Scope};
+pub use layers::BatchNorm2d;
 
 /// A network's forward pass and the names of its conv weights.
 pub trait Net: Send + Sync {
@@ -22,6 +24,8 @@ pub trait Net: Send + Sync {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor>;
     /// The conv weights, in forward order.
     fn conv_weights(&self) -> Vec<String>;
+    /// Every batch-norm layer.
+    fn batch_norms(&self) -> Vec<&BatchNorm2d>;
 }
 
 /// The networks this crate builds.
@@ -103,6 +107,38 @@ impl Network {
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         self.net.forward_t(x, train)
+    }
+
+    /// Re-estimates every batch norm's running statistics from `dataset` (no augmentation): the
+    /// average of the per-batch statistics weighted by batch size (PyTorch's `momentum=None`
+    /// with equal batches). For weights whose
+    /// scale or direction changed after the statistics were gathered, such as a pretrained
+    /// network after cs-init. Only the running statistics change.
+    pub fn recalibrate_batch_norm(
+        &self,
+        dataset: &Dataset,
+        normalization: Normalization,
+        device: &Device,
+    ) -> Result<()> {
+        let layers = self.net.batch_norms();
+        let result = (|| {
+            let mut seen = 0;
+            for batch in Batches::sequential(dataset, 500, normalization, device) {
+                let batch = batch?;
+                let size = batch.labels.dim(0)?;
+                seen += size;
+                // Weighted by batch size, so a short last batch counts for what it holds.
+                for layer in &layers {
+                    layer.set_momentum(size as f64 / seen as f64);
+                }
+                self.forward_t(&batch.images, true)?;
+            }
+            Ok(())
+        })();
+        for layer in &layers {
+            layer.reset_momentum();
+        }
+        result
     }
 
     /// The conv weights by name, in forward order.

@@ -111,4 +111,16 @@ impl Net for CifarResNet18 {
         }
         names
     }
+
+    fn batch_norms(&self) -> Vec<&BatchNorm2d> {
+        let mut layers = vec![&self.bn1];
+        for block in &self.blocks {
+            layers.push(&block.bn1);
+            layers.push(&block.bn2);
+            if let Some((_, bn)) = &block.downsample {
+                layers.push(bn);
+            }
+        }
+        layers
+    }
 }

@@ -112,4 +112,13 @@ impl Net for CifarResNet {
         }
         names
     }
+
+    fn batch_norms(&self) -> Vec<&BatchNorm2d> {
+        let mut layers = vec![&self.bn1];
+        for block in self.stages.iter().flatten() {
+            layers.push(&block.bn1);
+            layers.push(&block.bn2);
+        }
+        layers
+    }
 }
