@@ -26,6 +26,9 @@ pub struct Arm {
     pub cs_init_iterations: usize,
     /// The Adam learning rate of CS initialization (the paper: 1e-3).
     pub cs_init_lr: f64,
+    /// CS initialization keeps every filter's norm (cs-init's `--keep-norm`), so that only
+    /// decorrelation, not shrinking, changes the start.
+    pub cs_init_keep_norm: bool,
     /// CS regularization: add `beta * sum of L_CS over conv layers` to the loss (0: none).
     pub cs_beta: f64,
 }
@@ -36,19 +39,24 @@ impl Arm {
             init_from: None,
             cs_init_iterations: 0,
             cs_init_lr: 1e-3,
+            cs_init_keep_norm: false,
             cs_beta: 0.0,
         }
     }
 
-    /// A short name for logs and tables: `baseline`, `cs-init`, `cs-reg`, `checkpoint`, or a
-    /// combination.
+    /// A short name for logs and tables: `baseline`, `cs-init`, `cs-init-keep-norm`, `cs-reg`,
+    /// `checkpoint`, or a combination.
     pub fn name(&self) -> String {
         let mut parts = Vec::new();
         if self.init_from.is_some() {
             parts.push("checkpoint");
         }
         if self.cs_init_iterations > 0 {
-            parts.push("cs-init");
+            parts.push(if self.cs_init_keep_norm {
+                "cs-init-keep-norm"
+            } else {
+                "cs-init"
+            });
         }
         if self.cs_beta > 0.0 {
             parts.push("cs-reg");
@@ -108,7 +116,7 @@ pub fn initial_network(config: &TrainConfig, device: &Device) -> Result<Network>
                 lr: config.arm.cs_init_lr,
                 ..AdamConfig::default()
             }),
-            keep_norm: false,
+            keep_norm: config.arm.cs_init_keep_norm,
         };
         for (name, var) in network.conv_weights() {
             let result =

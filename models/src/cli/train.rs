@@ -48,6 +48,9 @@ pub struct TrainArgs {
     /// Adam learning rate of the CS initialization.
     #[arg(long, default_value_t = 1e-3)]
     cs_init_lr: f64,
+    /// Keep every filter's norm during CS initialization (cs-init's --keep-norm).
+    #[arg(long, requires = "cs_init")]
+    cs_init_keep_norm: bool,
     /// CS regularization: add beta * (sum of L_CS over conv layers) to the loss.
     #[arg(long, value_name = "BETA", default_value_t = 0.0)]
     cs_reg: f64,
@@ -79,6 +82,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             init_from: args.init_from,
             cs_init_iterations: args.cs_init,
             cs_init_lr: args.cs_init_lr,
+            cs_init_keep_norm: args.cs_init_keep_norm,
             cs_beta: args.cs_reg,
         },
         epochs: args.epochs,
