@@ -183,4 +183,22 @@ fn init_cs_init_train_and_plot() {
         svg.contains("test accuracy (%)") && svg.contains("checkpoint (1 seed"),
         "plot legend"
     );
+    let table = stdout(&models(
+        &[
+            "plot",
+            "runs.jsonl",
+            "-o",
+            "loss.png",
+            "--metric",
+            "train-loss",
+        ],
+        dir.path(),
+    ));
+    assert!(
+        table.contains("| best train loss") && table.contains("| baseline | 1 | 2 |"),
+        "{table}"
+    );
+    assert!(std::fs::read(dir.path().join("loss.png"))
+        .unwrap()
+        .starts_with(b"\x89PNG"));
 }

@@ -27,8 +27,8 @@ pub enum Command {
     /// Write a newly initialized network to a safetensors file (for example to run `cs-init` on it
     /// and train from the result with `train --init-from`).
     Init(init::InitArgs),
-    /// Plot test accuracy per epoch from training logs, one line per arm (mean over seeds), and
-    /// print a Markdown table of each arm's best and final accuracy.
+    /// Plot test accuracy (or another --metric) per epoch from training logs, one line per arm
+    /// (mean over seeds), and print a Markdown table of each arm's best and final value.
     Plot(plot::PlotArgs),
 }
 

@@ -1,4 +1,4 @@
-//! `models plot`: test accuracy per epoch from training logs.
+//! `models plot`: a training metric per epoch from training logs, and a summary table.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use cs_init::report::plot::{write_plot_with, Axes, Curve, YScale};
 
 #[derive(Args)]
@@ -19,13 +19,52 @@ pub struct PlotArgs {
     output: PathBuf,
     #[arg(long, default_value = "CIFAR-10 test accuracy")]
     title: String,
+    /// What to plot and summarize.
+    #[arg(long, value_enum, default_value_t = Metric::TestAccuracy)]
+    metric: Metric,
 }
 
-/// Per arm, one `(epoch, test accuracy)` list per seed.
+/// A per-epoch figure of the training log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Metric {
+    TestAccuracy,
+    TrainAccuracy,
+    TrainLoss,
+}
+
+impl Metric {
+    /// The field of the log line.
+    fn key(self) -> &'static str {
+        match self {
+            Metric::TestAccuracy => "test_accuracy",
+            Metric::TrainAccuracy => "train_accuracy",
+            Metric::TrainLoss => "train_loss",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Metric::TestAccuracy => "test accuracy (%)",
+            Metric::TrainAccuracy => "train accuracy (%)",
+            Metric::TrainLoss => "train loss (cross-entropy)",
+        }
+    }
+
+    /// The better of two values: the larger accuracy, the smaller loss.
+    fn better(self, a: f64, b: f64) -> f64 {
+        match self {
+            Metric::TrainLoss => a.min(b),
+            _ => a.max(b),
+        }
+    }
+}
+
+/// Per arm, one `(epoch, value)` list per seed; epoch 0 (before training) has no training
+/// figures and is left out of those.
 type Runs = BTreeMap<String, Vec<Vec<(usize, f64)>>>;
 
-/// The test accuracies of every run in the logs.
-fn read_logs(paths: &[PathBuf]) -> Result<Runs> {
+/// One metric of every run in the logs.
+fn read_logs(paths: &[PathBuf], metric: Metric) -> Result<Runs> {
     let mut runs: BTreeMap<(String, u64), Vec<(usize, f64)>> = Default::default();
     for path in paths {
         let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
@@ -48,8 +87,10 @@ fn read_logs(paths: &[PathBuf]) -> Result<Runs> {
             let arm = field("arm")?.as_str().unwrap_or_default().to_string();
             let seed = field("seed")?.as_u64().unwrap_or_default();
             let epoch = field("epoch")?.as_u64().unwrap_or_default() as usize;
-            let accuracy = field("test_accuracy")?.as_f64().unwrap_or(f64::NAN);
-            runs.entry((arm, seed)).or_default().push((epoch, accuracy));
+            let Some(value) = field(metric.key())?.as_f64() else {
+                continue;
+            };
+            runs.entry((arm, seed)).or_default().push((epoch, value));
         }
     }
     let mut by_arm: Runs = BTreeMap::new();
@@ -67,11 +108,11 @@ fn spread(values: &[f64]) -> String {
     format!("{mean:.2} ({min:.2} to {max:.2})")
 }
 
-/// A Markdown table of the best and the final test accuracy of every arm, over its seeds.
-fn summary(by_arm: &Runs) -> String {
-    let mut table = String::from(
-        "| arm | seeds | epochs | best test accuracy % | final test accuracy % |\n|---|---|---|---|---|\n",
-    );
+/// A Markdown table of the best and the final value of every arm, over its seeds.
+fn summary(by_arm: &Runs, metric: Metric) -> String {
+    let name = metric.label();
+    let mut table =
+        format!("| arm | seeds | epochs | best {name} | final {name} |\n|---|---|---|---|---|\n");
     for (arm, runs) in by_arm {
         let trained = |run: &Vec<(usize, f64)>| -> Vec<f64> {
             run.iter()
@@ -81,7 +122,12 @@ fn summary(by_arm: &Runs) -> String {
         };
         let best: Vec<f64> = runs
             .iter()
-            .map(|run| trained(run).into_iter().fold(f64::NAN, f64::max))
+            .map(|run| {
+                trained(run)
+                    .into_iter()
+                    .reduce(|a, b| metric.better(a, b))
+                    .unwrap_or(f64::NAN)
+            })
             .collect();
         let last: Vec<f64> = runs
             .iter()
@@ -103,8 +149,8 @@ fn summary(by_arm: &Runs) -> String {
 }
 
 pub fn run(args: PlotArgs) -> Result<()> {
-    let by_arm = read_logs(&args.logs)?;
-    print!("{}", summary(&by_arm));
+    let by_arm = read_logs(&args.logs, args.metric)?;
+    print!("{}", summary(&by_arm, args.metric));
     let curves: Vec<Curve> = by_arm
         .iter()
         .map(|(arm, runs)| {
@@ -127,7 +173,7 @@ pub fn run(args: PlotArgs) -> Result<()> {
         .collect();
     let axes = Axes {
         x_label: "epoch",
-        y_label: "test accuracy (%)",
+        y_label: args.metric.label(),
         y_scale: YScale::Linear,
     };
     write_plot_with(&args.output, &args.title, &axes, &curves)
