@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use candle_core::Device;
 use clap::{Args, ValueEnum};
 
@@ -59,9 +59,13 @@ impl DataArgs {
     pub fn device(&self) -> Result<Device> {
         match self.device {
             DeviceChoice::Cpu => Ok(Device::Cpu),
-            DeviceChoice::Cuda => Device::new_cuda(0).context(
-                "cannot use the CUDA device (is this a build with `--features cuda`, on a machine with an NVIDIA GPU?)",
-            ),
+            // The first line only: candle appends a backtrace when RUST_BACKTRACE is set.
+            DeviceChoice::Cuda => Device::new_cuda(0).map_err(|e| {
+                let reason = e.to_string().lines().next().unwrap_or_default().to_string();
+                anyhow::anyhow!(
+                    "cannot use the CUDA device (is this a build with `--features cuda`, on a machine with an NVIDIA GPU?): {reason}"
+                )
+            }),
         }
     }
 }
