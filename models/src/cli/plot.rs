@@ -100,11 +100,15 @@ fn read_logs(paths: &[PathBuf], metric: Metric) -> Result<Runs> {
     Ok(by_arm)
 }
 
-/// `mean (min to max)` of some values.
+/// `mean (min to max)` of the finite values (a run without trained epochs has none).
 fn spread(values: &[f64]) -> String {
-    let mean = values.iter().sum::<f64>() / values.len() as f64;
-    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if finite.is_empty() {
+        return "-".to_string();
+    }
+    let mean = finite.iter().sum::<f64>() / finite.len() as f64;
+    let min = finite.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     format!("{mean:.2} ({min:.2} to {max:.2})")
 }
 
