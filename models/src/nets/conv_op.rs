@@ -7,9 +7,10 @@
 //! and the three products (output, kernel gradient, input gradient) are GEMMs on it, the same
 //! work PyTorch does.
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
+
+use super::cpu_ops::f32_slice;
 use rayon::prelude::*;
 
 /// Stride and zero padding of a square convolution.
@@ -208,16 +209,6 @@ fn gemm_into(dst: &mut [f32], lhs: &Matrix, rhs: &Matrix, accumulate: bool) {
     }
 }
 
-fn contiguous<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(data) = storage else {
-        candle_core::bail!("conv2d {what}: expected f32, got {:?}", storage.dtype());
-    };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("conv2d {what}: must be contiguous"),
-    }
-}
-
 impl CustomOp3 for Conv2dOp {
     fn name(&self) -> &'static str {
         "conv2d-im2col"
@@ -234,9 +225,9 @@ impl CustomOp3 for Conv2dOp {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let g = Geometry::new(self, l1, l2)?;
-        let x = contiguous(s1, l1, "input")?;
-        let w = contiguous(s2, l2, "weight")?;
-        let bias = contiguous(s3, l3, "bias")?;
+        let x = f32_slice(s1, l1, "conv2d input")?;
+        let w = f32_slice(s2, l2, "conv2d weight")?;
+        let bias = f32_slice(s3, l3, "conv2d bias")?;
         let (patch, positions) = (g.patch(), g.positions());
         let mut y = vec![0f32; g.batch * g.outputs * positions];
         y.par_chunks_mut(g.outputs * positions)
@@ -295,9 +286,9 @@ impl CustomOp3 for Conv2dGrad {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let g = Geometry::new(&self.0, l1, l2)?;
-        let x = contiguous(s1, l1, "input")?;
-        let w = contiguous(s2, l2, "weight")?;
-        let dy = contiguous(s3, l3, "gradient")?;
+        let x = f32_slice(s1, l1, "conv2d input")?;
+        let w = f32_slice(s2, l2, "conv2d weight")?;
+        let dy = f32_slice(s3, l3, "conv2d gradient")?;
         let (patch, positions) = (g.patch(), g.positions());
         if dy.len() != g.batch * g.outputs * positions {
             candle_core::bail!(
