@@ -240,7 +240,10 @@ fn memory() {
                 let mut w = data.clone();
                 let base = LIVE.load(Ordering::Relaxed);
                 PEAK.store(base, Ordering::Relaxed);
-                fused::minimize(&mut w, &geometry, &settings, &mut |_, _| {}).unwrap();
+                fused::minimize(&mut w, &geometry, &settings, &mut |_, _| {
+                    std::ops::ControlFlow::Continue(())
+                })
+                .unwrap();
                 let extra = PEAK.load(Ordering::Relaxed) - base;
                 row += &format!(" {:.2}x |", extra as f64 / (data.len() * 4) as f64);
             }

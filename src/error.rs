@@ -24,6 +24,10 @@ pub enum Error {
 
     #[error("feature-map probe: {0}")]
     Probe(String),
+
+    /// The caller's progress callback asked to stop; nothing was changed.
+    #[error("stopped on request")]
+    Stopped,
 }
 
 /// Result with the library's [`Error`].

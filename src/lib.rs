@@ -5,6 +5,8 @@
 //! - [`optim`]: Adam and SGD with PyTorch's semantics.
 //! - [`minimize`]: minimizing one layer.
 //! - [`metrics`]: the per-layer figures of the reports.
+//! - [`run`]: one run of the main job (settings, input, plan, engine, writer, report), shared by
+//!   the command line and the service.
 //!
 //! As a regularizer in a candle training loop:
 //!
@@ -23,18 +25,19 @@
 pub mod arch;
 pub mod checkpoint;
 pub mod cli;
+pub mod device;
 mod error;
 pub mod metrics;
 pub mod minimize;
 pub mod optim;
-pub mod pipeline;
 pub mod plan;
 pub mod probe;
 pub mod report;
 pub mod reproduce;
+pub mod run;
 pub mod sharding;
 pub mod similarity;
 
 pub use error::{Error, Result};
-pub use minimize::{minimize, Engine, Minimized, Settings, Trace};
+pub use minimize::{minimize, minimize_while, Engine, Minimized, Settings, Trace};
 pub use similarity::{conv_similarity, KernelGeometry, Variant};

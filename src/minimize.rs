@@ -3,6 +3,8 @@
 //! Layers are independent (docs/math.md), so a checkpoint is processed one layer at a time, each
 //! with all of its iterations, and the result equals minimizing the sum over layers jointly.
 
+use std::ops::ControlFlow;
+
 use candle_core::{DType, Tensor, Var};
 use candle_nn::Optimizer;
 
@@ -89,6 +91,20 @@ pub fn minimize(
     engine: Engine,
     progress: &mut dyn FnMut(usize, f64),
 ) -> Result<Minimized> {
+    minimize_while(weight, settings, engine, &mut |i, loss| {
+        progress(i, loss);
+        ControlFlow::Continue(())
+    })
+}
+
+/// [`minimize`] that can be stopped: when `progress` breaks, the result is
+/// [`crate::Error::Stopped`] and nothing else happens.
+pub fn minimize_while(
+    weight: &Tensor,
+    settings: &Settings,
+    engine: Engine,
+    progress: &mut dyn FnMut(usize, f64) -> ControlFlow<()>,
+) -> Result<Minimized> {
     let geometry = KernelGeometry::from_dims(weight.dims())?;
     settings.optimizer.validate()?;
     let compute = if weight.dtype() == DType::F64 {
@@ -138,7 +154,7 @@ pub fn minimize(
 fn minimize_portable(
     weight: &Tensor,
     settings: &Settings,
-    progress: &mut dyn FnMut(usize, f64),
+    progress: &mut dyn FnMut(usize, f64) -> ControlFlow<()>,
 ) -> Result<(Tensor, Trace)> {
     let var = Var::from_tensor(&weight.copy()?)?;
     let mut optimizer = match settings.optimizer {
@@ -156,7 +172,9 @@ fn minimize_portable(
         let loss_tensor = portable::conv_similarity(var.as_tensor(), settings.variant)?;
         let loss = loss_tensor.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         losses.push(loss);
-        progress(step, loss);
+        if progress(step, loss).is_break() {
+            return Err(crate::Error::Stopped);
+        }
         if !loss.is_finite() {
             return Ok((weight.clone(), Trace::diverged(losses)));
         }

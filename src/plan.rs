@@ -1,12 +1,12 @@
 //! Which tensors of a checkpoint are conv weights to optimize, and why (docs/cli.md has the rule).
 
 use regex::Regex;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{candle_dtype, TensorInfo};
 
 /// How kernels are laid out in the file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KernelLayout {
     /// PyTorch: `[out, in, k...]`.

@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 use crate::{Error, Result};
 
 /// Zero padding of the probe's convolution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Padding {
     /// Output the size of the input (`k - 1` zeros split over both sides).

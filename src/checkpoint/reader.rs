@@ -203,6 +203,14 @@ impl SafetensorsFile {
         }
     }
 
+    /// The whole file, when it is held in memory rather than mapped from disk.
+    pub fn in_memory_bytes(&self) -> Option<&[u8]> {
+        match &self.bytes {
+            Bytes::Mapped(_) => None,
+            Bytes::Owned(v) => Some(v),
+        }
+    }
+
     /// A tensor's raw little-endian bytes.
     pub fn data(&self, tensor: &TensorInfo) -> &[u8] {
         let all: &[u8] = match &self.bytes {

@@ -24,6 +24,8 @@ pub struct PthOptions {
 pub struct ResolveOptions {
     /// Show Hub download progress on stderr.
     pub progress: bool,
+    /// Use the local Hub cache only, as with `HF_HUB_OFFLINE=1`.
+    pub cache_only: bool,
     pub pth: PthOptions,
 }
 
@@ -55,7 +57,9 @@ impl Input {
     pub fn resolve(input: &str, options: &ResolveOptions) -> Result<Self> {
         if let Some(source) = HubSource::parse(input) {
             let source = source?;
-            let files = match hub::fetch(&source, &HubEnv::from_env(), options.progress)? {
+            let mut env = HubEnv::from_env();
+            env.offline |= options.cache_only;
+            let files = match hub::fetch(&source, &env, options.progress)? {
                 HubFiles::File(path) => Input::file(path, &options.pth)?,
                 HubFiles::Sharded(index) => Input::Sharded(index),
             };

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::output::Exit;
-use super::{resolve_input, PthArgs, SelectionArgs, VariantArg};
+use super::{check_settings, resolve_input, PthArgs, SelectionArgs, VariantArg};
 use crate::checkpoint::tensor_from_bytes;
 use crate::plan::plan;
+use crate::run::RunSettings;
 use crate::similarity::{fused, literal, portable, KernelGeometry};
 use crate::Variant;
 
@@ -38,8 +39,12 @@ pub struct CheckArgs {
 const TOLERANCE: f64 = 1e-9;
 
 pub fn run(args: CheckArgs, quiet: bool) -> anyhow::Result<Exit> {
-    let input = resolve_input(&args.input, &args.pth, !quiet)?;
-    let selection = args.selection.selection();
+    let mut settings = RunSettings::default();
+    args.selection.apply(&mut settings);
+    args.pth.apply(&mut settings);
+    let checked = check_settings(&settings)?;
+    let input = resolve_input(&args.input, &checked, !quiet)?;
+    let selection = checked.selection;
     let variant: Variant = args.variant.into();
     let mut worst: f64 = 0.0;
     let mut checked = 0;

@@ -6,11 +6,14 @@ use clap::Args;
 use serde::Serialize;
 
 use super::output::{print_json, Exit};
-use super::{resolve_input, ExecutionArgs, ProbeArgs, PthArgs, SelectionArgs, VariantArg};
+use super::{
+    check_settings, resolve_input, ExecutionArgs, ProbeArgs, PthArgs, SelectionArgs, VariantArg,
+};
 use crate::checkpoint::tensor_from_bytes;
 use crate::metrics::LayerMetrics;
 use crate::plan::{plan, ConvKind};
 use crate::report::{render, shape, SCHEMA_VERSION};
+use crate::run::RunSettings;
 use crate::Variant;
 
 #[derive(Debug, Args)]
@@ -66,12 +69,35 @@ struct InspectReport {
 }
 
 pub fn run(args: InspectArgs, quiet: bool) -> anyhow::Result<Exit> {
-    args.execution.apply_threads()?;
-    let input = resolve_input(&args.input, &args.pth, !quiet)?;
-    let device = args.execution.device.open(quiet)?;
-    let selection = args.selection.selection();
-    let variant: Variant = args.variant.into();
-    let probe = args.probe.probe(args.seed, &device)?;
+    let mut settings = RunSettings {
+        seed: args.seed,
+        variant: args.variant.into(),
+        ..RunSettings::default()
+    };
+    args.selection.apply(&mut settings);
+    args.pth.apply(&mut settings);
+    args.probe.apply(&mut settings);
+    let checked = check_settings(&settings)?;
+    let input = resolve_input(&args.input, &checked, !quiet)?;
+    let device = args.execution.open_device(quiet)?;
+    args.execution
+        .with_threads(|| inspect(&args, &checked, &input, &device, quiet))?
+}
+
+fn inspect(
+    args: &InspectArgs,
+    checked: &crate::run::CheckedSettings,
+    input: &crate::checkpoint::Input,
+    device: &candle_core::Device,
+    quiet: bool,
+) -> anyhow::Result<Exit> {
+    let selection = &checked.selection;
+    let variant: Variant = checked.minimize.variant;
+    let probe = checked
+        .probe
+        .clone()
+        .map(|p| crate::probe::Probe::new(p, device))
+        .transpose()?;
     let mut layers = Vec::new();
     let opened = input.open(args.seed)?;
     if !quiet {
@@ -80,12 +106,11 @@ pub fn run(args: InspectArgs, quiet: bool) -> anyhow::Result<Exit> {
         }
     }
     for file in opened.files {
-        for (tensor, entry) in file.tensors().iter().zip(plan(file.tensors(), &selection)) {
+        for (tensor, entry) in file.tensors().iter().zip(plan(file.tensors(), selection)) {
             let (Some(kind), true) = (entry.kind, entry.optimize) else {
                 continue;
             };
-            let stored =
-                tensor_from_bytes(file.data(tensor), tensor.dtype, &tensor.shape, &device)?;
+            let stored = tensor_from_bytes(file.data(tensor), tensor.dtype, &tensor.shape, device)?;
             let weight = stored
                 .permute(selection.layout.to_oihw_permutation(stored.rank()))?
                 .contiguous()?

@@ -1,7 +1,6 @@
 //! The `cs-init` command line: argument definitions and one module per subcommand.
 
 mod check;
-mod device;
 mod inspect;
 mod new;
 mod output;
@@ -15,7 +14,10 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::plan::{KernelLayout, Selection};
+use crate::device::DeviceChoice;
+use crate::plan::KernelLayout;
+use crate::probe::Padding;
+use crate::run::{CheckedSettings, RunSettings, SettingsError};
 use crate::Variant;
 
 pub use output::{Exit, UsageError};
@@ -85,11 +87,11 @@ struct GlobalArgs {
 struct SelectionArgs {
     /// Only optimize conv weights whose name matches this regex (repeatable).
     #[arg(long, value_name = "REGEX")]
-    include: Vec<regex::Regex>,
+    include: Vec<String>,
 
     /// Leave conv weights whose name matches this regex alone (repeatable).
     #[arg(long, value_name = "REGEX")]
-    exclude: Vec<regex::Regex>,
+    exclude: Vec<String>,
 
     /// Leave 1x1 (pointwise) convs alone.
     #[arg(long)]
@@ -101,16 +103,14 @@ struct SelectionArgs {
 }
 
 impl SelectionArgs {
-    fn selection(&self) -> Selection {
-        Selection {
-            include: self.include.clone(),
-            exclude: self.exclude.clone(),
-            skip_pointwise: self.skip_pointwise,
-            layout: match self.layout {
-                LayoutArg::Oihw => KernelLayout::Oihw,
-                LayoutArg::Hwio => KernelLayout::Hwio,
-            },
-        }
+    fn apply(&self, settings: &mut RunSettings) {
+        settings.include = self.include.clone();
+        settings.exclude = self.exclude.clone();
+        settings.skip_pointwise = self.skip_pointwise;
+        settings.layout = match self.layout {
+            LayoutArg::Oihw => KernelLayout::Oihw,
+            LayoutArg::Hwio => KernelLayout::Hwio,
+        };
     }
 }
 
@@ -152,12 +152,12 @@ struct ProbeArgs {
     no_probe: bool,
 
     /// Inputs per layer.
-    #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 4, value_name = "N")]
     probe_batch: u32,
 
     /// Input size, HxW.
-    #[arg(long, default_value = "16x16", value_name = "HxW", value_parser = parse_size)]
-    probe_size: (usize, usize),
+    #[arg(long, default_value = "16x16", value_name = "HxW")]
+    probe_size: String,
 
     /// Use PNG/JPEG images from this folder (resized) instead of U(0,1) noise.
     #[arg(long, value_name = "DIR")]
@@ -175,41 +175,17 @@ enum PaddingArg {
     Full,
 }
 
-fn parse_size(s: &str) -> Result<(usize, usize), String> {
-    let parse = |v: &str| v.trim().parse::<usize>().ok().filter(|&n| n > 0);
-    match s.split_once(['x', 'X']) {
-        Some((h, w)) => parse(h).zip(parse(w)),
-        None => parse(s).map(|n| (n, n)),
-    }
-    .ok_or_else(|| format!("'{s}': expected HxW with positive sizes, e.g. 32x32"))
-}
-
 impl ProbeArgs {
-    /// The probe, unless disabled; random inputs are drawn from `seed`.
-    fn probe(
-        &self,
-        seed: u64,
-        device: &candle_core::Device,
-    ) -> anyhow::Result<Option<crate::probe::Probe>> {
-        use crate::probe::{Padding, Probe, ProbeSettings, ProbeSource};
-        if self.no_probe {
-            return Ok(None);
-        }
-        let settings = ProbeSettings {
-            source: match &self.probe_images {
-                Some(dir) => ProbeSource::Images { dir: dir.clone() },
-                None => ProbeSource::Random { seed },
-            },
-            batch: self.probe_batch as usize,
-            height: self.probe_size.0,
-            width: self.probe_size.1,
-            padding: match self.probe_padding {
-                PaddingArg::Same => Padding::Same,
-                PaddingArg::Valid => Padding::Valid,
-                PaddingArg::Full => Padding::Full,
-            },
+    fn apply(&self, settings: &mut RunSettings) {
+        settings.probe = !self.no_probe;
+        settings.probe_batch = self.probe_batch;
+        settings.probe_size = self.probe_size.clone();
+        settings.probe_images = self.probe_images.clone();
+        settings.probe_padding = match self.probe_padding {
+            PaddingArg::Same => Padding::Same,
+            PaddingArg::Valid => Padding::Valid,
+            PaddingArg::Full => Padding::Full,
         };
-        Ok(Some(Probe::new(settings, device)?))
     }
 }
 
@@ -219,7 +195,7 @@ impl ProbeArgs {
 struct ExecutionArgs {
     /// Device: auto (best compiled-in device that works), cpu, cuda, cuda:N or metal.
     #[arg(long, default_value = "auto", value_name = "DEVICE")]
-    device: device::DeviceArg,
+    device: DeviceChoice,
 
     /// CPU threads (default: all cores).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
@@ -227,14 +203,34 @@ struct ExecutionArgs {
 }
 
 impl ExecutionArgs {
-    fn apply_threads(&self) -> anyhow::Result<()> {
-        if let Some(n) = self.threads {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(usize::from(n))
-                .build_global()?;
+    /// Opens the device, printing the notice of a fallback to the CPU unless `quiet`.
+    fn open_device(&self, quiet: bool) -> anyhow::Result<candle_core::Device> {
+        let opened = self.device.open()?;
+        if let (Some(notice), false) = (&opened.notice, quiet) {
+            eprintln!("cs-init: {notice}");
         }
-        Ok(())
+        Ok(opened.device)
     }
+
+    /// Runs `f` with `--threads` threads.
+    fn with_threads<T: Send>(&self, f: impl FnOnce() -> T + Send) -> anyhow::Result<T> {
+        Ok(crate::run::with_threads(self.threads.map(usize::from), f)?)
+    }
+}
+
+/// Checks settings built from the command line; a bad one is a usage error (exit code 2) that
+/// names the flag.
+fn check_settings(settings: &RunSettings) -> anyhow::Result<CheckedSettings> {
+    Ok(settings.check().map_err(usage)?)
+}
+
+/// A settings error as the command line's usage error, named by its flag.
+fn usage(e: SettingsError) -> UsageError {
+    let flag = match e.field {
+        "probe" => "--no-probe".to_string(),
+        field => format!("--{}", field.replace('_', "-")),
+    };
+    UsageError(format!("{flag}: {}", e.message))
 }
 
 /// Parses the command line and runs it.
@@ -265,7 +261,7 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(exit) => exit.code(),
-        Err(e) if e.downcast_ref::<UsageError>().is_some() => {
+        Err(e) if is_usage(&e) => {
             eprintln!("cs-init: error: {e:#}\n\nFor more information, try '--help'.");
             Exit::Usage.code()
         }
@@ -274,6 +270,14 @@ pub fn main() -> ExitCode {
             Exit::Error.code()
         }
     }
+}
+
+fn is_usage(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<UsageError>().is_some()
+        || matches!(
+            e.downcast_ref::<crate::run::RunError>(),
+            Some(crate::run::RunError::Settings(_))
+        )
 }
 
 fn init_tracing(global: &GlobalArgs) {
@@ -306,22 +310,34 @@ struct PthArgs {
     strip_prefix: Option<String>,
 }
 
+impl PthArgs {
+    fn apply(&self, settings: &mut RunSettings) {
+        settings.key = self.key.clone();
+        settings.strip_prefix = self.strip_prefix.clone();
+    }
+}
+
+/// INPUT as given on the command line.
+fn input_text(input: &Option<PathBuf>) -> anyhow::Result<String> {
+    input
+        .as_ref()
+        .map(|p| p.to_string_lossy().into_owned())
+        .ok_or_else(|| anyhow::anyhow!("INPUT is required"))
+}
+
 /// Resolves INPUT as given on the command line.
 fn resolve_input(
     input: &Option<PathBuf>,
-    pth: &PthArgs,
+    settings: &CheckedSettings,
     progress: bool,
 ) -> anyhow::Result<crate::checkpoint::Input> {
-    let input = input
-        .as_ref()
-        .map(|p| p.to_string_lossy().into_owned())
-        .ok_or_else(|| anyhow::anyhow!("INPUT is required"))?;
     let options = crate::checkpoint::ResolveOptions {
         progress,
-        pth: crate::checkpoint::PthOptions {
-            key: pth.key.clone(),
-            strip_prefix: pth.strip_prefix.clone(),
-        },
+        cache_only: false,
+        pth: settings.pth.clone(),
     };
-    Ok(crate::checkpoint::Input::resolve(&input, &options)?)
+    Ok(crate::checkpoint::Input::resolve(
+        &input_text(input)?,
+        &options,
+    )?)
 }

@@ -6,9 +6,10 @@ use clap::Args;
 use serde::Serialize;
 
 use super::output::{print_json, Exit};
-use super::{resolve_input, PthArgs, SelectionArgs};
+use super::{check_settings, resolve_input, PthArgs, SelectionArgs};
 use crate::plan::{plan, PlanEntry};
 use crate::report::{plan_table, SCHEMA_VERSION};
+use crate::run::RunSettings;
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
@@ -39,8 +40,12 @@ struct PlanReport {
 }
 
 pub fn run(args: PlanArgs) -> anyhow::Result<Exit> {
-    let input = resolve_input(&args.input, &args.pth, true)?;
-    let selection = args.selection.selection();
+    let mut settings = RunSettings::default();
+    args.selection.apply(&mut settings);
+    args.pth.apply(&mut settings);
+    let checked = check_settings(&settings)?;
+    let input = resolve_input(&args.input, &checked, true)?;
+    let selection = checked.selection;
     let opened = input.open(0)?;
     let entries: Vec<PlanEntry> = opened
         .files

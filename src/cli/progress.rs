@@ -4,8 +4,8 @@ use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::pipeline::Observer;
 use crate::report::{shape, LayerReport, Status};
+use crate::run::{LayerStart, Observer};
 
 pub struct Progress {
     quiet: bool,
@@ -32,20 +32,19 @@ impl Progress {
 }
 
 impl Observer for Progress {
-    fn layer_started(
-        &mut self,
-        name: &str,
-        dims: &[usize],
-        position: usize,
-        count: usize,
-        iterations: usize,
-    ) {
-        self.prefix = format!("[{position}/{count}] {name} {}", shape(dims));
+    fn layer_started(&mut self, layer: &LayerStart) {
+        self.prefix = format!(
+            "[{}/{}] {} {}",
+            layer.position,
+            layer.count,
+            layer.name,
+            shape(layer.shape)
+        );
         if self.quiet || !self.terminal {
             return;
         }
         self.finish();
-        let bar = ProgressBar::new(iterations as u64).with_style(
+        let bar = ProgressBar::new(layer.iterations as u64).with_style(
             ProgressStyle::with_template("{prefix} {bar:30} {pos}/{len} it, ETA {eta} {msg}")
                 .expect("valid template"),
         );

@@ -1,8 +1,10 @@
 //! Reports of a run: the JSON document, the terminal table and loss-curve plots.
 
 pub mod plot;
+mod run_report;
 mod table;
 
+pub use run_report::{ReportSettings, RunReport};
 pub use table::{layer_table, plan_table, render, shape};
 
 use serde::Serialize;

@@ -13,7 +13,7 @@ mod kernels;
 mod op;
 
 use std::fmt::Debug;
-use std::ops::{AddAssign, MulAssign, SubAssign};
+use std::ops::{AddAssign, ControlFlow, MulAssign, SubAssign};
 
 use rayon::prelude::*;
 
@@ -23,7 +23,7 @@ pub use op::conv_similarity;
 use super::{KernelGeometry, ShiftTable, Variant};
 use crate::minimize::{Settings, Trace};
 use crate::optim::{AdamFactors, OptimizerConfig};
-use crate::Result;
+use crate::{Error, Result};
 
 /// The element types the fused engine computes in.
 pub trait Real:
@@ -310,13 +310,14 @@ pub fn loss_and_gradient<T: Real>(
 
 /// Minimizes L_CS of one layer in place (PyTorch layout), all iterations at once.
 ///
-/// `progress(iteration, loss)` is called before every step with the loss of the current weights.
+/// `progress(iteration, loss)` is called before every step with the loss of the current weights;
+/// when it breaks, the weights are left as they came in and the result is [`Error::Stopped`].
 /// If the loss stops being finite, the weights are left as they came in and the trace says where.
 pub fn minimize<T: Real>(
     weight: &mut [T],
     geometry: &KernelGeometry,
     settings: &Settings,
-    progress: &mut dyn FnMut(usize, f64),
+    progress: &mut dyn FnMut(usize, f64) -> ControlFlow<()>,
 ) -> Result<Trace> {
     settings.optimizer.validate()?;
     let mut layer = Layer::new(weight, geometry, settings.variant);
@@ -340,7 +341,9 @@ pub fn minimize<T: Real>(
         layer.sum_records(&records, &mut total);
         let loss = layer.loss(&records, &total);
         losses.push(loss);
-        progress(step - 1, loss);
+        if progress(step - 1, loss).is_break() {
+            return Err(Error::Stopped);
+        }
         if !loss.is_finite() {
             return Ok(Trace::diverged(losses));
         }
@@ -376,7 +379,9 @@ pub fn minimize<T: Real>(
     layer.sum_records(&records, &mut total);
     let loss = layer.loss(&records, &total);
     losses.push(loss);
-    progress(settings.iterations, loss);
+    if progress(settings.iterations, loss).is_break() {
+        return Err(Error::Stopped);
+    }
     if !loss.is_finite() || layer.weights.iter().any(|w| !w.is_finite()) {
         return Ok(Trace::diverged(losses));
     }

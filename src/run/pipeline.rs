@@ -5,16 +5,18 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 
+use super::{LayerStart, Observer, RunError};
 use crate::checkpoint::{
     tensor_from_bytes, tensor_to_bytes, CheckpointError, HeaderEntry, SafetensorsFile,
     SafetensorsWriter, TensorInfo,
 };
 use crate::metrics::{LayerMetrics, NormRatio};
-use crate::minimize::{minimize, Engine, Settings};
+use crate::minimize::{minimize_while, Engine, Settings};
 use crate::plan::{KernelLayout, PlanEntry};
 use crate::probe::Probe;
 use crate::report::{Curve, LayerReport, Status};
@@ -29,27 +31,12 @@ pub struct Job {
     pub probe: Option<Probe>,
 }
 
-/// Hooks for progress display.
-pub trait Observer {
-    /// A conv tensor is about to be optimized (`position` counts from 1 over the selected tensors).
-    fn layer_started(
-        &mut self,
-        _name: &str,
-        _shape: &[usize],
-        _position: usize,
-        _count: usize,
-        _iterations: usize,
-    ) {
-    }
-    /// An iteration of the current layer (called with the loss before each step and once after).
-    fn iteration(&mut self, _iteration: usize, _loss: f64) {}
-    /// A conv tensor is done (optimized, skipped or diverged).
-    fn layer_finished(&mut self, _layer: &LayerReport) {}
+/// How far a run is: tensors optimized so far, out of those selected (across output files).
+#[derive(Debug, Clone, Copy)]
+pub struct LayerCount {
+    pub done: usize,
+    pub selected: usize,
 }
-
-/// An observer that shows nothing.
-pub struct Silent;
-impl Observer for Silent {}
 
 /// One tensor on its way to the output: where it comes from and what the plan says.
 #[derive(Clone, Copy)]
@@ -79,15 +66,15 @@ pub fn items<'a>(files: &'a [SafetensorsFile], plans: &'a [Vec<PlanEntry>]) -> V
 }
 
 /// Writes `items` as one safetensors file to `out`: optimized conv weights replaced, everything
-/// else copied byte for byte. `position` continues the layer count across output files.
+/// else copied byte for byte. `count` continues across output files.
 pub fn process<W: Write>(
     items: &[Item],
     job: &Job,
     metadata: Option<&BTreeMap<String, String>>,
     out: W,
-    position: &mut (usize, usize),
+    count: &mut LayerCount,
     observer: &mut dyn Observer,
-) -> Result<(W, Vec<LayerReport>), CheckpointError> {
+) -> Result<(W, Vec<LayerReport>), RunError> {
     let entries = items
         .iter()
         .map(|item| HeaderEntry {
@@ -110,6 +97,9 @@ pub fn process<W: Write>(
         entry,
     } in items
     {
+        if observer.stop_requested() {
+            return Err(RunError::Stopped);
+        }
         let bytes = file.data(tensor);
         let new_bytes = match entry.kind {
             None => None,
@@ -126,16 +116,16 @@ pub fn process<W: Write>(
                 None
             }
             Some(kind) => {
-                position.0 += 1;
-                observer.layer_started(
-                    &entry.name,
-                    &entry.shape,
-                    position.0,
-                    position.1,
-                    job.settings.iterations,
-                );
+                count.done += 1;
+                observer.layer_started(&LayerStart {
+                    name: &entry.name,
+                    shape: &entry.shape,
+                    position: count.done,
+                    count: count.selected,
+                    iterations: job.settings.iterations,
+                });
                 let (report, new_bytes) =
-                    optimize_tensor(file, tensor, entry, kind, job, position.0 as u64, observer)?;
+                    optimize_tensor(file, tensor, entry, kind, job, count.done as u64, observer)?;
                 observer.layer_finished(&report);
                 layers.push(report);
                 new_bytes
@@ -158,10 +148,10 @@ fn optimize_tensor(
     job: &Job,
     layer: u64,
     observer: &mut dyn Observer,
-) -> Result<(LayerReport, Option<Vec<u8>>), CheckpointError> {
-    let probe = |w: &Tensor| -> Result<Option<f64>, CheckpointError> {
+) -> Result<(LayerReport, Option<Vec<u8>>), RunError> {
+    let probe = |w: &Tensor| -> Result<Option<f64>, RunError> {
         match &job.probe {
-            Some(p) => p.feature_cosine(w, layer).map_err(library),
+            Some(p) => Ok(p.feature_cosine(w, layer)?),
             None => Ok(None),
         }
     };
@@ -177,7 +167,7 @@ fn optimize_tensor(
             Some("holds NaN or Inf (or values beyond f32's range); left unchanged".into());
         return Ok((report, None));
     }
-    let before = LayerMetrics::measure(&weight, settings.variant).map_err(library)?;
+    let before = LayerMetrics::measure(&weight, settings.variant)?;
     report.loss_before = Some(before.loss);
     report.scale_free_before = Some(before.scale_free);
     report.kernel_cosine_before = Some(before.kernel_cosine);
@@ -189,16 +179,20 @@ fn optimize_tensor(
         report.scale_free_after = report.scale_free_before;
         report.kernel_cosine_after = report.kernel_cosine_before;
         report.feature_cosine_after = report.feature_cosine_before;
-        report.norm_ratio = Some(NormRatio::between(&weight, &weight).map_err(library)?);
+        report.norm_ratio = Some(NormRatio::between(&weight, &weight)?);
         report.curve = Some(Curve::sample(&[before.loss]));
         return Ok((report, None));
     }
 
     let start = Instant::now();
-    let result = minimize(&weight, settings, job.engine, &mut |i, loss| {
-        observer.iteration(i, loss)
-    })
-    .map_err(library)?;
+    let result = minimize_while(&weight, settings, job.engine, &mut |i, loss| {
+        observer.iteration(i, loss);
+        if observer.stop_requested() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })?;
     report.seconds = start.elapsed().as_secs_f64();
     report.curve = Some(Curve::sample(&result.trace.losses));
     if result.trace.diverged {
@@ -226,13 +220,13 @@ fn optimize_tensor(
         ));
         return Ok((report, None));
     }
-    let after = LayerMetrics::measure(&written, settings.variant).map_err(library)?;
+    let after = LayerMetrics::measure(&written, settings.variant)?;
     report.status = Status::Optimized;
     report.loss_after = Some(after.loss);
     report.scale_free_after = Some(after.scale_free);
     report.kernel_cosine_after = Some(after.kernel_cosine);
     report.feature_cosine_after = probe(&written)?;
-    report.norm_ratio = Some(NormRatio::between(&weight, &written).map_err(library)?);
+    report.norm_ratio = Some(NormRatio::between(&weight, &written)?);
     Ok((report, Some(tensor_to_bytes(&new_stored)?)))
 }
 
@@ -251,11 +245,4 @@ fn all_finite(weight: &Tensor) -> candle_core::Result<bool> {
         .sum_all()?
         .to_scalar::<f64>()?;
     Ok(sum.is_finite())
-}
-
-fn library(e: crate::Error) -> CheckpointError {
-    match e {
-        crate::Error::Candle(c) => CheckpointError::Candle(c),
-        other => CheckpointError::Input(other.to_string()),
-    }
 }

@@ -1,0 +1,367 @@
+//! One run of the main job, the same for every front door (the command line, the service):
+//! settings and input → plan → per-layer engine → writer → report.
+//!
+//! ```no_run
+//! use cs_init::run::{prepare, Destination, Execution, InputAccess, RunSettings, Silent};
+//!
+//! let settings = RunSettings { iters: 200, ..RunSettings::default() };
+//! let prepared = prepare("resnet18", &settings, &InputAccess::default())?;
+//! let execution = Execution {
+//!     destination: Destination::default(),
+//!     device: candle_core::Device::Cpu,
+//!     command_line: "example".into(),
+//!     input_label: None,
+//! };
+//! let outcome = prepared.execute(&execution, &mut Silent)?;
+//! println!("{}", outcome.report.totals.loss_after);
+//! # Ok::<(), cs_init::run::RunError>(())
+//! ```
+
+mod digest;
+mod error;
+mod metadata;
+mod observer;
+mod outputs;
+pub mod pipeline;
+mod settings;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candle_core::Device;
+
+use crate::checkpoint::{
+    index_json, Input, Opened, OutputDir, OutputFile, ResolveOptions, INDEX_FILE,
+};
+use crate::minimize::Engine;
+use crate::plan::{plan, PlanEntry};
+use crate::probe::Probe;
+use crate::report::{ReportSettings, RunReport, Totals};
+use crate::sharding::Sharding;
+use digest::HashingWriter;
+use outputs::OutputPaths;
+use pipeline::{items, process, Job, LayerCount};
+
+pub use error::RunError;
+pub use observer::{LayerStart, Observer, Silent};
+pub use outputs::Destination;
+pub use settings::{parse_probe_size, CheckedSettings, OptimizerName, RunSettings, SettingsError};
+
+/// How the input may be fetched.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InputAccess {
+    /// Show Hub download progress on stderr.
+    pub progress: bool,
+    /// Use the local Hub cache only, as with `HF_HUB_OFFLINE=1`.
+    pub cache_only: bool,
+}
+
+/// A run ready to execute: its settings checked, its input opened and planned, its output's
+/// sharding chosen. Nothing has been written.
+pub struct Prepared {
+    settings: CheckedSettings,
+    input: Input,
+    opened: Opened,
+    plans: Vec<Vec<PlanEntry>>,
+    selected: usize,
+    sharding: Sharding,
+}
+
+/// Checks the settings, resolves and opens the input (a path, `hf://...` or a built-in name) and
+/// decides which tensors are optimized. Fails when none is.
+pub fn prepare(
+    input: &str,
+    settings: &RunSettings,
+    access: &InputAccess,
+) -> Result<Prepared, RunError> {
+    let settings = settings.check()?;
+    let options = ResolveOptions {
+        progress: access.progress,
+        cache_only: access.cache_only,
+        pth: settings.pth.clone(),
+    };
+    let input = Input::resolve(input, &options)?;
+    let opened = input.open(settings.seed)?;
+    let plans: Vec<Vec<PlanEntry>> = opened
+        .files
+        .iter()
+        .map(|f| plan(f.tensors(), &settings.selection))
+        .collect();
+    let selected = plans.iter().flatten().filter(|e| e.optimize).count();
+    if selected == 0 {
+        return Err(no_conv_layers(&input, &plans));
+    }
+    let sharding = Sharding::choose(&opened.files, input.index(), settings.max_shard_size);
+    Ok(Prepared {
+        settings,
+        input,
+        opened,
+        plans,
+        selected,
+        sharding,
+    })
+}
+
+fn no_conv_layers(input: &Input, plans: &[Vec<PlanEntry>]) -> RunError {
+    let names: Vec<&str> = plans.iter().flatten().map(|e| e.name.as_str()).collect();
+    let mut shown = names
+        .iter()
+        .take(12)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > 12 {
+        shown.push_str(&format!(", ... ({} in all)", names.len()));
+    }
+    RunError::NoConvLayers {
+        origin: input.describe(),
+        count: names.len(),
+        names: shown,
+    }
+}
+
+/// Where and how a prepared run executes.
+pub struct Execution {
+    pub destination: Destination,
+    pub device: Device,
+    /// How the run was started, for the report.
+    pub command_line: String,
+    /// The input's name in the report [default: its path or reference].
+    pub input_label: Option<String>,
+}
+
+/// A file of the output checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WrittenFile {
+    pub path: PathBuf,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// What a completed run wrote.
+pub struct Outcome {
+    pub report: RunReport,
+    /// The checkpoint: a file, or a directory of shards.
+    pub checkpoint: PathBuf,
+    /// The checkpoint's files (one, or every shard and the index), with their digests.
+    pub files: Vec<WrittenFile>,
+    pub report_path: PathBuf,
+    pub plot_path: Option<PathBuf>,
+}
+
+impl Outcome {
+    /// True when some layer diverged and kept its input weights (the command line's exit code 3).
+    pub fn diverged(&self) -> bool {
+        self.report.totals.diverged > 0
+    }
+}
+
+impl Prepared {
+    /// What reading the input changed (a PyTorch file's key, stripped prefix, dropped entries).
+    pub fn notes(&self) -> &[String] {
+        &self.opened.notes
+    }
+
+    /// The input as a user would name it.
+    pub fn describe_input(&self) -> String {
+        self.input.describe()
+    }
+
+    /// How many conv tensors will be optimized.
+    pub fn selected(&self) -> usize {
+        self.selected
+    }
+
+    pub fn settings(&self) -> &CheckedSettings {
+        &self.settings
+    }
+
+    /// SHA-256 of the input as read (every file, after a PyTorch file's conversion), hex.
+    pub fn input_sha256(&self) -> Result<String, RunError> {
+        Ok(digest::input_sha256(&self.opened.files)?)
+    }
+
+    /// Runs every layer and writes the checkpoint, the report and the plot. Each file appears
+    /// only once complete; on any error, including a stop, none is left behind.
+    pub fn execute(
+        &self,
+        execution: &Execution,
+        observer: &mut dyn Observer,
+    ) -> Result<Outcome, RunError> {
+        let started = Instant::now();
+        let sharded = matches!(self.sharding, Sharding::Shards(_));
+        let destination = &execution.destination;
+        let paths = OutputPaths::resolve(&self.input, destination, sharded)?;
+        // The report and the plot are started now, so that an unwritable path fails before the
+        // work rather than after the checkpoint is in place.
+        let mut report_out = OutputFile::create(&paths.report, destination.force)?;
+        let plot_out = paths
+            .plot
+            .as_ref()
+            .map(|(p, _)| OutputFile::create(p, destination.force))
+            .transpose()?;
+        let input_sha256 = self.input_sha256()?;
+        let device = &execution.device;
+        let job = Job {
+            settings: self.settings.minimize.clone(),
+            engine: Engine::Auto,
+            device: device.clone(),
+            layout: self.settings.selection.layout,
+            probe: self
+                .settings
+                .probe
+                .clone()
+                .map(|p| Probe::new(p, device))
+                .transpose()?,
+        };
+        let (layers, files) = self.write_checkpoint(&paths, &job, destination.force, observer)?;
+
+        let mut totals = Totals::from_layers(self.tensor_count(), &layers);
+        totals.total_seconds = started.elapsed().as_secs_f64();
+        totals.peak_memory_bytes = crate::report::peak_memory_bytes();
+        let report = RunReport {
+            schema_version: crate::report::SCHEMA_VERSION,
+            tool: "cs-init",
+            version: env!("CARGO_PKG_VERSION"),
+            command_line: execution.command_line.clone(),
+            input: execution
+                .input_label
+                .clone()
+                .unwrap_or_else(|| self.input.describe()),
+            input_sha256,
+            input_notes: self.opened.notes.clone(),
+            output: paths.checkpoint.display().to_string(),
+            settings: ReportSettings {
+                minimize: self.settings.minimize.clone(),
+                seed: self.settings.seed,
+                device: crate::device::describe(device).into(),
+                engine: if device.is_cpu() { "fused" } else { "portable" },
+                layout: job.layout,
+                probe: job.probe.as_ref().map(|p| p.settings().clone()),
+            },
+            totals,
+            layers,
+        };
+        std::io::Write::write_all(&mut report_out, report.to_json().as_bytes())
+            .map_err(|e| crate::checkpoint::CheckpointError::io(&paths.report, e))?;
+        report_out.commit()?;
+        if let (Some(mut plot_out), Some((plot, format))) = (plot_out, &paths.plot) {
+            std::io::Write::write_all(&mut plot_out, &report.plot(*format))
+                .map_err(|e| crate::checkpoint::CheckpointError::io(plot, e))?;
+            plot_out.commit()?;
+        }
+        Ok(Outcome {
+            report,
+            checkpoint: paths.checkpoint,
+            files,
+            report_path: paths.report,
+            plot_path: paths.plot.map(|(p, _)| p),
+        })
+    }
+
+    fn tensor_count(&self) -> usize {
+        self.opened.files.iter().map(|f| f.tensors().len()).sum()
+    }
+
+    /// Writes the checkpoint (one file, or shards and their index) and returns every conv
+    /// tensor's report and the files written.
+    fn write_checkpoint(
+        &self,
+        paths: &OutputPaths,
+        job: &Job,
+        force: bool,
+        observer: &mut dyn Observer,
+    ) -> Result<(Vec<crate::report::LayerReport>, Vec<WrittenFile>), RunError> {
+        let files = &self.opened.files;
+        let provenance = metadata::provenance(&self.settings);
+        let items = items(files, &self.plans);
+        let mut count = LayerCount {
+            done: 0,
+            selected: self.selected,
+        };
+        match &self.sharding {
+            Sharding::Single => {
+                let metadata = metadata::merged(files[0].metadata(), &provenance);
+                let out = HashingWriter::new(OutputFile::create(&paths.checkpoint, force)?);
+                let (out, layers) =
+                    process(&items, job, Some(&metadata), out, &mut count, observer)?;
+                let (out, size, sha256) = out.finish();
+                out.commit()?;
+                let written = WrittenFile {
+                    path: paths.checkpoint.clone(),
+                    size,
+                    sha256,
+                };
+                Ok((layers, vec![written]))
+            }
+            Sharding::Shards(shards) => {
+                let index_metadata = self
+                    .input
+                    .index()
+                    .map(|i| i.metadata().clone())
+                    .unwrap_or_default();
+                let dir = OutputDir::create(&paths.checkpoint, force)?;
+                let mut layers = Vec::new();
+                let mut written = Vec::new();
+                let mut weight_map = BTreeMap::new();
+                for shard in shards {
+                    let group = &items[shard.tensors.clone()];
+                    // Each shard keeps its own input file's metadata, plus the provenance.
+                    let metadata = metadata::merged(
+                        group.first().and_then(|i| i.file.metadata()),
+                        &provenance,
+                    );
+                    let out = HashingWriter::new(dir.file(&shard.name)?);
+                    let (out, shard_layers) =
+                        process(group, job, Some(&metadata), out, &mut count, observer)?;
+                    let (out, size, sha256) = out.finish();
+                    dir.finish(out, &shard.name)?;
+                    written.push(WrittenFile {
+                        path: paths.checkpoint.join(&shard.name),
+                        size,
+                        sha256,
+                    });
+                    layers.extend(shard_layers);
+                    weight_map.extend(
+                        group
+                            .iter()
+                            .map(|i| (i.tensor.name.clone(), shard.name.clone())),
+                    );
+                }
+                // Dtypes and shapes are unchanged, so the total size is the input's.
+                let total_size = items.iter().map(|i| i.tensor.end - i.tensor.begin).sum();
+                let index = index_json(&index_metadata, &weight_map, total_size);
+                let mut index_file = HashingWriter::new(dir.file(INDEX_FILE)?);
+                std::io::Write::write_all(&mut index_file, index.as_bytes()).map_err(|e| {
+                    crate::checkpoint::CheckpointError::io(paths.checkpoint.join(INDEX_FILE), e)
+                })?;
+                let (index_file, size, sha256) = index_file.finish();
+                dir.finish(index_file, INDEX_FILE)?;
+                written.push(WrittenFile {
+                    path: paths.checkpoint.join(INDEX_FILE),
+                    size,
+                    sha256,
+                });
+                if observer.stop_requested() {
+                    return Err(RunError::Stopped);
+                }
+                dir.commit()?;
+                Ok((layers, written))
+            }
+        }
+    }
+}
+
+/// Runs `f` on a rayon pool of `threads` threads (all cores when `None`), so that every parallel
+/// loop of the run, candle's included, uses that many threads.
+pub fn with_threads<T: Send>(
+    threads: Option<usize>,
+    f: impl FnOnce() -> T + Send,
+) -> Result<T, rayon::ThreadPoolBuildError> {
+    let mut builder = rayon::ThreadPoolBuilder::new();
+    if let Some(n) = threads {
+        builder = builder.num_threads(n);
+    }
+    Ok(builder.build()?.install(f))
+}

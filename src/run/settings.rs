@@ -1,0 +1,306 @@
+//! The settings of a run as a user gives them (the command line's flags, the service's `settings`
+//! object), their defaults, and the one check that turns them into what the pipeline runs. The
+//! check is the single rule behind the command line's exit code 2 and the service's 422.
+
+use std::path::PathBuf;
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::PthOptions;
+use crate::minimize::Settings;
+use crate::optim::{AdamConfig, OptimizerConfig, SgdConfig};
+use crate::plan::{KernelLayout, Selection};
+use crate::probe::{Padding, ProbeSettings, ProbeSource};
+use crate::Variant;
+
+/// Which optimizer minimizes L_CS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerName {
+    /// PyTorch's Adam: betas 0.9/0.999, eps 1e-8, no weight decay.
+    #[default]
+    Adam,
+    /// PyTorch's SGD, with optional momentum.
+    Sgd,
+}
+
+/// Every option of a run, named as on the command line (`--keep-norm` is `keep_norm`,
+/// `--no-probe` is `probe: false`), with the command line's defaults. Unknown fields are refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
+#[serde(default, deny_unknown_fields)]
+pub struct RunSettings {
+    /// Optimizer iterations per conv layer.
+    pub iters: usize,
+    /// Learning rate (finite, at least 0).
+    pub lr: f64,
+    pub optimizer: OptimizerName,
+    /// SGD momentum (optimizer `sgd` only; 0 disables it).
+    pub momentum: Option<f64>,
+    /// Which kernel pairs L_CS sums over.
+    #[cfg_attr(feature = "serve", schema(value_type = String, example = "paper"))]
+    pub variant: Variant,
+    /// Rescale every filter to its starting norm after each step.
+    pub keep_norm: bool,
+    /// Only optimize conv weights whose name matches one of these regexes.
+    pub include: Vec<String>,
+    /// Leave conv weights whose name matches one of these regexes alone.
+    pub exclude: Vec<String>,
+    /// Leave 1x1 (pointwise) convs alone.
+    pub skip_pointwise: bool,
+    /// Kernel layout in the file: `oihw` (PyTorch) or `hwio` (Keras/Flax).
+    #[cfg_attr(feature = "serve", schema(value_type = String, example = "oihw"))]
+    pub layout: KernelLayout,
+    /// PyTorch files: the top-level entry holding the state dict.
+    pub key: Option<String>,
+    /// PyTorch files: a prefix to remove from tensor names.
+    pub strip_prefix: Option<String>,
+    /// Seed of a built-in architecture's initialization and of the probe's inputs.
+    pub seed: u64,
+    /// Measure feature-map similarity before and after.
+    pub probe: bool,
+    /// Probe inputs per layer (at least 1).
+    pub probe_batch: u32,
+    /// Probe input size, `HxW` (or one number for a square).
+    pub probe_size: String,
+    /// PNG/JPEG images from this folder instead of U(0,1) noise.
+    #[cfg_attr(feature = "serve", schema(value_type = Option<String>))]
+    pub probe_images: Option<PathBuf>,
+    /// Padding of the probe's convolution: `same`, `valid` or `full`.
+    #[cfg_attr(feature = "serve", schema(value_type = String, example = "same"))]
+    pub probe_padding: Padding,
+    /// Write shards of at most this size (`5GB`, `500MiB`, bytes) with an index.
+    pub max_shard_size: Option<String>,
+}
+
+impl Default for RunSettings {
+    fn default() -> Self {
+        let minimize = Settings::default();
+        Self {
+            iters: minimize.iterations,
+            lr: minimize.optimizer.lr(),
+            optimizer: OptimizerName::Adam,
+            momentum: None,
+            variant: minimize.variant,
+            keep_norm: minimize.keep_norm,
+            include: Vec::new(),
+            exclude: Vec::new(),
+            skip_pointwise: false,
+            layout: KernelLayout::default(),
+            key: None,
+            strip_prefix: None,
+            seed: 0,
+            probe: true,
+            probe_batch: 4,
+            probe_size: "16x16".into(),
+            probe_images: None,
+            probe_padding: Padding::default(),
+            max_shard_size: None,
+        }
+    }
+}
+
+/// A setting that makes no sense, named as in [`RunSettings`].
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct SettingsError {
+    /// The field (`lr`, `momentum`, ...); the command line's flag is `--` plus it with dashes.
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl SettingsError {
+    fn new(field: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+/// Settings that passed [`RunSettings::check`], in the form the pipeline uses.
+#[derive(Debug, Clone)]
+pub struct CheckedSettings {
+    pub minimize: Settings,
+    pub selection: Selection,
+    pub pth: PthOptions,
+    pub seed: u64,
+    pub probe: Option<ProbeSettings>,
+    pub max_shard_size: Option<usize>,
+}
+
+impl RunSettings {
+    /// Checks every field and builds what the pipeline runs.
+    pub fn check(&self) -> Result<CheckedSettings, SettingsError> {
+        if !(self.lr.is_finite() && self.lr >= 0.0) {
+            return Err(SettingsError::new(
+                "lr",
+                format!("must be a finite number of at least 0, got {}", self.lr),
+            ));
+        }
+        let optimizer = match self.optimizer {
+            OptimizerName::Adam => {
+                if self.momentum.is_some() {
+                    return Err(SettingsError::new(
+                        "momentum",
+                        "applies to the sgd optimizer only (Adam has no momentum setting)",
+                    ));
+                }
+                OptimizerConfig::Adam(AdamConfig {
+                    lr: self.lr,
+                    ..AdamConfig::default()
+                })
+            }
+            OptimizerName::Sgd => {
+                let momentum = self.momentum.unwrap_or(0.0);
+                if !(momentum.is_finite() && momentum >= 0.0) {
+                    return Err(SettingsError::new(
+                        "momentum",
+                        format!("must be a finite number of at least 0, got {momentum}"),
+                    ));
+                }
+                OptimizerConfig::Sgd(SgdConfig {
+                    lr: self.lr,
+                    momentum,
+                })
+            }
+        };
+        optimizer
+            .validate()
+            .map_err(|e| SettingsError::new("lr", e.to_string()))?;
+        let selection = Selection {
+            include: regexes("include", &self.include)?,
+            exclude: regexes("exclude", &self.exclude)?,
+            skip_pointwise: self.skip_pointwise,
+            layout: self.layout,
+        };
+        let probe = if self.probe {
+            if self.probe_batch == 0 {
+                return Err(SettingsError::new("probe_batch", "must be at least 1"));
+            }
+            let (height, width) = parse_probe_size(&self.probe_size)
+                .map_err(|m| SettingsError::new("probe_size", m))?;
+            Some(ProbeSettings {
+                source: match &self.probe_images {
+                    Some(dir) => ProbeSource::Images { dir: dir.clone() },
+                    None => ProbeSource::Random { seed: self.seed },
+                },
+                batch: self.probe_batch as usize,
+                height,
+                width,
+                padding: self.probe_padding,
+            })
+        } else {
+            None
+        };
+        let max_shard_size = self
+            .max_shard_size
+            .as_deref()
+            .map(crate::sharding::parse_size)
+            .transpose()
+            .map_err(|m| SettingsError::new("max_shard_size", m))?;
+        Ok(CheckedSettings {
+            minimize: Settings {
+                variant: self.variant,
+                iterations: self.iters,
+                optimizer,
+                keep_norm: self.keep_norm,
+            },
+            selection,
+            pth: PthOptions {
+                key: self.key.clone(),
+                strip_prefix: self.strip_prefix.clone(),
+            },
+            seed: self.seed,
+            probe,
+            max_shard_size,
+        })
+    }
+}
+
+fn regexes(field: &'static str, patterns: &[String]) -> Result<Vec<Regex>, SettingsError> {
+    patterns
+        .iter()
+        .map(|p| {
+            Regex::new(p).map_err(|e| {
+                let first = e.to_string();
+                let first = first.lines().last().unwrap_or_default().trim().to_string();
+                SettingsError::new(field, format!("'{p}' is not a valid regex: {first}"))
+            })
+        })
+        .collect()
+}
+
+/// `HxW` with positive sizes, or one number for a square.
+pub fn parse_probe_size(s: &str) -> Result<(usize, usize), String> {
+    let parse = |v: &str| v.trim().parse::<usize>().ok().filter(|&n| n > 0);
+    match s.split_once(['x', 'X']) {
+        Some((h, w)) => parse(h).zip(parse(w)),
+        None => parse(s).map(|n| (n, n)),
+    }
+    .ok_or_else(|| format!("'{s}': expected HxW with positive sizes, e.g. 32x32"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(json: &str) -> Result<CheckedSettings, SettingsError> {
+        serde_json::from_str::<RunSettings>(json).unwrap().check()
+    }
+
+    #[test]
+    fn defaults_are_the_command_lines() {
+        let checked = check("{}").unwrap();
+        assert_eq!(checked.minimize, Settings::default());
+        assert_eq!(checked.seed, 0);
+        let probe = checked.probe.unwrap();
+        assert_eq!((probe.batch, probe.height, probe.width), (4, 16, 16));
+        assert!(checked.max_shard_size.is_none());
+    }
+
+    #[test]
+    fn every_rule_names_its_field() {
+        let cases = [
+            (r#"{"lr": -1}"#, "lr"),
+            (r#"{"momentum": 0.9}"#, "momentum"),
+            (r#"{"optimizer": "sgd", "momentum": -0.5}"#, "momentum"),
+            (r#"{"include": ["("]}"#, "include"),
+            (r#"{"exclude": ["[a"]}"#, "exclude"),
+            (r#"{"probe_batch": 0}"#, "probe_batch"),
+            (r#"{"probe_size": "0x3"}"#, "probe_size"),
+            (r#"{"max_shard_size": "5 parsecs"}"#, "max_shard_size"),
+        ];
+        for (json, field) in cases {
+            assert_eq!(check(json).unwrap_err().field, field, "{json}");
+        }
+        // A disabled probe's settings are not looked at.
+        assert!(check(r#"{"probe": false, "probe_batch": 0}"#).is_ok());
+    }
+
+    #[test]
+    fn unknown_fields_and_values_are_refused() {
+        for json in [
+            r#"{"iterations": 10}"#,
+            r#"{"variant": "diagonal"}"#,
+            r#"{"optimizer": "lbfgs"}"#,
+            r#"{"iters": -3}"#,
+        ] {
+            assert!(serde_json::from_str::<RunSettings>(json).is_err(), "{json}");
+        }
+    }
+
+    #[test]
+    fn sgd_with_momentum_is_accepted() {
+        let checked = check(r#"{"optimizer": "sgd", "lr": 0.1, "momentum": 0.9}"#).unwrap();
+        assert_eq!(
+            checked.minimize.optimizer,
+            OptimizerConfig::Sgd(SgdConfig {
+                lr: 0.1,
+                momentum: 0.9
+            })
+        );
+    }
+}
