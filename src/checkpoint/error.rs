@@ -25,6 +25,14 @@ pub enum CheckpointError {
     #[error("{}: invalid sharded-checkpoint index: {reason}", path.display())]
     BadIndex { path: PathBuf, reason: String },
 
+    /// A Hub file that is not in the local cache while downloads are off.
+    #[error("{reference} ({file}): not in the Hub cache {} and HF_HUB_OFFLINE is set; download it once with network access, or unset HF_HUB_OFFLINE", cache.display())]
+    NotInHubCache {
+        reference: String,
+        file: String,
+        cache: PathBuf,
+    },
+
     #[error("{}: already exists; pass --force to overwrite it, or choose another path with -o", path.display())]
     OutputExists { path: PathBuf },
 

@@ -146,12 +146,11 @@ pub fn fetch(source: &HubSource, env: &HubEnv, progress: bool) -> Result<HubFile
         return Ok(HubFiles::File(file));
     }
     if env.offline {
-        return Err(CheckpointError::Input(format!(
-            "{}: neither {SINGLE_FILE} nor {INDEX_FILE} is in the Hub cache {} and HF_HUB_OFFLINE is set; \
-             download it once with network access, or unset HF_HUB_OFFLINE",
-            source.describe(),
-            fetcher.repo_dir().display()
-        )));
+        return Err(CheckpointError::NotInHubCache {
+            reference: source.describe(),
+            file: format!("neither {SINGLE_FILE} nor {INDEX_FILE}"),
+            cache: fetcher.repo_dir(),
+        });
     }
     if let Some(index) = fetcher.download(INDEX_FILE)? {
         return fetcher.sharded(&index);
@@ -223,13 +222,11 @@ impl Fetcher<'_> {
             return Ok(path);
         }
         if self.env.offline {
-            return Err(self.error(
-                file,
-                &format!(
-                    "not in the Hub cache {} and HF_HUB_OFFLINE is set",
-                    self.repo_dir().display()
-                ),
-            ));
+            return Err(CheckpointError::NotInHubCache {
+                reference: self.source.describe(),
+                file: file.into(),
+                cache: self.repo_dir(),
+            });
         }
         self.download(file)?
             .ok_or_else(|| self.error(file, "no such file in the repository"))

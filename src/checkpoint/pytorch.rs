@@ -105,6 +105,31 @@ pub fn read_pth(
     key: Option<&str>,
     strip_prefix: Option<&str>,
 ) -> Result<PthCheckpoint, CheckpointError> {
+    with_parsed(path, |root, mut data| {
+        let fail = |reason: String| CheckpointError::Input(format!("{}: {reason}", path.display()));
+        let selected = select_state_dict(&root, key).map_err(fail)?;
+        let (named, stripped_prefix) = strip_names(selected.tensors, strip_prefix).map_err(fail)?;
+        let tensors = materialize(path, named, &mut data)?;
+        Ok(PthCheckpoint {
+            tensors,
+            key: selected.key,
+            stripped_prefix,
+            dropped: selected.dropped,
+        })
+    })
+}
+
+/// Checks that `path` is a readable PyTorch checkpoint (its container and pickle), without
+/// choosing the state dict: for accepting an upload whose `--key` is given later, with its job.
+pub fn check_pth(path: &Path) -> Result<(), CheckpointError> {
+    with_parsed(path, |_, _| Ok(()))
+}
+
+/// Maps and parses a checkpoint file, and hands its pickled root and storages to `then`.
+fn with_parsed<R>(
+    path: &Path,
+    then: impl FnOnce(Value, StorageData<'_>) -> Result<R, CheckpointError>,
+) -> Result<R, CheckpointError> {
     let io = |e| CheckpointError::io(path, e);
     let fail = |reason: String| CheckpointError::Input(format!("{}: {reason}", path.display()));
     let file = std::fs::File::open(path).map_err(io)?;
@@ -128,17 +153,8 @@ pub fn read_pth(
             start.join(" ")
         )));
     };
-    let (root, mut data) = opened.map_err(|e| unreadable(path, e))?;
-
-    let selected = select_state_dict(&root, key).map_err(fail)?;
-    let (named, stripped_prefix) = strip_names(selected.tensors, strip_prefix).map_err(fail)?;
-    let tensors = materialize(path, named, &mut data)?;
-    Ok(PthCheckpoint {
-        tensors,
-        key: selected.key,
-        stripped_prefix,
-        dropped: selected.dropped,
-    })
+    let (root, data) = opened.map_err(|e| unreadable(path, e))?;
+    then(root, data)
 }
 
 fn unreadable(path: &Path, reason: String) -> CheckpointError {

@@ -52,8 +52,8 @@ pub enum Input {
 }
 
 impl Input {
-    /// Resolves INPUT: an `hf://` reference (fetched into the Hub cache), an existing path, then a
-    /// built-in architecture name.
+    /// Resolves INPUT: an `hf://` reference (fetched into the Hub cache), `builtin:NAME`, an
+    /// existing path, then a built-in architecture name.
     pub fn resolve(input: &str, options: &ResolveOptions) -> Result<Self> {
         if let Some(source) = HubSource::parse(input) {
             let source = source?;
@@ -64,6 +64,17 @@ impl Input {
                 HubFiles::Sharded(index) => Input::Sharded(index),
             };
             return Ok(Input::Hub(source, Box::new(files)));
+        }
+        if let Some(name) = input.strip_prefix("builtin:") {
+            return name
+                .parse::<Architecture>()
+                .map(Input::BuiltIn)
+                .map_err(|_| {
+                    CheckpointError::Input(format!(
+                        "{input}: not a built-in architecture ({})",
+                        built_in_names()
+                    ))
+                });
         }
         let path = Path::new(input);
         if path.is_dir() {
@@ -85,10 +96,9 @@ impl Input {
         if let Ok(arch) = input.parse::<Architecture>() {
             return Ok(Input::BuiltIn(arch));
         }
-        let names: Vec<&str> = Architecture::ALL.iter().map(|a| a.name()).collect();
         Err(CheckpointError::Input(format!(
             "{input}: no such file or directory, and not a built-in architecture ({})",
-            names.join(", ")
+            built_in_names()
         )))
     }
 
@@ -174,6 +184,12 @@ impl Input {
             Input::Hub(_, files) => files.path(),
         }
     }
+}
+
+/// The built-in architectures' names, for messages.
+pub fn built_in_names() -> String {
+    let names: Vec<&str> = Architecture::ALL.iter().map(|a| a.name()).collect();
+    names.join(", ")
 }
 
 /// A built-in network, freshly initialized with `seed`, as an in-memory safetensors file.

@@ -43,6 +43,7 @@ use digest::HashingWriter;
 use outputs::OutputPaths;
 use pipeline::{items, process, Job, LayerCount};
 
+pub use digest::hex;
 pub use error::RunError;
 pub use observer::{LayerStart, Observer, Silent};
 pub use outputs::Destination;
@@ -66,6 +67,7 @@ pub struct Prepared {
     plans: Vec<Vec<PlanEntry>>,
     selected: usize,
     sharding: Sharding,
+    input_sha256: std::sync::OnceLock<String>,
 }
 
 /// Checks the settings, resolves and opens the input (a path, `hf://...` or a built-in name) and
@@ -100,6 +102,7 @@ pub fn prepare(
         plans,
         selected,
         sharding,
+        input_sha256: std::sync::OnceLock::new(),
     })
 }
 
@@ -177,9 +180,19 @@ impl Prepared {
         &self.settings
     }
 
-    /// SHA-256 of the input as read (every file, after a PyTorch file's conversion), hex.
+    /// True when the output is a directory of shards with an index, not one file.
+    pub fn sharded(&self) -> bool {
+        matches!(self.sharding, Sharding::Shards(_))
+    }
+
+    /// SHA-256 of the input as read (every file, after a PyTorch file's conversion), hex;
+    /// computed once.
     pub fn input_sha256(&self) -> Result<String, RunError> {
-        Ok(digest::input_sha256(&self.opened.files)?)
+        if let Some(digest) = self.input_sha256.get() {
+            return Ok(digest.clone());
+        }
+        let digest = digest::input_sha256(&self.opened.files)?;
+        Ok(self.input_sha256.get_or_init(|| digest).clone())
     }
 
     /// Runs every layer and writes the checkpoint, the report and the plot. Each file appears
@@ -190,9 +203,8 @@ impl Prepared {
         observer: &mut dyn Observer,
     ) -> Result<Outcome, RunError> {
         let started = Instant::now();
-        let sharded = matches!(self.sharding, Sharding::Shards(_));
         let destination = &execution.destination;
-        let paths = OutputPaths::resolve(&self.input, destination, sharded)?;
+        let paths = OutputPaths::resolve(&self.input, destination, self.sharded())?;
         // The report and the plot are started now, so that an unwritable path fails before the
         // work rather than after the checkpoint is in place.
         let mut report_out = OutputFile::create(&paths.report, destination.force)?;
