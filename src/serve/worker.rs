@@ -10,7 +10,7 @@ use super::input::JobInput;
 use super::layout::Layout;
 use super::live::{Event, LiveJob};
 use super::service::{cache_key, Service};
-use super::store::{Ending, JobRow};
+use super::store::{Ending, JobRow, JobState};
 use super::view::{Progress, StoredFile, StoredResult};
 use crate::report::LayerReport;
 use crate::run::{
@@ -77,6 +77,18 @@ fn run_job(service: &Service, pool: &rayon::ThreadPool, job: JobRow) {
             tracing::error!("job {}: cannot remove {}: {e}", job.id, staging.display());
         }
     }
+    // Counted before the store says so, so that whoever sees the job ended sees it counted.
+    let ended = match &outcome {
+        Ok(_) => Some(JobState::Succeeded),
+        Err(Failure::Stopped) if live.cancel_requested() => Some(JobState::Canceled),
+        Err(Failure::Stopped) => None,
+        Err(Failure::Failed { .. }) => Some(JobState::Failed),
+    };
+    if let Some(state) = ended {
+        service
+            .metrics
+            .job_finished(state, started.elapsed().as_secs_f64());
+    }
     let finished = match outcome {
         Ok((result, key, cached_from)) => service.store.finish(
             &job.id,
@@ -102,9 +114,6 @@ fn run_job(service: &Service, pool: &rayon::ThreadPool, job: JobRow) {
     match finished {
         Ok(Some(row)) => {
             if row.state.is_terminal() {
-                service
-                    .metrics
-                    .job_finished(row.state, started.elapsed().as_secs_f64());
                 tracing::info!(
                     "job {} {} in {:.2} s",
                     row.id,

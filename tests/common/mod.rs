@@ -1,6 +1,9 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod hub_cache;
+pub mod server;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::OnceLock;

@@ -661,3 +661,5 @@ impl Store {
     }
 }
 
+#[cfg(test)]
+mod tests;
