@@ -233,7 +233,14 @@ fn service_against_cli() {
     for seed in 0..3 {
         let start = Instant::now();
         let out = Command::new(env!("CARGO_BIN_EXE_cs-init"))
-            .args(["resnet18", "--iters", "200", "-q", "--seed", &seed.to_string()])
+            .args([
+                "resnet18",
+                "--iters",
+                "200",
+                "-q",
+                "--seed",
+                &seed.to_string(),
+            ])
             .args(["-o", &format!("r{seed}.safetensors")])
             .current_dir(dir.path())
             .status()
