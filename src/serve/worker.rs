@@ -332,7 +332,7 @@ impl Observer for JobObserver<'_> {
 
     fn layer_finished(&mut self, layer: &LayerReport) {
         self.finished += 1;
-        let optimized = layer.status != crate::report::Status::Skipped;
+        let optimized = layer.status() != crate::report::Status::Skipped;
         self.live.update_progress(|p| p.layers_done = self.finished);
         let progress = self.live.progress();
         let record = serde_json::json!({
