@@ -3,11 +3,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use candle_core::Tensor;
-use common::{check_output, loss, no_outputs, small_network, write};
+use common::{check_output, loss, no_outputs, shared_checkpoints, small_network, write};
 use cs_init::checkpoint::{
     serialize, tensor_from_bytes, tensor_to_bytes, Dtype, HeaderEntry, SafetensorsFile,
     SafetensorsWriter,
@@ -528,19 +528,6 @@ fn new_writes_torchvision_resnet18_and_the_builtin_runs() {
 }
 
 /// `../shared/data/checkpoints`, present in CI and in developer checkouts, absent in user clones.
-fn shared_checkpoints() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/checkpoints");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "skipped: {} is absent (only developer checkouts and CI have it)",
-            dir.display()
-        );
-        None
-    }
-}
-
 #[test]
 fn real_pretrained_resnet20_and_tinygrad_checkpoints() {
     let Some(shared) = shared_checkpoints() else {

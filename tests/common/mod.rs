@@ -238,3 +238,23 @@ pub fn no_outputs(dir: &Path, keep: &[&str]) {
         .collect();
     assert!(left.is_empty(), "unexpected files left behind: {left:?}");
 }
+
+/// `../shared/data/checkpoints`, which developer checkouts and CI have; `None`, said on stderr,
+/// elsewhere.
+pub fn shared_checkpoints() -> Option<std::path::PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/checkpoints");
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "skipped: {} is absent (only developer checkouts and CI have it)",
+            dir.display()
+        );
+        None
+    }
+}
+
+/// One of the shared checkpoints, if they are there.
+pub fn shared_checkpoint(name: &str) -> Option<std::path::PathBuf> {
+    shared_checkpoints().map(|dir| dir.join(name))
+}
