@@ -91,6 +91,11 @@ pub struct HubEnv {
 }
 
 impl HubEnv {
+    /// The token, for callers that must keep it out of what they show (the service's redaction).
+    pub(crate) fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     pub fn from_env() -> Self {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let home = var("HF_HOME").map(PathBuf::from).unwrap_or_else(|| {
