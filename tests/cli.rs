@@ -3,23 +3,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::{Command, Output};
 
 use candle_core::Tensor;
-use common::{check_output, loss, no_outputs, shared_checkpoints, small_network, write};
+use common::{check_output, cs_init, loss, no_outputs, shared_checkpoints, small_network, write};
 use cs_init::checkpoint::{
     serialize, tensor_from_bytes, tensor_to_bytes, Dtype, HeaderEntry, SafetensorsFile,
     SafetensorsWriter,
 };
-
-fn cs_init(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cs-init"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("cs-init runs")
-}
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()

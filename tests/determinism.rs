@@ -5,20 +5,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-fn cs_init(args: &[&str], dir: &Path) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cs-init"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use common::cs_init_ok;
 
 fn sha256(path: &Path) -> String {
     use sha2::Digest;
@@ -36,7 +24,7 @@ fn outputs_are_the_same_bytes_wherever_and_however_they_run() {
     let run = |cwd: &Path, output: &str, threads: &str| -> PathBuf {
         let mut args = vec!["cnn2", "-o", output, "--threads", threads];
         args.extend(settings);
-        cs_init(&args, cwd);
+        cs_init_ok(&args, cwd);
         cwd.join(output)
     };
     let first = run(&a, "one.safetensors", "2");
@@ -69,7 +57,7 @@ fn a_pytorch_file_and_its_conversion_give_the_same_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::copy(&shared, d.join("resnet20.th")).unwrap();
-    cs_init(
+    cs_init_ok(
         &[
             "resnet20.th",
             "--iters",
@@ -83,10 +71,10 @@ fn a_pytorch_file_and_its_conversion_give_the_same_bytes() {
     let settings = ["--iters", "40", "--lr", "0.002", "-q"];
     let mut from_pth = vec!["resnet20.th", "-o", "from-pth.safetensors"];
     from_pth.extend(settings);
-    cs_init(&from_pth, d);
+    cs_init_ok(&from_pth, d);
     let mut from_converted = vec!["converted.safetensors", "-o", "from-converted.safetensors"];
     from_converted.extend(settings);
-    cs_init(&from_converted, d);
+    cs_init_ok(&from_converted, d);
     assert_eq!(
         sha256(&d.join("from-pth.safetensors")),
         sha256(&d.join("from-converted.safetensors"))

@@ -258,3 +258,22 @@ pub fn shared_checkpoints() -> Option<std::path::PathBuf> {
 pub fn shared_checkpoint(name: &str) -> Option<std::path::PathBuf> {
     shared_checkpoints().map(|dir| dir.join(name))
 }
+
+/// Runs the `cs-init` binary in `dir`.
+pub fn cs_init(args: &[&str], dir: &Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_cs-init"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("cs-init runs")
+}
+
+/// Runs the `cs-init` binary in `dir`; fails the test with its stderr unless it succeeds.
+pub fn cs_init_ok(args: &[&str], dir: &Path) {
+    let out = cs_init(args, dir);
+    assert!(
+        out.status.success(),
+        "cs-init {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
