@@ -987,18 +987,27 @@ fn ctrl_c_leaves_no_output() {
     );
     let child = Command::new(env!("CARGO_BIN_EXE_cs-init"))
         .args(["net.safetensors", "--iters", "100000000", "-q"])
+        .args(["--plot", "curves.png"])
         .current_dir(dir.path())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until the output's temporary file exists, so the interrupt lands mid-run.
+    // Wait until the temporary files of the report, the plot and the checkpoint exist, so the
+    // interrupt lands mid-run with all three pending.
     let started = std::time::Instant::now();
-    while !std::fs::read_dir(dir.path()).unwrap().any(|e| {
-        e.unwrap()
-            .file_name()
-            .to_string_lossy()
-            .ends_with(".partial")
-    }) {
+    let partial = || {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".partial")
+            })
+            .count()
+    };
+    while partial() < 3 {
         assert!(
             started.elapsed().as_secs() < 60,
             "no temporary output appeared"
