@@ -306,3 +306,67 @@ fn plan_and_the_run_report_name_the_kind() {
         .unwrap();
     assert_eq!(layer0["kind"], "single_channel");
 }
+
+#[test]
+fn real_architectures_get_the_kinds_their_modules_define() {
+    // tests/fixtures/architectures/make.py: torchvision and timm models, two of them with a
+    // one-channel stem, each line `NAME SHAPE KIND` with the kind from the module's groups.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/architectures");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 13, "{files:?}");
+    let mut checked = 0;
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let mut infos = Vec::new();
+        let mut expected = Vec::new();
+        for line in text.lines() {
+            let [name, shape, kind] = line.split(' ').collect::<Vec<_>>()[..] else {
+                panic!("{}: bad line '{line}'", file.display());
+            };
+            infos.push(TensorInfo {
+                name: name.into(),
+                dtype: Dtype::F32,
+                shape: shape.split('x').map(|d| d.parse().unwrap()).collect(),
+                begin: 0,
+                end: 0,
+            });
+            expected.push(match kind {
+                "depthwise" => Some(ConvKind::Depthwise),
+                "single_channel" => Some(ConvKind::SingleChannel),
+                _ => None,
+            });
+        }
+        for (entry, expected) in plan(&infos, &Selection::default()).iter().zip(expected) {
+            let one_channel = matches!(
+                entry.kind,
+                Some(ConvKind::Depthwise | ConvKind::SingleChannel)
+            );
+            match expected {
+                Some(kind) => {
+                    assert_eq!(
+                        entry.kind,
+                        Some(kind),
+                        "{}: {}: {}",
+                        file.display(),
+                        entry.name,
+                        entry.reason
+                    );
+                    checked += 1;
+                }
+                None => assert!(
+                    !one_channel,
+                    "{}: {}: {}",
+                    file.display(),
+                    entry.name,
+                    entry.reason
+                ),
+            }
+        }
+    }
+    assert!(checked > 150, "{checked}");
+}

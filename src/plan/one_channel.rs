@@ -10,11 +10,14 @@
 //! 2. a network has one input, read by its first conv. If some conv reads a number of channels
 //!    (2 or more) that no layer makes, that conv is the first (an RGB stem reads 3), and every
 //!    `[C, 1, k...]` weight with a producer is depthwise. Otherwise the network's input has one
-//!    channel, and the first conv in the natural order of names (`layers.2` before `layers.10`)
-//!    reads it: if it is a `[C, 1, k...]` weight, it is single-channel, and the others depthwise.
+//!    channel, and its first conv reads it: the first conv named as a stem (a name component
+//!    `stem`, as timm and torchvision's RegNet name it), else the first in the natural order of
+//!    names (`layers.2` before `layers.10`). If that is a `[C, 1, k...]` weight, it is
+//!    single-channel, and the others depthwise.
 //!
 //! Names are compared in natural order rather than file order because safetensors writers sort
-//! tensors by name (and dtype), so that a checkpoint gets the same kinds in every format.
+//! tensors by name (and dtype), so that a checkpoint gets the same kinds in every format; the
+//! stem's name matters because timm's `blocks.` and `stages.` sort before its `conv_stem`.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -65,8 +68,11 @@ impl<'a> Channels<'a> {
         let first = if multi_channel_input {
             None
         } else {
+            let earliest = |a: &&Layer, b: &&Layer| natural_cmp(a.name, b.name);
             convs()
-                .min_by(|a, b| natural_cmp(a.name, b.name))
+                .filter(|l| is_stem(l.name))
+                .min_by(earliest)
+                .or_else(|| convs().min_by(earliest))
                 .filter(|l| l.inputs == Some(1) && l.spatial)
                 .map(|l| l.name)
         };
@@ -90,6 +96,11 @@ impl<'a> Channels<'a> {
             OneChannel::Depthwise
         }
     }
+}
+
+/// Whether a name has the component `stem` (`conv_stem.weight`, `stem.0.weight`).
+fn is_stem(name: &str) -> bool {
+    name.split(['.', '_']).any(|part| part == "stem")
 }
 
 /// Names compared with their digit runs as numbers: `layers.2` < `layers.10`.
