@@ -48,11 +48,14 @@ impl HubSource {
         if revision.contains("..") || revision.starts_with('.') {
             return bad("the revision must be a branch, tag or commit name");
         }
+        // `.` components too: `hf://o/n/./.` would name the snapshot directory, not a file.
         if path
             .as_deref()
-            .is_some_and(|p| p.split('/').any(|c| c == ".." || c.is_empty()))
+            .is_some_and(|p| p.split('/').any(|c| c == ".." || c == "." || c.is_empty()))
         {
-            return bad("the path inside the repository must be plain");
+            return bad(
+                "the path inside the repository must be plain (no '.', '..' or empty parts)",
+            );
         }
         Some(Ok(Self {
             repo: format!("{owner}/{name}"),
@@ -327,6 +330,33 @@ mod tests {
             "hf://o/n/../x",
         ] {
             assert!(HubSource::parse(bad).unwrap().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cache_paths_stay_in_the_snapshots() {
+        let source = HubSource::parse("hf://o/n@main/sub/w.safetensors")
+            .unwrap()
+            .unwrap();
+        let cache = Path::new("/hub");
+        let commit = "0123456789abcdef0123456789abcdef01234567";
+        assert_eq!(
+            source
+                .cache_path(cache, Some(&format!("{commit}\n")), "w.safetensors")
+                .unwrap(),
+            Path::new("/hub/models--o--n/snapshots")
+                .join(commit)
+                .join("w.safetensors")
+        );
+        // No ref: the revision names the snapshot (a commit given as the revision).
+        assert_eq!(
+            source.cache_path(cache, None, "x").unwrap(),
+            Path::new("/hub/models--o--n/snapshots/main/x")
+        );
+        // A ref is another program's file: its text is never a way out of the snapshots.
+        for text in ["../../../etc", "/etc", "a/b", "", ".hidden", "main\0"] {
+            let e = source.cache_path(cache, Some(text), "x").unwrap_err();
+            assert!(e.to_string().contains("not a commit hash"), "{text:?}: {e}");
         }
     }
 }
