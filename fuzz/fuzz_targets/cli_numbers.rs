@@ -21,7 +21,10 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok((height, width)) = parse_probe_size(text) {
         assert!(height >= 1 && width >= 1);
-        assert_eq!(parse_probe_size(&format!("{height}x{width}")), Ok((height, width)));
+        assert_eq!(
+            parse_probe_size(&format!("{height}x{width}")),
+            Ok((height, width))
+        );
     }
     if let Ok(device) = text.parse::<DeviceChoice>() {
         let name = match device {

@@ -43,7 +43,9 @@ fuzz_target!(|data: &[u8]| {
             .strip_prefix(&snapshots)
             .unwrap_or_else(|_| panic!("{} is outside {}", path.display(), snapshots.display()));
         assert!(
-            inside.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir)),
+            inside
+                .components()
+                .all(|c| matches!(c, Component::Normal(_) | Component::CurDir)),
             "{} leaves the snapshots",
             path.display()
         );

@@ -36,7 +36,11 @@ fuzz_target!(|data: &[u8]| {
     };
     for shard in index.shards() {
         let path = index.shard_path(shard);
-        assert!(path.starts_with(dir), "{} leaves the index's directory", path.display());
+        assert!(
+            path.starts_with(dir),
+            "{} leaves the index's directory",
+            path.display()
+        );
         assert_eq!(path.parent(), Some(dir), "{shard} is not a plain file name");
     }
     let mut files = Vec::new();
