@@ -212,6 +212,8 @@ fn training_checkpoints_keep_the_tensors_and_list_what_was_dropped() {
                 ("history", "dict with 2 entries"),
                 ("classes", "list of 2 items"),
                 ("seen", "__builtin__.set object"),
+                ("spectrum", "tensor of torch.ComplexDoubleStorage [2]"),
+                ("quantized", "torch._utils._rebuild_qtensor object"),
             ],
             "{name}"
         );
@@ -283,4 +285,33 @@ fn a_whole_pickled_module_is_refused_with_what_to_do() {
     ] {
         assert!(e.contains(part), "'{part}' missing from: {e}");
     }
+}
+
+#[test]
+fn dtypes_of_untyped_storages() {
+    // torch >= 2.1: _rebuild_tensor_v3(UntypedStorage, ..., dtype) for float8 and uint16.
+    let checkpoint = read("untyped_dtypes.pth");
+    let t = |name: &str, dtype, shape: &[usize], data: Vec<u8>| PthTensor {
+        name: name.into(),
+        dtype,
+        shape: shape.to_vec(),
+        data,
+    };
+    assert_eq!(
+        checkpoint.tensors,
+        [
+            // 0, 1, 2, 3 in float8 e4m3fn: sign 0, exponent bias 7, 3 mantissa bits.
+            t("f8", Dtype::F8_E4M3, &[4], vec![0x00, 0x38, 0x40, 0x44]),
+            t(
+                "u16",
+                Dtype::U16,
+                &[4],
+                [0u16, 300, 600, 900]
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect()
+            ),
+            named("w", ramp(&[2, 2], 0.)),
+        ]
+    );
 }

@@ -174,9 +174,12 @@ pub(super) fn open_legacy<'a>(
         let storage = hooks.storages.get(&**key).ok_or_else(|| {
             format!("the list of storages names '{key}', which the pickle never refers to")
         })?;
-        let dtype = storage
-            .dtype
-            .ok_or_else(|| format!("storage '{key}' has the unsupported type {}", storage.class))?;
+        let element_size = storage.element_size.ok_or_else(|| {
+            format!(
+                "storage '{key}' has the type {}, which torch.save does not write, so its size is unknown",
+                storage.class
+            )
+        })?;
         let truncated = |what: String| {
             format!(
                 "truncated file: storage '{key}' {what}, but the file ends at byte {}",
@@ -191,12 +194,13 @@ pub(super) fn open_legacy<'a>(
         let start = pos + 8;
         pos = usize::try_from(count)
             .ok()
-            .and_then(|count| count.checked_mul(dtype.bitsize() / 8))
+            .and_then(|count| count.checked_mul(element_size))
             .and_then(|len| start.checked_add(len))
             .filter(|&end| end <= bytes.len())
             .ok_or_else(|| {
                 truncated(format!(
-                    "of {count} {dtype:?} elements starts at byte {start}"
+                    "of {count} {} elements starts at byte {start}",
+                    storage.class
                 ))
             })?;
         ranges.insert(key.to_string(), start..pos);

@@ -31,9 +31,9 @@ pub(super) fn materialize(
             reason,
         };
         let storage = &tensor.storage;
-        let dtype = storage
+        let dtype = tensor
             .dtype
-            .ok_or_else(|| bad(format!("unsupported storage type {}", storage.class)))?;
+            .ok_or_else(|| bad(format!("unsupported storage type {}", tensor.type_name)))?;
         let bytes = match loaded.remove(&storage.key) {
             Some(bytes) => bytes,
             None => data.load(&storage.key).map_err(|e| unreadable(path, e))?,

@@ -22,9 +22,9 @@ impl Extension for TorchObject {
     fn describe(&self) -> String {
         match self {
             TorchObject::Storage(s) => format!("storage '{}'", s.key),
-            TorchObject::Tensor(t) => match t.storage.dtype {
+            TorchObject::Tensor(t) => match t.dtype {
                 Some(dtype) => format!("tensor {dtype:?} {:?}", t.shape),
-                None => format!("tensor of {} {:?}", t.storage.class, t.shape),
+                None => format!("tensor of {} {:?}", t.type_name, t.shape),
             },
         }
     }
@@ -45,35 +45,76 @@ pub(super) struct StorageRef {
     pub(super) class: String,
     /// None for a storage type this reader does not support.
     pub(super) dtype: Option<Dtype>,
+    /// Bytes per element, for every class torch.save writes (None for others): the legacy
+    /// format's data walk steps over storages of unsupported types too, which only entries that
+    /// are dropped may use.
+    pub(super) element_size: Option<usize>,
     /// Where a legacy storage view starts inside its key's data, in elements.
     pub(super) view_offset: usize,
 }
 
-/// A tensor as pickled: a strided view of a storage, in elements.
+/// A tensor as pickled: a strided view of a storage, in elements of its dtype.
 pub(super) struct TensorRef {
     pub(super) storage: Rc<StorageRef>,
+    /// The storage's dtype, or the one `_rebuild_tensor_v3` names for an untyped storage; None
+    /// when this reader does not support it.
+    pub(super) dtype: Option<Dtype>,
+    /// The storage class or dtype as pickled, for messages.
+    pub(super) type_name: String,
     pub(super) offset: usize,
     pub(super) shape: Vec<usize>,
     pub(super) stride: Vec<usize>,
 }
 
-/// The element type of a storage class (`torch.cuda` classes come from very old versions).
-fn storage_dtype(class: &Global) -> Option<Dtype> {
-    if class.module != "torch" && class.module != "torch.cuda" {
+/// The element type and size of a storage class (`torch.cuda` classes come from very old
+/// versions). `torch.storage.UntypedStorage` (torch >= 2.1, for dtypes without a class of their
+/// own) holds bytes.
+fn storage_type(class: &Global) -> (Option<Dtype>, Option<usize>) {
+    let typed = class.module == "torch" || class.module == "torch.cuda";
+    let (dtype, size) = match (class.module.as_str(), class.name.as_str()) {
+        ("torch.storage", "UntypedStorage") => (Some(Dtype::U8), 1),
+        (_, _) if !typed => return (None, None),
+        (_, "DoubleStorage") => (Some(Dtype::F64), 8),
+        (_, "FloatStorage") => (Some(Dtype::F32), 4),
+        (_, "HalfStorage") => (Some(Dtype::F16), 2),
+        (_, "BFloat16Storage") => (Some(Dtype::BF16), 2),
+        (_, "ComplexFloatStorage") => (Some(Dtype::C64), 8),
+        (_, "LongStorage") => (Some(Dtype::I64), 8),
+        (_, "IntStorage") => (Some(Dtype::I32), 4),
+        (_, "ShortStorage") => (Some(Dtype::I16), 2),
+        (_, "CharStorage") => (Some(Dtype::I8), 1),
+        (_, "ByteStorage") => (Some(Dtype::U8), 1),
+        (_, "BoolStorage") => (Some(Dtype::BOOL), 1),
+        (_, "ComplexDoubleStorage") => (None, 16),
+        (_, "QInt32Storage") => (None, 4),
+        (_, "QInt8Storage" | "QUInt8Storage" | "QUInt4x2Storage" | "QUInt2x4Storage") => (None, 1),
+        _ => return (None, None),
+    };
+    (dtype, Some(size))
+}
+
+/// The dtype a `torch.<name>` global stands for, as `_rebuild_tensor_v3` names it.
+fn named_dtype(dtype: &Global) -> Option<Dtype> {
+    if dtype.module != "torch" {
         return None;
     }
-    Some(match class.name.as_str() {
-        "DoubleStorage" => Dtype::F64,
-        "FloatStorage" => Dtype::F32,
-        "HalfStorage" => Dtype::F16,
-        "BFloat16Storage" => Dtype::BF16,
-        "ComplexFloatStorage" => Dtype::C64,
-        "LongStorage" => Dtype::I64,
-        "IntStorage" => Dtype::I32,
-        "ShortStorage" => Dtype::I16,
-        "CharStorage" => Dtype::I8,
-        "ByteStorage" => Dtype::U8,
-        "BoolStorage" => Dtype::BOOL,
+    Some(match dtype.name.as_str() {
+        "float64" | "double" => Dtype::F64,
+        "float32" | "float" => Dtype::F32,
+        "float16" | "half" => Dtype::F16,
+        "bfloat16" => Dtype::BF16,
+        "float8_e4m3fn" => Dtype::F8_E4M3,
+        "float8_e5m2" => Dtype::F8_E5M2,
+        "complex64" | "cfloat" => Dtype::C64,
+        "int64" | "long" => Dtype::I64,
+        "int32" | "int" => Dtype::I32,
+        "int16" | "short" => Dtype::I16,
+        "int8" => Dtype::I8,
+        "uint64" => Dtype::U64,
+        "uint32" => Dtype::U32,
+        "uint16" => Dtype::U16,
+        "uint8" => Dtype::U8,
+        "bool" => Dtype::BOOL,
         _ => return None,
     })
 }
@@ -111,10 +152,12 @@ impl Hooks for TorchHooks {
             },
             _ => return Err(unsupported()),
         };
+        let (dtype, element_size) = storage_type(class);
         let storage = Rc::new(StorageRef {
             key: key_text(key),
             class: class.to_string(),
-            dtype: storage_dtype(class),
+            dtype,
+            element_size,
             view_offset,
         });
         match self.storages.entry(storage.key.clone()) {
@@ -142,7 +185,15 @@ impl Hooks for TorchHooks {
                 // writes: the object stays opaque.
                 None => return Ok(None),
             },
-            ("torch._utils", "_rebuild_tensor" | "_rebuild_tensor_v2") => rebuild_tensor(args)?,
+            ("torch._utils", "_rebuild_tensor" | "_rebuild_tensor_v2") => {
+                rebuild_tensor(args, None)?
+            }
+            // torch >= 2.1, for dtypes without a storage class (float8, uint16, ...): an
+            // untyped storage, and the dtype as the seventh argument.
+            ("torch._utils", "_rebuild_tensor_v3") => match args.get(6) {
+                Some(Value::Global(dtype)) => rebuild_tensor(args, Some(dtype))?,
+                _ => return Err(format!("{global} expects a dtype as its seventh argument")),
+            },
             ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => {
                 match args.first() {
                     Some(tensor) if as_tensor(tensor).is_some() => tensor.clone(),
@@ -180,8 +231,9 @@ fn ordered_dict(args: &[TorchValue]) -> Option<TorchValue> {
 }
 
 /// `_rebuild_tensor(storage, offset, size, stride)`; `_rebuild_tensor_v2` adds arguments
-/// (requires_grad, backward hooks, metadata) that do not change the data.
-fn rebuild_tensor(args: &[TorchValue]) -> Result<TorchValue, String> {
+/// (requires_grad, backward hooks, metadata) that do not change the data, `_rebuild_tensor_v3`
+/// the `dtype` of an untyped storage's elements.
+fn rebuild_tensor(args: &[TorchValue], dtype: Option<&Global>) -> Result<TorchValue, String> {
     let [Value::Extension(TorchObject::Storage(storage)), offset, Value::Tuple(size), Value::Tuple(stride), ..] =
         args
     else {
@@ -199,8 +251,14 @@ fn rebuild_tensor(args: &[TorchValue]) -> Result<TorchValue, String> {
             "a tensor's size {shape:?} and stride {stride:?} differ in length"
         ));
     }
+    let (dtype, type_name) = match dtype {
+        Some(global) => (named_dtype(global), global.to_string()),
+        None => (storage.dtype, storage.class.clone()),
+    };
     Ok(Value::Extension(TorchObject::Tensor(Rc::new(TensorRef {
         storage: storage.clone(),
+        dtype,
+        type_name,
         offset,
         shape,
         stride,
