@@ -596,3 +596,95 @@ fn decode_long<X>(bytes: &[u8]) -> Value<X> {
     wide[..bytes.len()].copy_from_slice(bytes);
     Value::Int(i128::from_le_bytes(wide))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone)]
+    struct Nothing;
+
+    impl Extension for Nothing {
+        fn describe(&self) -> String {
+            "nothing".into()
+        }
+    }
+
+    struct NoHooks;
+
+    impl Hooks for NoHooks {
+        type Extension = Nothing;
+        fn persistent_load(&mut self, _: Value<Nothing>) -> Result<Value<Nothing>, String> {
+            Err("no persistent ids".into())
+        }
+        fn call(
+            &mut self,
+            _: &Global,
+            _: &[Value<Nothing>],
+        ) -> Result<Option<Value<Nothing>>, String> {
+            Ok(None)
+        }
+    }
+
+    fn run(pickle: &[u8]) -> Result<Loaded<Nothing>, String> {
+        load(pickle, 0, &mut NoHooks).map(|(loaded, _)| loaded)
+    }
+
+    #[test]
+    fn containers_holding_themselves_are_freed() {
+        // l = []; l.append(l); d = {}; d['d'] = d; (l, d), through the memo as pickle writes it.
+        let pickle = b"\x80\x02]q\x00h\x00a}q\x01X\x01\x00\x00\x00dh\x01s\x86.";
+        let loaded = run(pickle).unwrap();
+        let Value::Tuple(pair) = &loaded.value else {
+            panic!("not a tuple: {}", loaded.value.describe());
+        };
+        let (Value::List(list), Value::Dict(dict)) = (&pair.0[0], &pair.0[1]) else {
+            panic!("not a list and a dict");
+        };
+        assert!(matches!(&list.borrow().0[0], Value::List(inner) if Rc::ptr_eq(inner, list)));
+        let (list, dict) = (Rc::downgrade(list), Rc::downgrade(dict));
+        drop(loaded);
+        assert!(
+            list.upgrade().is_none() && dict.upgrade().is_none(),
+            "a cycle leaked"
+        );
+    }
+
+    #[test]
+    fn a_failed_pickle_frees_its_cycles_too() {
+        let kept = std::cell::RefCell::new(None);
+        struct Keep<'a>(&'a std::cell::RefCell<Option<std::rc::Weak<RefCell<Items<Nothing>>>>>);
+        impl Hooks for Keep<'_> {
+            type Extension = Nothing;
+            fn persistent_load(&mut self, pid: Value<Nothing>) -> Result<Value<Nothing>, String> {
+                if let Value::List(l) = &pid {
+                    *self.0.borrow_mut() = Some(Rc::downgrade(l));
+                }
+                Err("stop here".into())
+            }
+            fn call(
+                &mut self,
+                _: &Global,
+                _: &[Value<Nothing>],
+            ) -> Result<Option<Value<Nothing>>, String> {
+                Ok(None)
+            }
+        }
+        // l = []; l.append(l); then BINPERSID on it fails.
+        let e = load(b"\x80\x02]q\x00h\x00ah\x00Q.", 0, &mut Keep(&kept))
+            .err()
+            .unwrap();
+        assert!(e.contains("BINPERSID") && e.contains("stop here"), "{e}");
+        let weak = kept.borrow_mut().take().expect("the hook saw the list");
+        assert!(weak.upgrade().is_none(), "a cycle leaked");
+    }
+
+    #[test]
+    fn pop_pop_mark_and_dup() {
+        // (1, 2) built, duplicated, popped; a MARK with an int above it dropped by POP_MARK;
+        // POP on an empty stack removes the last MARK.
+        let loaded = run(b"\x80\x02K\x01K\x02\x862\x30(K\x091(0.").unwrap();
+        assert_eq!(loaded.value.describe(), "tuple of 2 items");
+        assert!(run(b"\x80\x020.").err().unwrap().contains("no MARK"));
+    }
+}
