@@ -165,7 +165,7 @@ impl Input {
                     .iter()
                     .map(|s| SafetensorsFile::open(&index.shard_path(s)))
                     .collect::<Result<_>>()?;
-                check_weight_map(index, &files)?;
+                index.check_shards(&files)?;
                 Ok(Opened {
                     files,
                     notes: Vec::new(),
@@ -242,6 +242,12 @@ fn open_pth(path: &Path, options: &PthOptions) -> Result<Opened> {
     if let Some(prefix) = &checkpoint.stripped_prefix {
         notes.push(format!("prefix '{prefix}' removed from tensor names"));
     }
+    if let Some(prefix) = &checkpoint.shared_prefix {
+        notes.push(format!(
+            "every tensor name starts with '{prefix}' (a wrapper's attribute, as in a Lightning checkpoint); \
+             --strip-prefix {prefix} removes it so that the names are the bare network's"
+        ));
+    }
     for (key, what) in &checkpoint.dropped {
         notes.push(format!("non-tensor entry '{key}' ({what}) dropped"));
     }
@@ -257,45 +263,4 @@ fn open_pth(path: &Path, options: &PthOptions) -> Result<Opened> {
         files: vec![file],
         notes,
     })
-}
-
-/// The index and its shards must agree exactly: every tensor the index names is in the shard it
-/// names, and every tensor of a shard is named by the index for that shard. Anything else (a
-/// tensor in two shards, a stray tensor) would make the output ambiguous.
-fn check_weight_map(index: &ShardIndex, shards: &[SafetensorsFile]) -> Result<()> {
-    let bad = |reason: String| CheckpointError::BadIndex {
-        path: index.path().into(),
-        reason,
-    };
-    if index.weight_map().is_empty() {
-        return Err(bad("its weight_map names no tensor".into()));
-    }
-    for (name, shard) in index.weight_map() {
-        let file = &shards[index.shards().binary_search(shard).expect("shard listed")];
-        if file.tensor(name).is_none() {
-            return Err(bad(format!(
-                "names '{name}' in {shard}, which has no such tensor"
-            )));
-        }
-    }
-    for (shard, file) in index.shards().iter().zip(shards) {
-        for tensor in file.tensors() {
-            match index.weight_map().get(&tensor.name) {
-                Some(listed) if listed == shard => {}
-                Some(listed) => {
-                    return Err(bad(format!(
-                        "'{}' is in {shard} but the index puts it in {listed}",
-                        tensor.name
-                    )))
-                }
-                None => {
-                    return Err(bad(format!(
-                        "{shard} holds '{}', which the index does not list",
-                        tensor.name
-                    )))
-                }
-            }
-        }
-    }
-    Ok(())
 }
