@@ -29,9 +29,10 @@ impl HubSource {
     pub fn parse(input: &str) -> Option<Result<Self>> {
         let rest = input.strip_prefix("hf://")?;
         let bad = |why: &str| {
-            Some(Err(CheckpointError::Input(format!(
-                "{input}: {why}; expected hf://OWNER/NAME[@REVISION][/PATH]"
-            ))))
+            Some(Err(CheckpointError::BadHubReference {
+                input: input.into(),
+                why: why.into(),
+            }))
         };
         let mut parts = rest.splitn(3, '/');
         let (Some(owner), Some(name_rev)) = (parts.next(), parts.next()) else {
@@ -99,11 +100,11 @@ impl HubSource {
         let commit = match ref_contents {
             Some(text) => plain_commit(text.trim()).ok_or_else(|| {
                 let shown: String = text.trim().chars().take(80).collect();
-                CheckpointError::Input(format!(
-                    "{}: the Hub cache's ref {} holds '{shown}', not a commit hash; the cache is damaged: delete that file (it is downloaded again when needed)",
-                    self.describe(),
-                    dir.join("refs").join(&self.revision).display()
-                ))
+                CheckpointError::DamagedHubCache {
+                    reference: self.describe(),
+                    ref_path: dir.join("refs").join(&self.revision),
+                    content: shown,
+                }
             })?,
             None => self.revision.as_str(),
         };
@@ -208,12 +209,11 @@ pub fn fetch(source: &HubSource, env: &HubEnv, progress: bool) -> Result<HubFile
     }
     match fetcher.download(SINGLE_FILE)? {
         Some(file) => Ok(HubFiles::File(file)),
-        None => Err(CheckpointError::Input(format!(
-            "{}: the repository has neither {SINGLE_FILE} nor {INDEX_FILE}; name a file with hf://{}@{}/FILE",
-            source.describe(),
-            source.repo,
-            source.revision
-        ))),
+        None => Err(CheckpointError::NoCheckpointInRepo {
+            reference: source.describe(),
+            single: SINGLE_FILE,
+            index: INDEX_FILE,
+        }),
     }
 }
 
@@ -298,7 +298,11 @@ impl Fetcher<'_> {
     }
 
     fn error(&self, file: &str, why: &str) -> CheckpointError {
-        CheckpointError::Input(format!("{} ({file}): {why}", self.source.describe()))
+        CheckpointError::Hub {
+            reference: self.source.describe(),
+            file: file.into(),
+            why: why.into(),
+        }
     }
 }
 

@@ -69,11 +69,9 @@ impl Input {
             return name
                 .parse::<Architecture>()
                 .map(Input::BuiltIn)
-                .map_err(|_| {
-                    CheckpointError::Input(format!(
-                        "{input}: not a built-in architecture ({})",
-                        built_in_names()
-                    ))
+                .map_err(|_| CheckpointError::UnknownBuiltIn {
+                    input: input.into(),
+                    builtins: built_in_names(),
                 });
         }
         let path = Path::new(input);
@@ -82,10 +80,10 @@ impl Input {
             if index.is_file() {
                 return Ok(Input::Sharded(ShardIndex::open(&index)?));
             }
-            return Err(CheckpointError::Input(format!(
-                "{}: a directory without {INDEX_FILE}; pass a .safetensors file or a sharded checkpoint's directory",
-                path.display()
-            )));
+            return Err(CheckpointError::DirectoryWithoutIndex {
+                path: path.into(),
+                index: INDEX_FILE,
+            });
         }
         if path.is_file() {
             if input.ends_with(".index.json") {
@@ -96,10 +94,10 @@ impl Input {
         if let Ok(arch) = input.parse::<Architecture>() {
             return Ok(Input::BuiltIn(arch));
         }
-        Err(CheckpointError::Input(format!(
-            "{input}: no such file or directory, and not a built-in architecture ({})",
-            built_in_names()
-        )))
+        Err(CheckpointError::NoSuchInput {
+            input: input.into(),
+            builtins: built_in_names(),
+        })
     }
 
     /// A single file: PyTorch by its extension (or, without a known one, its first bytes),
@@ -202,9 +200,10 @@ pub fn built_in_file(arch: Architecture, seed: u64) -> Result<SafetensorsFile> {
 
 /// A built-in network, freshly initialized with `seed`, serialized as safetensors.
 pub fn built_in_bytes(arch: Architecture, seed: u64) -> Result<Vec<u8>> {
-    let tensors = arch
-        .tensors(seed)
-        .map_err(|e| CheckpointError::Input(e.to_string()))?;
+    let tensors = arch.tensors(seed).map_err(|e| CheckpointError::BuiltIn {
+        arch: arch.to_string(),
+        reason: e.to_string(),
+    })?;
     let mut entries = Vec::with_capacity(tensors.len());
     for (name, tensor) in tensors {
         let (dtype, bytes) = match tensor.dtype() {
@@ -217,9 +216,10 @@ pub fn built_in_bytes(arch: Architecture, seed: u64) -> Result<Vec<u8>> {
             }
             candle_core::DType::F32 => (Dtype::F32, tensor_to_bytes(&tensor)?),
             other => {
-                return Err(CheckpointError::Input(format!(
-                    "built-in {arch}: unexpected dtype {other:?} for {name}"
-                )));
+                return Err(CheckpointError::BuiltIn {
+                    arch: arch.to_string(),
+                    reason: format!("unexpected dtype {other:?} for {name}"),
+                });
             }
         };
         entries.push((name, dtype, tensor.dims().to_vec(), bytes));

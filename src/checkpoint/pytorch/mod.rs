@@ -127,7 +127,10 @@ pub fn read_pth_bytes(
     key: Option<&str>,
     strip_prefix: Option<&str>,
 ) -> Result<PthCheckpoint, CheckpointError> {
-    let fail = |reason: String| CheckpointError::Input(format!("{}: {reason}", origin.display()));
+    let fail = |reason: String| CheckpointError::StateDict {
+        path: origin.into(),
+        reason,
+    };
     let mut hooks = TorchHooks::default();
     // `root` keeps what the pickle built alive (and takes it apart once dropped) while the
     // tensors found in it are read.
@@ -152,9 +155,12 @@ fn open<'a>(
     bytes: &'a [u8],
     hooks: &mut TorchHooks,
 ) -> Result<(Loaded<TorchObject>, StorageData<'a>), CheckpointError> {
-    let fail = |reason: String| CheckpointError::Input(format!("{}: {reason}", origin.display()));
+    let fail = |reason: String| CheckpointError::NotPyTorch {
+        path: origin.into(),
+        reason,
+    };
     if bytes.is_empty() {
-        return Err(fail("not a PyTorch checkpoint: the file is empty".into()));
+        return Err(fail("the file is empty".into()));
     }
     let opened = if bytes.starts_with(ZIP_MAGIC) {
         open_zip(bytes, hooks)
@@ -163,7 +169,7 @@ fn open<'a>(
     } else {
         let start: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
         return Err(fail(format!(
-            "not a PyTorch checkpoint: it starts with the bytes {}, neither a zip archive (PK\\x03\\x04) nor a legacy torch.save pickle",
+            "it starts with the bytes {}, neither a zip archive (PK\\x03\\x04) nor a legacy torch.save pickle",
             start.join(" ")
         )));
     };
@@ -171,8 +177,8 @@ fn open<'a>(
 }
 
 fn unreadable(path: &Path, reason: String) -> CheckpointError {
-    CheckpointError::Input(format!(
-        "{}: unreadable PyTorch checkpoint: {reason}",
-        path.display()
-    ))
+    CheckpointError::UnreadablePyTorch {
+        path: path.into(),
+        reason,
+    }
 }
