@@ -23,3 +23,19 @@ fn hub_path_of_dot_components_is_refused() {
     assert_eq!(fine.revision, "main.");
     assert_eq!(fine.path.as_deref(), Some("sub/model.safetensors"));
 }
+
+/// Found while writing the `safetensors` target's byte-count check (the fuzzer did not reach
+/// it): an empty tensor whose other dimensions overflow when multiplied is valid, and
+/// `TensorInfo::elements` overflowed on it.
+#[test]
+fn empty_tensor_with_huge_dimensions_has_no_elements() {
+    let header =
+        br#"{"e":{"dtype":"F32","shape":[1099511627776,1099511627776,0],"data_offsets":[0,0]}}"#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header);
+    let file =
+        cs_init::checkpoint::SafetensorsFile::from_bytes("empty.safetensors", bytes).unwrap();
+    let tensor = &file.tensors()[0];
+    assert_eq!(tensor.elements(), 0);
+    assert!(file.data(tensor).is_empty());
+}
