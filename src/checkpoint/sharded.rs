@@ -2,7 +2,7 @@
 //! of every tensor, in the layout Hugging Face writes.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use serde_json::{json, Map, Value};
 
@@ -67,7 +67,7 @@ impl ShardIndex {
                     "weight_map['{tensor}'] is {shard}, expected a file name"
                 )));
             };
-            if Path::new(shard).components().count() != 1 || shard == ".." || shard == "." {
+            if !is_plain_file_name(shard) {
                 return Err(bad(format!(
                     "shard '{shard}' of '{tensor}' is not a plain file name"
                 )));
@@ -167,6 +167,17 @@ impl ShardIndex {
         }
         Ok(())
     }
+}
+
+/// Whether `name` is one file name, nothing else: joined to the index's directory it names a file
+/// in it. `./`, `/`, `a/` and `a/.` are one component to `Path::components` too, but not file
+/// names.
+fn is_plain_file_name(name: &str) -> bool {
+    let mut components = Path::new(name).components();
+    matches!(
+        (components.next(), components.next()),
+        (Some(Component::Normal(file)), None) if file == std::ffi::OsStr::new(name)
+    )
 }
 
 /// An index file's JSON: `metadata` (with `total_size` set to the bytes of all tensors) and the

@@ -10,6 +10,11 @@ use super::state_dict::Named;
 use super::{unreadable, PthTensor};
 use crate::checkpoint::CheckpointError;
 
+/// How many times the bytes of the storages read the tensors may take together. Tied weights
+/// (one storage under two names) need twice; a file with one storage under thousands of names
+/// would otherwise make the output grow with the square of the file's size.
+const SHARING_LIMIT: usize = 16;
+
 /// Reads the tensors' bytes. Each storage is loaded once and kept only while tensors still
 /// need it; the last tensor of a storage takes its bytes without a copy when it covers the
 /// storage exactly.
@@ -24,6 +29,7 @@ pub(super) fn materialize(
     }
     let mut loaded: HashMap<String, Cow<[u8]>> = HashMap::new();
     let mut tensors = Vec::with_capacity(named.len());
+    let (mut storage_bytes, mut output_bytes) = (0usize, 0usize);
     for (name, tensor) in named {
         let bad = |reason: String| CheckpointError::BadTensor {
             path: path.to_path_buf(),
@@ -36,8 +42,13 @@ pub(super) fn materialize(
             .ok_or_else(|| bad(format!("unsupported storage type {}", tensor.type_name)))?;
         let bytes = match loaded.remove(&storage.key) {
             Some(bytes) => bytes,
-            None => data.load(&storage.key).map_err(|e| unreadable(path, e))?,
+            None => {
+                let bytes = data.load(&storage.key).map_err(|e| unreadable(path, e))?;
+                storage_bytes = storage_bytes.saturating_add(bytes.len());
+                bytes
+            }
         };
+        let elem = dtype.bitsize() / 8;
         let left = uses.get_mut(&storage.key).map_or(0, |n| {
             *n = n.saturating_sub(1);
             *n
@@ -46,7 +57,6 @@ pub(super) fn materialize(
             .view_offset
             .checked_add(tensor.offset)
             .ok_or_else(|| bad("the storage offset overflows".into()))?;
-        let elem = dtype.bitsize() / 8;
         let gathered = if left == 0 {
             take_or_gather(bytes, elem, start, &tensor.shape, &tensor.stride)
         } else {
@@ -55,6 +65,14 @@ pub(super) fn materialize(
             gathered
         };
         let data = gathered.map_err(|e| bad(format!("storage '{}': {e}", storage.key)))?;
+        // Each view is at most its storage's size (`gather`): the total is what can grow.
+        output_bytes = output_bytes.saturating_add(data.len());
+        if output_bytes > storage_bytes.saturating_mul(SHARING_LIMIT) {
+            return Err(bad(format!(
+                "with the tensors before it, it takes {output_bytes} bytes, more than {SHARING_LIMIT} times the {storage_bytes} bytes of the storages they view (one storage under many names); \
+                 save the state dict with its tensors cloned ({{k: v.clone() for k, v in state_dict.items()}}) and pass that file"
+            )));
+        }
         tensors.push(PthTensor {
             name,
             dtype,
