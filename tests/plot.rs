@@ -1,10 +1,10 @@
-//! Loss-curve plots and plots on a linear y axis: the SVG is well-formed and shows what it
+//! Loss-curve plots, plots on a linear y axis and on a log x axis: the SVG is well-formed and shows what it
 //! should, the PNG decodes, odd data does not panic, and `write_plot` writes whole files or none.
 
 use std::path::Path;
 
 use cs_init::report::plot::{
-    render, render_with, write_plot, write_plot_with, Axes, Curve, PlotFormat, YScale,
+    render, render_with, write_plot, write_plot_with, Axes, Curve, PlotFormat, XScale, YScale,
 };
 
 fn curve(label: &str, points: impl IntoIterator<Item = (f64, f64)>) -> Curve {
@@ -425,6 +425,7 @@ fn write_plot_writes_svg_and_png_files_and_no_temporaries() {
 const ACCURACY: Axes<'static> = Axes {
     x_label: "epoch",
     y_label: "test accuracy (%)",
+    x_scale: XScale::Linear,
     y_scale: YScale::Linear,
 };
 
@@ -478,6 +479,7 @@ fn loss_axes_are_what_render_and_write_plot_use() {
         );
     }
     assert_eq!(Axes::LOSS.y_scale, YScale::Log);
+    assert_eq!(Axes::LOSS.x_scale, XScale::Linear);
     assert_eq!(Axes::LOSS.x_label, "iteration");
 }
 
@@ -651,4 +653,72 @@ fn write_plot_with_writes_the_linear_plot() {
     let error = write_plot_with(&dir.path().join("a.txt"), "t", &ACCURACY, &curves).unwrap_err();
     assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A log x axis
+
+const SWEEP: Axes<'static> = Axes {
+    x_label: "iterations (log scale)",
+    y_label: "change",
+    x_scale: XScale::Log,
+    y_scale: YScale::Linear,
+};
+
+/// The x coordinates of a path's points.
+fn path_xs(d: &str) -> Vec<f64> {
+    d.split(['M', 'L'])
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split(' ').next().unwrap().parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn log_x_axis_spaces_decades_equally_and_skips_non_positive_x() {
+    let points = [
+        (0.0, 0.0),
+        (1.0, -0.1),
+        (10.0, 0.2),
+        (100.0, 0.3),
+        (1000.0, -0.2),
+    ];
+    let curves = [curve("run", points)];
+    let document = String::from_utf8(render_with(PlotFormat::Svg, "t", &SWEEP, &curves)).unwrap();
+    let elements = parse_xml(&document);
+    let paths: Vec<&Element> = elements.iter().filter(|e| e.name == "path").collect();
+    assert_eq!(paths.len(), 1);
+    let xs = path_xs(paths[0].attribute("d").unwrap());
+    assert_eq!(xs.len(), 4, "x = 0 cannot be shown: {xs:?}");
+    let steps: Vec<f64> = xs.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(steps[0] > 0.0, "{xs:?}");
+    assert!(
+        steps.iter().all(|s| (s - steps[0]).abs() <= 0.2),
+        "{steps:?}"
+    );
+    for label in ["1e0", "1e1", "1e2", "1e3", "iterations (log scale)"] {
+        assert!(document.contains(&format!(">{label}</text>")), "{label}");
+    }
+    // The y axis stays linear: it labels zero and negative values.
+    let ticks = y_ticks(&document);
+    assert!(ticks.contains(&0.0) && ticks[0] <= -0.2, "{ticks:?}");
+    let (width, height, _) = decode_png(&render_with(PlotFormat::Png, "t", &SWEEP, &curves));
+    assert_eq!((width, height), (1200, 700));
+}
+
+#[test]
+fn log_x_edge_cases_render_without_panicking() {
+    for points in [
+        vec![],
+        vec![(0.0, 1.0), (-1.0, 2.0)],
+        vec![(5.0, 1.0)],
+        vec![(1e-300, 1.0), (1e300, 2.0)],
+        vec![(3.0, 1.0), (3.0, 2.0)],
+    ] {
+        let curves = [curve("edge", points)];
+        let document =
+            String::from_utf8(render_with(PlotFormat::Svg, "edge", &SWEEP, &curves)).unwrap();
+        parse_xml(&document);
+        assert!(!document.contains("NaN") && !document.contains("inf"));
+        render_with(PlotFormat::Png, "edge", &SWEEP, &curves);
+    }
 }

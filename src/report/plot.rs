@@ -20,8 +20,8 @@ pub struct Curve {
     /// The legend entry, usually the layer's name (or the training run's).
     pub label: String,
     /// (x, y) pairs in drawing order, such as (iteration, loss). A point with a non-finite
-    /// coordinate, or on a log y axis a non-positive y, cannot be shown: it is skipped and the
-    /// line breaks there. On a linear y axis every finite point is shown, zero and negative too.
+    /// coordinate, or a non-positive one on a log axis, cannot be shown: it is skipped and the
+    /// line breaks there. On linear axes every finite point is shown, zero and negative too.
     pub points: Vec<(f64, f64)>,
 }
 
@@ -34,13 +34,24 @@ pub enum YScale {
     Linear,
 }
 
-/// The axes of a plot: their labels, and the scale of the y axis. The x axis is always linear.
+/// How the x axis maps values to positions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XScale {
+    /// Linear, labeled at round numbers.
+    Linear,
+    /// log10, labeled at powers of ten; for iteration counts spread over decades. A point with
+    /// a non-positive x cannot be shown.
+    Log,
+}
+
+/// The axes of a plot: their labels and scales.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Axes<'a> {
     /// The label under the x axis, such as "iteration" or "epoch".
     pub x_label: &'a str,
     /// The label beside the y axis, reading upwards.
     pub y_label: &'a str,
+    pub x_scale: XScale,
     pub y_scale: YScale,
 }
 
@@ -50,6 +61,7 @@ impl Axes<'static> {
     pub const LOSS: Axes<'static> = Axes {
         x_label: "iteration",
         y_label: "L_CS (log scale)",
+        x_scale: XScale::Linear,
         y_scale: YScale::Log,
     };
 }
@@ -264,11 +276,15 @@ impl Frame {
 fn layout(title: &str, axes: &Axes, curves: &[Curve]) -> Vec<Shape> {
     let runs: Vec<Vec<Vec<Point>>> = curves
         .iter()
-        .map(|c| drawable_runs(&c.points, axes.y_scale))
+        .map(|c| drawable_runs(&c.points, axes))
         .collect();
     let data = || runs.iter().flatten().flatten();
-    let x_axis = LinearAxis::new(data().map(|p| p.0));
-    let y_axis = YAxis::new(axes.y_scale, data().map(|p| p.1));
+    // Unlike the y axis, a linear x axis ends at the data: iterations and epochs start at 0.
+    let x_axis = match axes.x_scale {
+        XScale::Linear => Axis::Linear(LinearAxis::new(data().map(|p| p.0))),
+        XScale::Log => Axis::Log(LogAxis::new(data().map(|p| p.0))),
+    };
+    let y_axis = Axis::new(axes.y_scale, data().map(|p| p.1));
     let legend = Legend::new(curves, PLOT_BOTTOM - PLOT_TOP);
 
     let y_labels = y_axis.labels();
@@ -301,12 +317,17 @@ fn layout(title: &str, axes: &Axes, curves: &[Curve]) -> Vec<Shape> {
     let scale = f64::from(TEXT_SCALE);
 
     // Grid, then the curves over it, then the frame and the ticks over the curves' ends.
-    let x_ticks: Vec<(f64, f64)> = x_axis
-        .ticks()
+    let x_pixel = |value| crisp(frame.at(x_axis.fraction(value), 0.0).0);
+    let x_ticks: Vec<(f64, String)> = x_axis
+        .labels()
         .into_iter()
-        .map(|v| (crisp(frame.at(x_axis.fraction(v), 0.0).0), v))
+        .map(|(v, label)| (x_pixel(v), label))
         .collect();
-    for &(x, _) in &x_ticks {
+    for x in x_ticks
+        .iter()
+        .map(|t| t.0)
+        .chain(x_axis.gridded_minors().into_iter().map(x_pixel))
+    {
         shapes.push(Shape::Line((x, frame.top), (x, frame.bottom), GRID));
     }
     let y_pixel = |value| crisp(frame.at(0.0, y_axis.fraction(value)).1);
@@ -357,14 +378,18 @@ fn layout(title: &str, axes: &Axes, curves: &[Curve]) -> Vec<Shape> {
     ] {
         shapes.push(Shape::Line(from, to, AXIS));
     }
-    for (x, value) in x_ticks {
+    for (x, label) in x_ticks {
         shapes.push(Shape::Line((x, bottom), (x, bottom + 6.0), AXIS));
         shapes.push(text(
             (x, bottom + 10.0 + 7.0 * scale),
-            x_axis.label(value),
+            label,
             Anchor::Middle,
             false,
         ));
+    }
+    for value in x_axis.minors() {
+        let x = x_pixel(value);
+        shapes.push(Shape::Line((x, bottom), (x, bottom + 3.0), AXIS));
     }
     for (value, label) in y_labels {
         let y = y_pixel(value);
@@ -410,27 +435,22 @@ fn layout(title: &str, axes: &Axes, curves: &[Curve]) -> Vec<Shape> {
     shapes
 }
 
-/// Splits a curve into runs of drawable points, as (x, y) with y as the y axis takes it (log10
-/// of the value on a log scale): a point that the axes cannot show ends the run before it, so
-/// that the line breaks instead of bridging it.
-fn drawable_runs(points: &[(f64, f64)], y_scale: YScale) -> Vec<Vec<Point>> {
+/// Splits a curve into runs of drawable points, as (x, y) the way the axes take them (log10 of
+/// the value on a log scale): a point that the axes cannot show ends the run before it, so that
+/// the line breaks instead of bridging it.
+fn drawable_runs(points: &[(f64, f64)], axes: &Axes) -> Vec<Vec<Point>> {
+    let x_log = axes.x_scale == XScale::Log;
+    let y_log = axes.y_scale == YScale::Log;
     let drawable = |&(x, y): &(f64, f64)| {
-        x.is_finite()
-            && y.is_finite()
-            && match y_scale {
-                YScale::Log => y > 0.0,
-                YScale::Linear => true,
-            }
+        x.is_finite() && y.is_finite() && (!x_log || x > 0.0) && (!y_log || y > 0.0)
     };
+    let axis = |v: f64, log: bool| if log { v.log10() } else { v };
     points
         .split(|point| !drawable(point))
         .filter(|run| !run.is_empty())
         .map(|run| {
             run.iter()
-                .map(|&(x, y)| match y_scale {
-                    YScale::Log => (x, y.log10()),
-                    YScale::Linear => (x, y),
-                })
+                .map(|&(x, y)| (axis(x, x_log), axis(y, y_log)))
                 .collect()
         })
         .collect()
@@ -472,8 +492,7 @@ fn fit(text: &str, chars: usize) -> String {
     cut
 }
 
-/// A linear axis over the data's range, with ticks at round numbers: the x axis, and a linear
-/// y axis.
+/// A linear axis over the data's range, with ticks at round numbers.
 struct LinearAxis {
     min: f64,
     max: f64,
@@ -539,34 +558,35 @@ impl LinearAxis {
     }
 }
 
-/// The y axis, in the scale the plot asks for. Its values are the y of [`drawable_runs`]: log10
-/// of the data on a log scale.
-enum YAxis {
+/// An axis in the scale the plot asks for. Its values are those of [`drawable_runs`]: log10 of
+/// the data on a log scale.
+enum Axis {
     Log(LogAxis),
     Linear(LinearAxis),
 }
 
-impl YAxis {
-    fn new(scale: YScale, values: impl Iterator<Item = f64>) -> YAxis {
+impl Axis {
+    /// A y axis.
+    fn new(scale: YScale, values: impl Iterator<Item = f64>) -> Axis {
         match scale {
-            YScale::Log => YAxis::Log(LogAxis::new(values)),
-            YScale::Linear => YAxis::Linear(LinearAxis::new(values).out_to_ticks()),
+            YScale::Log => Axis::Log(LogAxis::new(values)),
+            YScale::Linear => Axis::Linear(LinearAxis::new(values).out_to_ticks()),
         }
     }
 
     fn fraction(&self, value: f64) -> f64 {
         match self {
-            YAxis::Log(axis) => axis.fraction(value),
-            YAxis::Linear(axis) => axis.fraction(value),
+            Axis::Log(axis) => axis.fraction(value),
+            Axis::Linear(axis) => axis.fraction(value),
         }
     }
 
     /// The labeled ticks: (value, label).
     fn labels(&self) -> Vec<(f64, String)> {
         match self {
-            YAxis::Log(axis) => axis.labels(),
+            Axis::Log(axis) => axis.labels(),
             // A range from -MAX to MAX has an infinite step, whose multiple 0 * step is NaN.
-            YAxis::Linear(axis) => axis
+            Axis::Linear(axis) => axis
                 .ticks()
                 .into_iter()
                 .filter(|v| v.is_finite() && axis.fraction(*v).is_finite())
@@ -578,22 +598,22 @@ impl YAxis {
     /// The unlabeled ticks.
     fn minors(&self) -> Vec<f64> {
         match self {
-            YAxis::Log(axis) => axis.minors(),
-            YAxis::Linear(_) => Vec::new(),
+            Axis::Log(axis) => axis.minors(),
+            Axis::Linear(_) => Vec::new(),
         }
     }
 
     /// The grid lines besides those at the labeled ticks.
     fn gridded_minors(&self) -> Vec<f64> {
         match self {
-            YAxis::Log(axis) => axis.gridded_minors(),
-            YAxis::Linear(_) => Vec::new(),
+            Axis::Log(axis) => axis.gridded_minors(),
+            Axis::Linear(_) => Vec::new(),
         }
     }
 }
 
-/// The loss axis: log10, over whole decades so that both ends are labeled. Values are log10
-/// of the losses.
+/// A log axis (the loss axis, or iterations): log10, over whole decades so that both ends are
+/// labeled. Values are log10 of the data.
 struct LogAxis {
     /// The exponents of the ends.
     low: f64,
