@@ -221,12 +221,15 @@ struct Layer {
     inputs: BTreeMap<Input, Tensor>,
 }
 
+/// Conv weights by name.
+type Convs = Vec<(String, Tensor)>;
+
 /// The conv weights of a subject at its start, and the network that runs them (if any).
 fn start_weights(
     subject: Subject,
     seed: u64,
     checkpoint: Option<&Path>,
-) -> Result<(Vec<(String, Tensor)>, Option<Network>)> {
+) -> Result<(Convs, Option<Network>)> {
     let network = match (subject, checkpoint) {
         (Subject::Resnet18, _) => {
             let tensors = cs_init::arch::Architecture::Resnet18.tensors(seed)?;
