@@ -197,6 +197,35 @@ impl GridArgs {
     }
 }
 
+/// `value` with every fractional number rounded to 6 significant digits: the records are
+/// committed, and 17 digits of a mean over a few layers are noise.
+fn rounded(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if !(n.is_u64() || n.is_i64()) => n
+            .as_f64()
+            .and_then(|x| format!("{x:.5e}").parse::<f64>().ok())
+            .map_or(Value::Number(n), Value::from),
+        Value::Array(items) => Value::Array(items.into_iter().map(rounded).collect()),
+        Value::Object(map) => {
+            Value::Object(map.into_iter().map(|(k, v)| (k, rounded(v))).collect())
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rounding_keeps_six_significant_digits_and_integers() {
+        let value = serde_json::json!({"a": [0.123456789, 12345678.9, 3], "b": {"c": -1.0e-9}});
+        assert_eq!(
+            super::rounded(value),
+            serde_json::json!({"a": [0.123457, 12345700.0, 3], "b": {"c": -1.0e-9}})
+        );
+    }
+}
+
 /// Opens `path` for writing, naming it in the error.
 fn create(path: &PathBuf) -> Result<std::fs::File> {
     std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))
@@ -209,7 +238,7 @@ fn run_sweep(args: SweepArgs) -> Result<()> {
     let config = args.grid.config(accuracy)?;
     let mut file = create(&args.output)?;
     sweep(&config, &mut |record| {
-        let line = serde_json::to_string(record)?;
+        let line = serde_json::to_string(&rounded(serde_json::to_value(record)?))?;
         writeln!(file, "{line}")?;
         file.flush()?;
         let uniform = record.probe.get("uniform/same");
@@ -234,7 +263,7 @@ fn run_identity(args: IdentityArgs) -> Result<()> {
     let config = args.grid.config(None)?;
     let mut file = create(&args.output)?;
     for record in identity_check(&config, args.inputs_per_layer, args.max_width)? {
-        let line = serde_json::to_string(&record)?;
+        let line = serde_json::to_string(&rounded(serde_json::to_value(&record)?))?;
         println!("{line}");
         writeln!(file, "{line}")?;
     }
