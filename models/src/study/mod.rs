@@ -206,11 +206,50 @@ pub struct Record {
     pub turn_degrees: f64,
     pub kernel_cosine_before: f64,
     pub kernel_cosine_after: f64,
+    /// The shape of the filters, averaged over layers and filters ([`FilterShape`]).
+    pub shape_before: FilterShape,
+    pub shape_after: FilterShape,
     /// By [`probe_key`].
     pub probe: BTreeMap<String, ProbeChange>,
     pub accuracy: Option<AccuracyRecord>,
     /// Wall time of the minimization and the measurements.
     pub seconds: f64,
+}
+
+/// How a filter's weights are spread, relative to its norm: what the probe's figures depend on
+/// besides the filters' mutual directions (docs/math.md, "The input's mean").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct FilterShape {
+    /// `max |w| / ||w||`: 1 for a filter with a single non-zero weight, `1/sqrt(n)` at the
+    /// other end.
+    pub peak: f64,
+    /// `|sum w| / ||w||`: the filter's response to a constant input; about 0.8 for random
+    /// weights (`E|z|` for z standard normal), 1 for a single weight.
+    pub dc: f64,
+}
+
+impl FilterShape {
+    /// The mean over the filters of `weight` (zero filters left out).
+    pub fn of(weight: &Tensor) -> Result<FilterShape> {
+        let rows = weight
+            .flatten_from(1)?
+            .to_dtype(DType::F64)?
+            .to_vec2::<f64>()?;
+        let (mut shape, mut count) = (FilterShape::default(), 0);
+        for row in rows {
+            let norm = row.iter().map(|x| x * x).sum::<f64>().sqrt();
+            if norm > 0.0 {
+                shape.peak += row.iter().fold(0.0f64, |m, x| m.max(x.abs())) / norm;
+                shape.dc += row.iter().sum::<f64>().abs() / norm;
+                count += 1;
+            }
+        }
+        if count > 0 {
+            shape.peak /= count as f64;
+            shape.dc /= count as f64;
+        }
+        Ok(shape)
+    }
 }
 
 /// A conv layer of the starting network, with the inputs it is probed on.
@@ -420,6 +459,7 @@ fn accuracy(config: &SweepConfig, weights: &BTreeMap<String, Tensor>) -> Result<
 /// Per layer, what a run is compared with: its figures at the start.
 struct Before {
     metrics: LayerMetrics,
+    shape: FilterShape,
     probe: BTreeMap<String, FeatureSimilarity>,
 }
 
@@ -443,6 +483,7 @@ pub fn sweep(config: &SweepConfig, emit: &mut dyn FnMut(&Record) -> Result<()>) 
                 .map(|(l, probe)| {
                     Ok(Before {
                         metrics: LayerMetrics::measure(&l.weight, variant)?,
+                        shape: FilterShape::of(&l.weight)?,
                         probe: probe.clone(),
                     })
                 })
@@ -485,6 +526,7 @@ fn run(
     let (mut kernel_before, mut kernel_after) = (0.0, 0.0);
     let (mut norm_mean, mut norm_min, mut norm_max) = (0.0, f64::INFINITY, f64::NEG_INFINITY);
     let mut turn = 0.0;
+    let (mut shape_before, mut shape_after) = (FilterShape::default(), FilterShape::default());
     let mut probe: BTreeMap<String, (ProbeChange, f64)> = BTreeMap::new();
     for (layer, before) in layers.iter().zip(before) {
         let weight = match optimizer {
@@ -524,6 +566,11 @@ fn run(
         norm_min = norm_min.min(norms.min);
         norm_max = norm_max.max(norms.max);
         turn += turn_degrees(&layer.weight, &weight)?;
+        let shape = FilterShape::of(&weight)?;
+        shape_before.peak += before.shape.peak / layers.len() as f64;
+        shape_before.dc += before.shape.dc / layers.len() as f64;
+        shape_after.peak += shape.peak / layers.len() as f64;
+        shape_after.dc += shape.dc / layers.len() as f64;
         let figures = if optimizer.is_some() {
             probe_figures(&weight, layer)?
         } else {
@@ -597,6 +644,8 @@ fn run(
         turn_degrees: turn / n,
         kernel_cosine_before: kernel_before / n,
         kernel_cosine_after: kernel_after / n,
+        shape_before,
+        shape_after,
         probe,
         accuracy,
         seconds: started.elapsed().as_secs_f64(),
@@ -691,6 +740,19 @@ mod tests {
         let after = Tensor::new(&[[3f32, 0.], [5., 0.], [0., 0.]], &Device::Cpu).unwrap();
         let turn = turn_degrees(&before, &after).unwrap();
         assert!((turn - 45.0).abs() < 1e-9, "{turn}");
+    }
+
+    #[test]
+    fn filter_shape_tells_single_weights_from_spread_ones() {
+        let weight = Tensor::new(
+            &[[0f32, -3., 0., 0.], [1., 1., 1., 1.], [0., 0., 0., 0.]],
+            &Device::Cpu,
+        )
+        .unwrap();
+        let shape = FilterShape::of(&weight).unwrap();
+        // (1 + 1/2) / 2 and (1 + 4/2) / 2; the zero filter is left out.
+        assert!((shape.peak - 0.75).abs() < 1e-12, "{shape:?}");
+        assert!((shape.dc - 1.5).abs() < 1e-12, "{shape:?}");
     }
 
     #[test]

@@ -183,8 +183,8 @@ pub fn runs_table(records: &[Record], padding: Padding) -> String {
             super::padding_name(padding),
             if seeds == 1 { "" } else { "s" }
         );
-        let mut header = "| mode | lr | iters | L_CS reduction % | norm ratio | turn ° | scale-free after/before |".to_string();
-        let mut rule = "|---|---|---|---|---|---|---|".to_string();
+        let mut header = "| mode | lr | iters | L_CS reduction % | norm ratio | turn ° | scale-free after/before | peak | dc |".to_string();
+        let mut rule = "|---|---|---|---|---|---|---|---|---|".to_string();
         for input in &inputs {
             let _ = write!(header, " Δ\\|cos\\| {input} | Δinner {input} |");
             rule.push_str("---|---|");
@@ -196,7 +196,7 @@ pub fn runs_table(records: &[Record], padding: Padding) -> String {
         {
             let _ = write!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 mode_label(g.keep_norm),
                 lr_label(g.lr),
                 g.iters,
@@ -205,6 +205,8 @@ pub fn runs_table(records: &[Record], padding: Padding) -> String {
                 g.stat(|r| Some(r.turn_degrees)).show(1),
                 g.stat(|r| Some(r.scale_free_after / r.scale_free_before))
                     .show(3),
+                g.stat(|r| Some(r.shape_after.peak)).show(2),
+                g.stat(|r| Some(r.shape_after.dc)).show(2),
             );
             for &input in &inputs {
                 let key = probe_key(input, padding);
@@ -421,6 +423,7 @@ pub fn write_plots(records: &[Record], dir: &Path, extensions: &[&str]) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::study::FilterShape;
     use std::collections::BTreeMap;
 
     fn record(seed: u64, lr: Option<f64>, iters: usize, cosine_after: f64) -> Record {
@@ -458,6 +461,8 @@ mod tests {
             turn_degrees: 10.0,
             kernel_cosine_before: 0.1,
             kernel_cosine_after: 0.1,
+            shape_before: FilterShape::default(),
+            shape_after: FilterShape::default(),
             probe,
             accuracy: None,
             seconds: 1.0,
