@@ -8,22 +8,31 @@
 //! - [`run`]: one run of the main job (settings, input, plan, engine, writer, report), shared by
 //!   the command line and the service.
 //!
-//! As a regularizer in a candle training loop:
+//! As a regularizer in a candle training step:
 //!
 //! ```
 //! use candle_core::{Device, Tensor, Var};
+//! use candle_nn::{Optimizer, SGD};
 //! use cs_init::similarity::{conv_similarity, Variant};
 //!
 //! let conv = Var::from_tensor(&Tensor::randn(0f32, 0.1, (16, 3, 3, 3), &Device::Cpu)?)?;
+//! let mut optimizer = SGD::new(vec![conv.clone()], 0.1)?;
+//! let before = conv_similarity(conv.as_tensor(), Variant::Paper)?.to_scalar::<f32>()?;
 //! let task_loss = conv.sqr()?.mean_all()?; // stands for the model's loss
 //! let loss = (task_loss + (conv_similarity(conv.as_tensor(), Variant::Paper)? * 1e-3)?)?;
-//! let grads = loss.backward()?;
-//! assert!(grads.get(conv.as_tensor()).is_some());
+//! optimizer.backward_step(&loss)?;
+//! let after = conv_similarity(conv.as_tensor(), Variant::Paper)?.to_scalar::<f32>()?;
+//! assert!(after < before);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! The library's default build is the math, the checkpoint formats and the pipeline. Features add
+//! the rest: `hub` (downloads from the Hugging Face Hub), `cli` (the command line, `cs_init::cli`,
+//! which the `cs-init` binary in `cli/` calls), `serve` (the job service), `cuda` and `metal`.
 
 pub mod arch;
 pub mod checkpoint;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod device;
 mod error;

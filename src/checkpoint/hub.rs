@@ -7,9 +7,6 @@
 
 use std::path::{Path, PathBuf};
 
-use hf_hub::api::sync::ApiBuilder;
-use hf_hub::{Repo, RepoType};
-
 use super::{CheckpointError, Result, ShardIndex, INDEX_FILE};
 
 const SINGLE_FILE: &str = "model.safetensors";
@@ -139,8 +136,13 @@ pub struct HubEnv {
 
 impl HubEnv {
     /// The token, for callers that must keep it out of what they show (the service's redaction).
-    pub(crate) fn token(&self) -> Option<&str> {
+    pub fn token(&self) -> Option<&str> {
         self.token.as_deref()
+    }
+
+    /// The Hub's address when it is not the default one.
+    pub fn endpoint(&self) -> Option<&str> {
+        self.endpoint.as_deref()
     }
 
     pub fn from_env() -> Self {
@@ -220,6 +222,8 @@ pub fn fetch(source: &HubSource, env: &HubEnv, progress: bool) -> Result<HubFile
 struct Fetcher<'a> {
     source: &'a HubSource,
     env: &'a HubEnv,
+    // Only downloads show progress.
+    #[cfg_attr(not(feature = "hub"), allow(dead_code))]
     progress: bool,
 }
 
@@ -240,7 +244,11 @@ impl Fetcher<'_> {
     }
 
     /// Downloads `file`; `None` when the repository has no such file.
+    #[cfg(feature = "hub")]
     fn download(&self, file: &str) -> Result<Option<PathBuf>> {
+        use hf_hub::api::sync::ApiBuilder;
+        use hf_hub::{Repo, RepoType};
+
         let mut builder = ApiBuilder::from_cache(hf_hub::Cache::new(self.env.cache.clone()))
             .with_progress(self.progress)
             .with_token(self.env.token.clone());
@@ -263,6 +271,16 @@ impl Fetcher<'_> {
                 &format!("{e} (for a private or gated repository set HF_TOKEN; to use the cache only set HF_HUB_OFFLINE=1)"),
             )),
         }
+    }
+
+    /// Without the `hub` feature only the cache is read: a library user who wants downloads
+    /// turns the feature on (the `cs-init` binary has it).
+    #[cfg(not(feature = "hub"))]
+    fn download(&self, file: &str) -> Result<Option<PathBuf>> {
+        Err(self.error(
+            file,
+            "not in the Hub cache, and this build cannot download (the library's `hub` feature is off)",
+        ))
     }
 
     /// A file that must exist: cached, or downloaded when allowed.

@@ -2,7 +2,6 @@
 #![allow(dead_code)]
 
 pub mod hub_cache;
-pub mod server;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -242,7 +241,7 @@ pub fn no_outputs(dir: &Path, keep: &[&str]) {
 /// `../shared/data/checkpoints`, which developer checkouts and CI have; `None`, said on stderr,
 /// elsewhere.
 pub fn shared_checkpoints() -> Option<std::path::PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/checkpoints");
+    let dir = repository().join("../shared/data/checkpoints");
     if dir.is_dir() {
         Some(dir)
     } else {
@@ -259,21 +258,12 @@ pub fn shared_checkpoint(name: &str) -> Option<std::path::PathBuf> {
     shared_checkpoints().map(|dir| dir.join(name))
 }
 
-/// Runs the `cs-init` binary in `dir`.
-pub fn cs_init(args: &[&str], dir: &Path) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_cs-init"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("cs-init runs")
-}
-
-/// Runs the `cs-init` binary in `dir`; fails the test with its stderr unless it succeeds.
-pub fn cs_init_ok(args: &[&str], dir: &Path) {
-    let out = cs_init(args, dir);
-    assert!(
-        out.status.success(),
-        "cs-init {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// The repository's root, where `checkpoints/`, `tests/fixtures/` and `../shared` are: the
+/// library's manifest directory, also when the binary's tests (`cli/tests/`) include this file.
+pub fn repository() -> std::path::PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    match manifest.file_name() {
+        Some(name) if name == "cli" => manifest.parent().expect("cli/ has a parent").into(),
+        _ => manifest.into(),
+    }
 }

@@ -6,7 +6,7 @@ use std::process::Command;
 
 #[test]
 fn the_paper_networks_regenerate_byte_for_byte() {
-    let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoints");
+    let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../checkpoints");
     let dir = tempfile::tempdir().unwrap();
     for net in ["cnn1", "cnn2"] {
         let output = dir.path().join(format!("{net}.cs.safetensors"));
