@@ -240,7 +240,7 @@ fn memory() {
                 let mut w = data.clone();
                 let base = LIVE.load(Ordering::Relaxed);
                 PEAK.store(base, Ordering::Relaxed);
-                fused::minimize(&mut w, &geometry, &settings, &mut |_, _| {
+                cs_init::minimize::fused::minimize(&mut w, &geometry, &settings, &mut |_, _| {
                     std::ops::ControlFlow::Continue(())
                 })
                 .unwrap();

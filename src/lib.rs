@@ -35,6 +35,8 @@ pub mod probe;
 pub mod report;
 pub mod reproduce;
 pub mod run;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod sharding;
 pub mod similarity;
 

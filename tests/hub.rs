@@ -4,40 +4,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
+use common::hub_cache::{cache_file, set_ref};
 use common::{check_output, no_outputs, small_network};
 use cs_init::checkpoint::{serialize, Dtype};
 
 const MAIN: &str = "0123456789abcdef0123456789abcdef01234567";
 const V1: &str = "89abcdef0123456789abcdef0123456789abcdef";
-
-/// Stores `bytes` as `file` of `repo` at `commit` (a blob plus a snapshot symlink to it).
-fn cache_file(cache: &Path, repo: &str, commit: &str, file: &str, bytes: &[u8]) -> PathBuf {
-    let dir = cache.join(format!("models--{}", repo.replace('/', "--")));
-    let blob = dir
-        .join("blobs")
-        .join(format!("{:x}", bytes.len() * 7919 + file.len()));
-    std::fs::create_dir_all(blob.parent().unwrap()).unwrap();
-    std::fs::write(&blob, bytes).unwrap();
-    let link = dir.join("snapshots").join(commit).join(file);
-    std::fs::create_dir_all(link.parent().unwrap()).unwrap();
-    let depth = file.matches('/').count() + 2;
-    let target = Path::new(&"../".repeat(depth))
-        .join("blobs")
-        .join(blob.file_name().unwrap());
-    std::os::unix::fs::symlink(target, &link).unwrap();
-    link
-}
-
-fn set_ref(cache: &Path, repo: &str, name: &str, commit: &str) {
-    let refs = cache
-        .join(format!("models--{}", repo.replace('/', "--")))
-        .join("refs");
-    std::fs::create_dir_all(&refs).unwrap();
-    std::fs::write(refs.join(name), commit).unwrap();
-}
 
 fn network(tensors: usize) -> Vec<u8> {
     serialize(None, &small_network(Dtype::F32)[..tensors])

@@ -3,7 +3,6 @@
 
 mod error;
 mod hub;
-mod pickle;
 mod pytorch;
 mod reader;
 mod sharded;
@@ -13,10 +12,12 @@ mod writer;
 
 pub use error::CheckpointError;
 pub use hub::{HubEnv, HubSource};
-pub use pytorch::{looks_like_pth, read_pth, PthCheckpoint, PthTensor};
+pub use pytorch::{check_pth, looks_like_pth, read_pth, read_pth_bytes, PthCheckpoint, PthTensor};
 pub use reader::{SafetensorsFile, TensorInfo};
 pub use sharded::{index_json, ShardIndex, INDEX_FILE};
-pub use source::{built_in_bytes, built_in_file, Input, Opened, PthOptions, ResolveOptions};
+pub use source::{
+    built_in_bytes, built_in_file, built_in_names, Input, Opened, PthOptions, ResolveOptions,
+};
 pub use tensor_bytes::{candle_dtype, tensor_from_bytes, tensor_to_bytes};
 pub use writer::{
     remove_pending_outputs, serialize, HeaderEntry, OutputDir, OutputFile, SafetensorsWriter,

@@ -8,6 +8,8 @@ mod plan;
 mod progress;
 mod reproduce;
 mod run;
+#[cfg(feature = "serve")]
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -65,6 +67,9 @@ enum Command {
     Check(check::CheckArgs),
     /// Re-run the paper's 1-D experiments (Tables 1, 3, 6) and print them next to the paper's.
     Reproduce(reproduce::ReproduceArgs),
+    /// Run the job service: an HTTP API, a web page, a job store (docs/service.md).
+    #[cfg(feature = "serve")]
+    Serve(serve::ServeArgs),
 }
 
 /// Options every command takes.
@@ -258,13 +263,20 @@ pub fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
-    init_tracing(&cli.global);
-    ctrlc::set_handler(|| {
-        crate::checkpoint::remove_pending_outputs();
-        eprintln!("cs-init: interrupted; no output was written");
-        std::process::exit(130);
-    })
-    .ok();
+    #[cfg(feature = "serve")]
+    let serving = matches!(cli.command, Some(Command::Serve(_)));
+    #[cfg(not(feature = "serve"))]
+    let serving = false;
+    init_tracing(&cli.global, serving);
+    // The service stops gracefully on its own signal handlers instead.
+    if !serving {
+        ctrlc::set_handler(|| {
+            crate::checkpoint::remove_pending_outputs();
+            eprintln!("cs-init: interrupted; no output was written");
+            std::process::exit(130);
+        })
+        .ok();
+    }
     let quiet = cli.global.quiet;
     let result = match cli.command {
         Some(Command::Plan(args)) => plan::run(args),
@@ -272,6 +284,8 @@ pub fn main() -> ExitCode {
         Some(Command::New(args)) => new::run(args, quiet),
         Some(Command::Check(args)) => check::run(args, quiet),
         Some(Command::Reproduce(args)) => reproduce::run(args, quiet),
+        #[cfg(feature = "serve")]
+        Some(Command::Serve(args)) => serve::run(args),
         None => run::run(cli.run, quiet),
     };
     match result {
@@ -295,9 +309,11 @@ fn is_usage(e: &anyhow::Error) -> bool {
         )
 }
 
-fn init_tracing(global: &GlobalArgs) {
+/// Logs on stderr: warnings for a command, what happens to each job for the service.
+fn init_tracing(global: &GlobalArgs, serving: bool) {
     let level = match (global.quiet, global.verbose) {
         (true, _) => "error",
+        (false, 0) if serving => "info",
         (false, 0) => "warn",
         (false, 1) => "debug",
         (false, _) => "trace",

@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::report::{shape, LayerReport, Status};
+use crate::report::{shape, LayerReport, Outcome};
 use crate::run::{LayerStart, Observer};
 
 pub struct Progress {
@@ -61,21 +61,23 @@ impl Observer for Progress {
 
     fn layer_finished(&mut self, layer: &LayerReport) {
         self.finish();
-        if self.quiet || layer.status == Status::Skipped {
-            return;
-        }
-        let line = match (layer.status, layer.loss_before, layer.loss_after) {
-            (Status::Optimized, Some(b), Some(a)) => format!(
-                "{}: L_CS {b:.3e} -> {a:.3e} ({:.1}%) in {:.2} s",
+        let line = match &layer.outcome {
+            _ if self.quiet => return,
+            Outcome::Skipped { .. } => return,
+            Outcome::Optimized {
+                before,
+                after,
+                work,
+                ..
+            } => format!(
+                "{}: L_CS {:.3e} -> {:.3e} ({:.1}%) in {:.2} s",
                 self.prefix,
+                before.metrics.loss,
+                after.metrics.loss,
                 layer.reduction_percent().unwrap_or(0.0),
-                layer.seconds
+                work.seconds
             ),
-            _ => format!(
-                "{}: {}",
-                self.prefix,
-                layer.reason.as_deref().unwrap_or("diverged")
-            ),
+            Outcome::Diverged { reason, .. } => format!("{}: {reason}", self.prefix),
         };
         eprintln!("{line}");
     }

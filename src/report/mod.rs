@@ -9,7 +9,7 @@ pub use table::{layer_table, plan_table, render, shape};
 
 use serde::Serialize;
 
-use crate::metrics::NormRatio;
+use crate::metrics::{LayerMetrics, NormRatio};
 use crate::plan::ConvKind;
 
 /// Version of the JSON report layout; bumped on incompatible changes.
@@ -18,7 +18,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// At most this many points of each loss curve are kept in reports.
 pub const MAX_CURVE_POINTS: usize = 1000;
 
-/// What happened to a conv tensor.
+/// What happened to a conv tensor, in one word (the report's `status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
@@ -55,68 +55,173 @@ impl Curve {
     }
 }
 
-/// One conv tensor of a run.
-#[derive(Debug, Clone, Serialize)]
+/// Figures of a conv weight at one moment: before the run, or as written.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Figures {
+    pub metrics: LayerMetrics,
+    /// Mean |cos| between the feature maps of filter pairs on the probe's inputs (conv2d only).
+    pub feature_cosine: Option<f64>,
+}
+
+/// The optimizer's work on a tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Work {
+    /// Steps taken (up to the divergence, for a diverged tensor).
+    pub iterations: usize,
+    pub seconds: f64,
+    pub curve: Curve,
+}
+
+/// What happened to a conv tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Left alone: the selection rules, or a weight holding NaN or Inf.
+    Skipped { reason: String },
+    Optimized {
+        before: Figures,
+        after: Figures,
+        norm_ratio: NormRatio,
+        work: Work,
+    },
+    /// The loss or the weights stopped being finite; the tensor kept its input values.
+    Diverged {
+        before: Figures,
+        reason: String,
+        work: Work,
+    },
+}
+
+/// One conv tensor of a run. Serialized in the flat layout of `schema_version` 1.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(into = "LayerRecord")]
 pub struct LayerReport {
     pub name: String,
     /// Shape as stored in the file.
     pub shape: Vec<usize>,
     pub dtype: String,
     pub kind: ConvKind,
-    pub status: Status,
-    /// Why it was skipped or diverged.
-    pub reason: Option<String>,
-    pub loss_before: Option<f64>,
-    pub loss_after: Option<f64>,
-    pub scale_free_before: Option<f64>,
-    pub scale_free_after: Option<f64>,
-    pub norm_ratio: Option<NormRatio>,
-    pub kernel_cosine_before: Option<f64>,
-    pub kernel_cosine_after: Option<f64>,
-    /// Mean |cos| between the feature maps of filter pairs on the probe's inputs (conv2d only).
-    pub feature_cosine_before: Option<f64>,
-    pub feature_cosine_after: Option<f64>,
-    pub iterations: usize,
-    pub seconds: f64,
-    pub curve: Option<Curve>,
+    pub outcome: Outcome,
 }
 
 impl LayerReport {
-    /// A conv tensor left alone.
-    pub fn skipped(
-        name: &str,
-        shape: &[usize],
-        dtype: &str,
-        kind: ConvKind,
-        reason: String,
-    ) -> Self {
+    pub fn new(name: &str, shape: &[usize], dtype: &str, kind: ConvKind, outcome: Outcome) -> Self {
         Self {
             name: name.into(),
             shape: shape.to_vec(),
             dtype: dtype.into(),
             kind,
-            status: Status::Skipped,
-            reason: Some(reason),
-            loss_before: None,
-            loss_after: None,
-            scale_free_before: None,
-            scale_free_after: None,
-            norm_ratio: None,
-            kernel_cosine_before: None,
-            kernel_cosine_after: None,
-            feature_cosine_before: None,
-            feature_cosine_after: None,
-            iterations: 0,
-            seconds: 0.0,
-            curve: None,
+            outcome,
         }
+    }
+
+    pub fn status(&self) -> Status {
+        match self.outcome {
+            Outcome::Skipped { .. } => Status::Skipped,
+            Outcome::Optimized { .. } => Status::Optimized,
+            Outcome::Diverged { .. } => Status::Diverged,
+        }
+    }
+
+    /// Why it was skipped or diverged.
+    pub fn reason(&self) -> Option<&str> {
+        match &self.outcome {
+            Outcome::Skipped { reason } | Outcome::Diverged { reason, .. } => Some(reason),
+            Outcome::Optimized { .. } => None,
+        }
+    }
+
+    pub fn before(&self) -> Option<&Figures> {
+        match &self.outcome {
+            Outcome::Optimized { before, .. } | Outcome::Diverged { before, .. } => Some(before),
+            Outcome::Skipped { .. } => None,
+        }
+    }
+
+    pub fn after(&self) -> Option<&Figures> {
+        match &self.outcome {
+            Outcome::Optimized { after, .. } => Some(after),
+            _ => None,
+        }
+    }
+
+    pub fn norm_ratio(&self) -> Option<&NormRatio> {
+        match &self.outcome {
+            Outcome::Optimized { norm_ratio, .. } => Some(norm_ratio),
+            _ => None,
+        }
+    }
+
+    pub fn work(&self) -> Option<&Work> {
+        match &self.outcome {
+            Outcome::Optimized { work, .. } | Outcome::Diverged { work, .. } => Some(work),
+            Outcome::Skipped { .. } => None,
+        }
+    }
+
+    /// Seconds spent minimizing.
+    pub fn seconds(&self) -> f64 {
+        self.work().map_or(0.0, |w| w.seconds)
     }
 
     /// `100 (before - after) / before`, when both are known.
     pub fn reduction_percent(&self) -> Option<f64> {
-        match (self.loss_before, self.loss_after) {
-            (Some(b), Some(a)) if b > 0.0 => Some(100.0 * (b - a) / b),
+        match (self.before(), self.after()) {
+            (Some(b), Some(a)) if b.metrics.loss > 0.0 => {
+                Some(100.0 * (b.metrics.loss - a.metrics.loss) / b.metrics.loss)
+            }
             _ => None,
+        }
+    }
+}
+
+/// A layer in the report's JSON (`schema_version` 1): flat `_before`/`_after` fields, `null`
+/// where a figure does not exist.
+#[derive(Serialize)]
+struct LayerRecord {
+    name: String,
+    shape: Vec<usize>,
+    dtype: String,
+    kind: ConvKind,
+    status: Status,
+    reason: Option<String>,
+    loss_before: Option<f64>,
+    loss_after: Option<f64>,
+    scale_free_before: Option<f64>,
+    scale_free_after: Option<f64>,
+    norm_ratio: Option<NormRatio>,
+    kernel_cosine_before: Option<f64>,
+    kernel_cosine_after: Option<f64>,
+    feature_cosine_before: Option<f64>,
+    feature_cosine_after: Option<f64>,
+    iterations: usize,
+    seconds: f64,
+    curve: Option<Curve>,
+}
+
+impl From<LayerReport> for LayerRecord {
+    fn from(l: LayerReport) -> Self {
+        let (before, after) = (l.before().copied(), l.after().copied());
+        let figure =
+            |f: Option<Figures>, pick: fn(&Figures) -> Option<f64>| f.as_ref().and_then(pick);
+        Self {
+            status: l.status(),
+            reason: l.reason().map(str::to_string),
+            loss_before: figure(before, |f| Some(f.metrics.loss)),
+            loss_after: figure(after, |f| Some(f.metrics.loss)),
+            scale_free_before: figure(before, |f| Some(f.metrics.scale_free)),
+            scale_free_after: figure(after, |f| Some(f.metrics.scale_free)),
+            norm_ratio: l.norm_ratio().copied(),
+            kernel_cosine_before: figure(before, |f| Some(f.metrics.kernel_cosine)),
+            kernel_cosine_after: figure(after, |f| Some(f.metrics.kernel_cosine)),
+            feature_cosine_before: figure(before, |f| f.feature_cosine),
+            feature_cosine_after: figure(after, |f| f.feature_cosine),
+            iterations: l.work().map_or(0, |w| w.iterations),
+            seconds: l.seconds(),
+            curve: l.work().map(|w| w.curve.clone()),
+            name: l.name,
+            shape: l.shape,
+            dtype: l.dtype,
+            kind: l.kind,
         }
     }
 }
@@ -147,16 +252,16 @@ impl Totals {
             ..Totals::default()
         };
         for l in layers {
-            match l.status {
-                Status::Optimized => {
+            match &l.outcome {
+                Outcome::Optimized { before, after, .. } => {
                     t.optimized += 1;
-                    t.loss_before += l.loss_before.unwrap_or(0.0);
-                    t.loss_after += l.loss_after.unwrap_or(0.0);
+                    t.loss_before += before.metrics.loss;
+                    t.loss_after += after.metrics.loss;
                 }
-                Status::Skipped => t.skipped += 1,
-                Status::Diverged => t.diverged += 1,
+                Outcome::Skipped { .. } => t.skipped += 1,
+                Outcome::Diverged { .. } => t.diverged += 1,
             }
-            t.optimize_seconds += l.seconds;
+            t.optimize_seconds += l.seconds();
         }
         t
     }

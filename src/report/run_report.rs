@@ -65,12 +65,13 @@ impl RunReport {
             .layers
             .iter()
             .filter_map(|l| {
-                l.curve.as_ref().map(|c| plot::Curve {
+                l.work().map(|w| plot::Curve {
                     label: l.name.clone(),
-                    points: c
+                    points: w
+                        .curve
                         .iteration
                         .iter()
-                        .zip(&c.loss)
+                        .zip(&w.curve.loss)
                         .map(|(&i, &y)| (i as f64, y))
                         .collect(),
                 })

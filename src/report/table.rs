@@ -1,6 +1,6 @@
 //! Compact terminal tables.
 
-use super::{LayerReport, Status};
+use super::{Figures, LayerReport, Outcome};
 use crate::plan::PlanEntry;
 
 /// `64x3x7x7`, or `scalar` for a 0-d tensor.
@@ -52,10 +52,13 @@ pub fn layer_table(layers: &[LayerReport]) -> String {
     let rows: Vec<Vec<String>> = layers
         .iter()
         .map(|l| {
-            let change = match l.status {
-                Status::Optimized => format!("{} -> {}", sci(l.loss_before), sci(l.loss_after)),
-                Status::Skipped => format!("skipped: {}", l.reason.as_deref().unwrap_or("")),
-                Status::Diverged => format!("diverged: {}", l.reason.as_deref().unwrap_or("")),
+            let loss = |f: Option<&Figures>| f.map(|f| f.metrics.loss);
+            let change = match &l.outcome {
+                Outcome::Optimized { before, after, .. } => {
+                    format!("{} -> {}", sci(loss(Some(before))), sci(loss(Some(after))))
+                }
+                Outcome::Skipped { reason } => format!("skipped: {reason}"),
+                Outcome::Diverged { reason, .. } => format!("diverged: {reason}"),
             };
             vec![
                 l.name.clone(),
@@ -63,9 +66,12 @@ pub fn layer_table(layers: &[LayerReport]) -> String {
                 change,
                 l.reduction_percent()
                     .map_or("-".into(), |r| format!("{r:.1}%")),
-                l.norm_ratio
+                l.norm_ratio()
                     .map_or("-".into(), |n| format!("{:.3}", n.mean)),
-                match (l.feature_cosine_before, l.feature_cosine_after) {
+                match (
+                    l.before().and_then(|f| f.feature_cosine),
+                    l.after().and_then(|f| f.feature_cosine),
+                ) {
                     (Some(b), Some(a)) => format!("{b:.3} -> {a:.3}"),
                     _ => "-".into(),
                 },

@@ -35,7 +35,7 @@ use crate::checkpoint::{
     index_json, Input, Opened, OutputDir, OutputFile, ResolveOptions, INDEX_FILE,
 };
 use crate::minimize::Engine;
-use crate::plan::{plan, PlanEntry};
+use crate::plan::{plan_files, PlanEntry};
 use crate::probe::Probe;
 use crate::report::{ReportSettings, RunReport, Totals};
 use crate::sharding::Sharding;
@@ -43,6 +43,7 @@ use digest::HashingWriter;
 use outputs::OutputPaths;
 use pipeline::{items, process, Job, LayerCount};
 
+pub use digest::hex;
 pub use error::RunError;
 pub use observer::{LayerStart, Observer, Silent};
 pub use outputs::Destination;
@@ -66,6 +67,7 @@ pub struct Prepared {
     plans: Vec<Vec<PlanEntry>>,
     selected: usize,
     sharding: Sharding,
+    input_sha256: std::sync::OnceLock<String>,
 }
 
 /// Checks the settings, resolves and opens the input (a path, `hf://...` or a built-in name) and
@@ -83,11 +85,8 @@ pub fn prepare(
     };
     let input = Input::resolve(input, &options)?;
     let opened = input.open(settings.seed)?;
-    let plans: Vec<Vec<PlanEntry>> = opened
-        .files
-        .iter()
-        .map(|f| plan(f.tensors(), &settings.selection))
-        .collect();
+    let tensors: Vec<_> = opened.files.iter().map(|f| f.tensors()).collect();
+    let plans: Vec<Vec<PlanEntry>> = plan_files(&tensors, &settings.selection);
     let selected = plans.iter().flatten().filter(|e| e.optimize).count();
     if selected == 0 {
         return Err(no_conv_layers(&input, &plans));
@@ -100,6 +99,7 @@ pub fn prepare(
         plans,
         selected,
         sharding,
+        input_sha256: std::sync::OnceLock::new(),
     })
 }
 
@@ -177,9 +177,19 @@ impl Prepared {
         &self.settings
     }
 
-    /// SHA-256 of the input as read (every file, after a PyTorch file's conversion), hex.
+    /// True when the output is a directory of shards with an index, not one file.
+    pub fn sharded(&self) -> bool {
+        matches!(self.sharding, Sharding::Shards(_))
+    }
+
+    /// SHA-256 of the input as read (every file, after a PyTorch file's conversion), hex;
+    /// computed once.
     pub fn input_sha256(&self) -> Result<String, RunError> {
-        Ok(digest::input_sha256(&self.opened.files)?)
+        if let Some(digest) = self.input_sha256.get() {
+            return Ok(digest.clone());
+        }
+        let digest = digest::input_sha256(&self.opened.files)?;
+        Ok(self.input_sha256.get_or_init(|| digest).clone())
     }
 
     /// Runs every layer and writes the checkpoint, the report and the plot. Each file appears
@@ -190,9 +200,8 @@ impl Prepared {
         observer: &mut dyn Observer,
     ) -> Result<Outcome, RunError> {
         let started = Instant::now();
-        let sharded = matches!(self.sharding, Sharding::Shards(_));
         let destination = &execution.destination;
-        let paths = OutputPaths::resolve(&self.input, destination, sharded)?;
+        let paths = OutputPaths::resolve(&self.input, destination, self.sharded())?;
         // The report and the plot are started now, so that an unwritable path fails before the
         // work rather than after the checkpoint is in place.
         let mut report_out = OutputFile::create(&paths.report, destination.force)?;

@@ -16,10 +16,10 @@ use crate::checkpoint::{
     SafetensorsWriter, TensorInfo,
 };
 use crate::metrics::{LayerMetrics, NormRatio};
-use crate::minimize::{minimize_while, Engine, Settings};
-use crate::plan::{KernelLayout, PlanEntry};
+use crate::minimize::{minimize_while, Engine, Minimized, Settings};
+use crate::plan::{ConvKind, KernelLayout, PlanEntry};
 use crate::probe::Probe;
-use crate::report::{Curve, LayerReport, Status};
+use crate::report::{Curve, Figures, LayerReport, Outcome, Work};
 
 /// How every layer is processed.
 pub struct Job {
@@ -104,13 +104,8 @@ pub fn process<W: Write>(
         let new_bytes = match entry.kind {
             None => None,
             Some(kind) if !entry.optimize => {
-                let report = LayerReport::skipped(
-                    &entry.name,
-                    &entry.shape,
-                    &entry.dtype,
-                    kind,
-                    entry.reason.clone(),
-                );
+                let reason = entry.reason.clone();
+                let report = layer_report(entry, kind, Outcome::Skipped { reason });
                 observer.layer_finished(&report);
                 layers.push(report);
                 None
@@ -124,8 +119,9 @@ pub fn process<W: Write>(
                     count: count.selected,
                     iterations: job.settings.iterations,
                 });
-                let (report, new_bytes) =
-                    optimize_tensor(file, tensor, entry, kind, job, count.done as u64, observer)?;
+                let (outcome, new_bytes) =
+                    optimize_tensor(file, tensor, entry, job, count.done as u64, observer)?;
+                let report = layer_report(entry, kind, outcome);
                 observer.layer_finished(&report);
                 layers.push(report);
                 new_bytes
@@ -139,95 +135,139 @@ pub fn process<W: Write>(
     Ok((writer.finish().map_err(io)?, layers))
 }
 
-/// Minimizes one conv tensor; returns its report and its new bytes (None: keep the input's).
+impl Job {
+    /// The figures of a weight (PyTorch layout, f32), the probe's with the inputs of `layer`.
+    fn figures(&self, weight: &Tensor, layer: u64) -> Result<Figures, RunError> {
+        Ok(Figures {
+            metrics: LayerMetrics::measure(weight, self.settings.variant)?,
+            feature_cosine: match &self.probe {
+                Some(p) => p.feature_cosine(weight, layer)?,
+                None => None,
+            },
+        })
+    }
+
+    /// Minimizes a weight, telling the observer of every iteration and stopping when it asks.
+    fn minimize(
+        &self,
+        weight: &Tensor,
+        observer: &mut dyn Observer,
+    ) -> Result<(Minimized, Work), RunError> {
+        let start = Instant::now();
+        let result = minimize_while(weight, &self.settings, self.engine, &mut |i, loss| {
+            observer.iteration(i, loss);
+            if observer.stop_requested() {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })?;
+        let work = Work {
+            iterations: result.trace.losses.len().saturating_sub(1),
+            seconds: start.elapsed().as_secs_f64(),
+            curve: Curve::sample(&result.trace.losses),
+        };
+        Ok((result, work))
+    }
+}
+
+/// A conv tensor as stored, and as the engines see it (PyTorch layout, f32).
+struct StoredWeight {
+    stored: Tensor,
+    weight: Tensor,
+}
+
+impl StoredWeight {
+    fn read(file: &SafetensorsFile, tensor: &TensorInfo, job: &Job) -> Result<Self, RunError> {
+        let stored =
+            tensor_from_bytes(file.data(tensor), tensor.dtype, &tensor.shape, &job.device)?;
+        let weight = to_f32_oihw(&stored, job.layout)?;
+        Ok(Self { stored, weight })
+    }
+
+    /// A new weight in the stored layout and dtype, and what the engines see of it after the
+    /// rounding to that dtype.
+    fn store(&self, weight: &Tensor, layout: KernelLayout) -> Result<(Tensor, Tensor), RunError> {
+        let stored = weight
+            .permute(layout.from_oihw_permutation(self.stored.rank()))?
+            .contiguous()?
+            .to_dtype(self.stored.dtype())?;
+        let seen = to_f32_oihw(&stored, layout)?;
+        Ok((stored, seen))
+    }
+}
+
+/// Minimizes one conv tensor; returns its outcome and its new bytes (None: keep the input's).
 fn optimize_tensor(
     file: &SafetensorsFile,
     tensor: &TensorInfo,
     entry: &PlanEntry,
-    kind: crate::plan::ConvKind,
     job: &Job,
     layer: u64,
     observer: &mut dyn Observer,
-) -> Result<(LayerReport, Option<Vec<u8>>), RunError> {
-    let probe = |w: &Tensor| -> Result<Option<f64>, RunError> {
-        match &job.probe {
-            Some(p) => Ok(p.feature_cosine(w, layer)?),
-            None => Ok(None),
-        }
-    };
-    let settings = &job.settings;
-    let rank = tensor.shape.len();
-    let stored = tensor_from_bytes(file.data(tensor), tensor.dtype, &tensor.shape, &job.device)?;
-    let weight = to_f32_oihw(&stored, job.layout)?;
-    let mut report =
-        LayerReport::skipped(&entry.name, &entry.shape, &entry.dtype, kind, String::new());
-    report.reason = None;
-    if !all_finite(&weight)? {
-        report.reason =
-            Some("holds NaN or Inf (or values beyond f32's range); left unchanged".into());
-        return Ok((report, None));
+) -> Result<(Outcome, Option<Vec<u8>>), RunError> {
+    let input = StoredWeight::read(file, tensor, job)?;
+    let weight = &input.weight;
+    if !all_finite(weight)? {
+        let reason = "holds NaN or Inf (or values beyond f32's range); left unchanged".into();
+        return Ok((Outcome::Skipped { reason }, None));
     }
-    let before = LayerMetrics::measure(&weight, settings.variant)?;
-    report.loss_before = Some(before.loss);
-    report.scale_free_before = Some(before.scale_free);
-    report.kernel_cosine_before = Some(before.kernel_cosine);
-    report.feature_cosine_before = probe(&weight)?;
-    if settings.iterations == 0 {
+    let before = job.figures(weight, layer)?;
+    if job.settings.iterations == 0 {
         // A plain conversion: the stored bytes are kept exactly (f64 would not survive f32).
-        report.status = Status::Optimized;
-        report.loss_after = report.loss_before;
-        report.scale_free_after = report.scale_free_before;
-        report.kernel_cosine_after = report.kernel_cosine_before;
-        report.feature_cosine_after = report.feature_cosine_before;
-        report.norm_ratio = Some(NormRatio::between(&weight, &weight)?);
-        report.curve = Some(Curve::sample(&[before.loss]));
-        return Ok((report, None));
+        let outcome = Outcome::Optimized {
+            before,
+            after: before,
+            norm_ratio: NormRatio::between(weight, weight)?,
+            work: Work {
+                iterations: 0,
+                seconds: 0.0,
+                curve: Curve::sample(&[before.metrics.loss]),
+            },
+        };
+        return Ok((outcome, None));
     }
-
-    let start = Instant::now();
-    let result = minimize_while(&weight, settings, job.engine, &mut |i, loss| {
-        observer.iteration(i, loss);
-        if observer.stop_requested() {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
-        }
-    })?;
-    report.seconds = start.elapsed().as_secs_f64();
-    report.curve = Some(Curve::sample(&result.trace.losses));
+    let (result, work) = job.minimize(weight, observer)?;
     if result.trace.diverged {
-        report.status = Status::Diverged;
-        report.iterations = result.trace.losses.len().saturating_sub(1);
-        report.reason = Some(format!(
+        let reason = format!(
             "L_CS stopped being finite after {} iterations; input weights kept (lower --lr?)",
-            report.iterations
+            work.iterations
+        );
+        return Ok((
+            Outcome::Diverged {
+                before,
+                reason,
+                work,
+            },
+            None,
         ));
-        return Ok((report, None));
     }
-    report.iterations = settings.iterations;
-    let new_stored = result
-        .weight
-        .permute(job.layout.from_oihw_permutation(rank))?
-        .contiguous()?
-        .to_dtype(stored.dtype())?;
-    // Figures of what is written, after rounding to the stored dtype.
-    let written = to_f32_oihw(&new_stored, job.layout)?;
+    let (stored, written) = input.store(&result.weight, job.layout)?;
     if !all_finite(&written)? {
-        report.status = Status::Diverged;
-        report.reason = Some(format!(
+        let reason = format!(
             "the result does not fit in {} (values overflow); input weights kept (lower --lr?)",
             entry.dtype
+        );
+        return Ok((
+            Outcome::Diverged {
+                before,
+                reason,
+                work,
+            },
+            None,
         ));
-        return Ok((report, None));
     }
-    let after = LayerMetrics::measure(&written, settings.variant)?;
-    report.status = Status::Optimized;
-    report.loss_after = Some(after.loss);
-    report.scale_free_after = Some(after.scale_free);
-    report.kernel_cosine_after = Some(after.kernel_cosine);
-    report.feature_cosine_after = probe(&written)?;
-    report.norm_ratio = Some(NormRatio::between(&weight, &written)?);
-    Ok((report, Some(tensor_to_bytes(&new_stored)?)))
+    let outcome = Outcome::Optimized {
+        before,
+        after: job.figures(&written, layer)?,
+        norm_ratio: NormRatio::between(weight, &written)?,
+        work,
+    };
+    Ok((outcome, Some(tensor_to_bytes(&stored)?)))
+}
+
+fn layer_report(entry: &PlanEntry, kind: ConvKind, outcome: Outcome) -> LayerReport {
+    LayerReport::new(&entry.name, &entry.shape, &entry.dtype, kind, outcome)
 }
 
 fn to_f32_oihw(stored: &Tensor, layout: KernelLayout) -> candle_core::Result<Tensor> {

@@ -186,7 +186,7 @@ impl RunSettings {
                 return Err(SettingsError::new("probe_batch", "must be at least 1"));
             }
             let (height, width) = parse_probe_size(&self.probe_size)
-                .map_err(|m| SettingsError::new("probe_size", m))?;
+                .map_err(|e| SettingsError::new("probe_size", e.to_string()))?;
             Some(ProbeSettings {
                 source: match (&self.probe_images, self.probe_noise) {
                     (Some(_), ProbeNoise::Centered) => {
@@ -212,7 +212,7 @@ impl RunSettings {
             .as_deref()
             .map(crate::sharding::parse_size)
             .transpose()
-            .map_err(|m| SettingsError::new("max_shard_size", m))?;
+            .map_err(|e| SettingsError::new("max_shard_size", e.to_string()))?;
         Ok(CheckedSettings {
             minimize: Settings {
                 variant: self.variant,
@@ -245,14 +245,19 @@ fn regexes(field: &'static str, patterns: &[String]) -> Result<Vec<Regex>, Setti
         .collect()
 }
 
+/// A probe size that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}': expected HxW with positive sizes, e.g. 32x32")]
+pub struct ProbeSizeError(pub String);
+
 /// `HxW` with positive sizes, or one number for a square.
-pub fn parse_probe_size(s: &str) -> Result<(usize, usize), String> {
+pub fn parse_probe_size(s: &str) -> Result<(usize, usize), ProbeSizeError> {
     let parse = |v: &str| v.trim().parse::<usize>().ok().filter(|&n| n > 0);
     match s.split_once(['x', 'X']) {
         Some((h, w)) => parse(h).zip(parse(w)),
         None => parse(s).map(|n| (n, n)),
     }
-    .ok_or_else(|| format!("'{s}': expected HxW with positive sizes, e.g. 32x32"))
+    .ok_or_else(|| ProbeSizeError(s.into()))
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ mod kernels;
 mod op;
 
 use std::fmt::Debug;
-use std::ops::{AddAssign, ControlFlow, MulAssign, SubAssign};
+use std::ops::{AddAssign, MulAssign, SubAssign};
 
 use rayon::prelude::*;
 
@@ -21,9 +21,7 @@ use kernels::{FilterJob, Isa, IterationInputs, LayerShape, Scratch};
 pub use op::conv_similarity;
 
 use super::{KernelGeometry, ShiftTable, Variant};
-use crate::minimize::{Settings, Trace};
 use crate::optim::{AdamFactors, OptimizerConfig};
-use crate::{Error, Result};
 
 /// The element types the fused engine computes in.
 pub trait Real:
@@ -308,58 +306,77 @@ pub fn loss_and_gradient<T: Real>(
     (loss, out)
 }
 
-/// Minimizes L_CS of one layer in place (PyTorch layout), all iterations at once.
-///
-/// `progress(iteration, loss)` is called before every step with the loss of the current weights;
-/// when it breaks, the weights are left as they came in and the result is [`Error::Stopped`].
-/// If the loss stops being finite, the weights are left as they came in and the trace says where.
-pub fn minimize<T: Real>(
-    weight: &mut [T],
-    geometry: &KernelGeometry,
-    settings: &Settings,
-    progress: &mut dyn FnMut(usize, f64) -> ControlFlow<()>,
-) -> Result<Trace> {
-    settings.optimizer.validate()?;
-    let mut layer = Layer::new(weight, geometry, settings.variant);
-    let (s, len, filter_len) = (geometry.filters, layer.shape.record_len, layer.filter_len());
-    let slots = Update::<T>::slots(&settings.optimizer);
-    let mut states = vec![vec![T::zero(); slots * filter_len]; s];
-    let norms: Option<Vec<f64>> = settings.keep_norm.then(|| {
-        layer
-            .weights
-            .chunks_exact(filter_len)
-            .map(|f| kernels::sum_of_squares(f).sqrt())
-            .collect()
-    });
-    let mut records = vec![T::zero(); s * len];
-    let mut next_records = vec![T::zero(); s * len];
-    let mut total = vec![T::zero(); len];
-    let mut losses = Vec::with_capacity(settings.iterations.min(1 << 16) + 1);
-    layer.autocorrelate_all(&mut records);
+/// One layer's iterations in the engine: the weights, the optimizer state and the
+/// autocorrelations of the current weights. The loop around it (progress, stopping, divergence)
+/// is `crate::minimize::fused`'s.
+pub struct Iterations<T> {
+    layer: Layer<T>,
+    optimizer: OptimizerConfig,
+    states: Vec<Vec<T>>,
+    norms: Option<Vec<f64>>,
+    records: Vec<T>,
+    next_records: Vec<T>,
+    total: Vec<T>,
+}
 
-    for step in 1..=settings.iterations {
-        layer.sum_records(&records, &mut total);
-        let loss = layer.loss(&records, &total);
-        losses.push(loss);
-        if progress(step - 1, loss).is_break() {
-            return Err(Error::Stopped);
+impl<T: Real> Iterations<T> {
+    /// Prepares a PyTorch-layout weight. With `keep_norm`, every step rescales each filter to its
+    /// starting norm.
+    pub fn new(
+        weight: &[T],
+        geometry: &KernelGeometry,
+        variant: Variant,
+        optimizer: &OptimizerConfig,
+        keep_norm: bool,
+    ) -> Self {
+        let layer = Layer::new(weight, geometry, variant);
+        let (s, len, filter_len) = (geometry.filters, layer.shape.record_len, layer.filter_len());
+        let slots = Update::<T>::slots(optimizer);
+        let norms = keep_norm.then(|| {
+            layer
+                .weights
+                .chunks_exact(filter_len)
+                .map(|f| kernels::sum_of_squares(f).sqrt())
+                .collect()
+        });
+        let mut records = vec![T::zero(); s * len];
+        layer.autocorrelate_all(&mut records);
+        Self {
+            states: vec![vec![T::zero(); slots * filter_len]; s],
+            norms,
+            next_records: vec![T::zero(); s * len],
+            total: vec![T::zero(); len],
+            records,
+            optimizer: *optimizer,
+            layer,
         }
-        if !loss.is_finite() {
-            return Ok(Trace::diverged(losses));
-        }
+    }
+
+    /// L_CS of the current weights.
+    pub fn loss(&mut self) -> f64 {
+        self.layer.sum_records(&self.records, &mut self.total);
+        self.layer.loss(&self.records, &self.total)
+    }
+
+    /// Step `step` (from 1) of the optimizer, fused with the next autocorrelations. Call after
+    /// [`Iterations::loss`], which brings the records' sum up to date.
+    pub fn step(&mut self, step: usize) {
+        let layer = &mut self.layer;
+        let filter_len = layer.filter_len();
+        let len = layer.shape.record_len;
         let inputs = IterationInputs {
             shape: &layer.shape,
-            records: &records,
-            total: &total,
-            update: Update::for_step(&settings.optimizer, step),
-            norms: norms.as_deref(),
+            records: &self.records,
+            total: &self.total,
+            update: Update::for_step(&self.optimizer, step),
+            norms: self.norms.as_deref(),
         };
         let isa = layer.isa;
         layer
             .weights
             .par_chunks_mut(filter_len)
-            .zip(states.par_iter_mut())
-            .zip(next_records.par_chunks_mut(len))
+            .zip(self.states.par_iter_mut())
+            .zip(self.next_records.par_chunks_mut(len))
             .enumerate()
             .for_each_init(
                 || Scratch::new(&layer.shape),
@@ -374,17 +391,16 @@ pub fn minimize<T: Real>(
                     isa.step_filter(&inputs, job);
                 },
             );
-        std::mem::swap(&mut records, &mut next_records);
+        std::mem::swap(&mut self.records, &mut self.next_records);
     }
-    layer.sum_records(&records, &mut total);
-    let loss = layer.loss(&records, &total);
-    losses.push(loss);
-    if progress(settings.iterations, loss).is_break() {
-        return Err(Error::Stopped);
+
+    /// True when every weight is finite.
+    pub fn finite(&self) -> bool {
+        self.layer.weights.iter().all(|w| w.is_finite())
     }
-    if !loss.is_finite() || layer.weights.iter().any(|w| !w.is_finite()) {
-        return Ok(Trace::diverged(losses));
+
+    /// Writes the weights back in PyTorch layout.
+    pub fn write_back(&self, weight: &mut [T]) {
+        self.layer.write_back(weight)
     }
-    layer.write_back(weight);
-    Ok(Trace::completed(losses))
 }

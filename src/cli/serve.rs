@@ -1,0 +1,99 @@
+//! `cs-init serve`: the job service.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::output::{Exit, UsageError};
+use crate::device::DeviceChoice;
+use crate::serve::Config;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (loopback by default; 0.0.0.0:8600 for every interface).
+    #[arg(long, default_value = "127.0.0.1:8600", value_name = "ADDR")]
+    listen: SocketAddr,
+
+    /// Directory of the job store, uploads and results (created if needed).
+    #[arg(long, default_value = "cs-init-data", value_name = "DIR")]
+    data: PathBuf,
+
+    /// Jobs that run at once (a job already uses every core).
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    workers: u16,
+
+    /// Require `Authorization: Bearer <token>` on every API route, with the token in this file.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+
+    /// Largest upload accepted (e.g. 2GB, 500MiB).
+    #[arg(long, default_value = "4GB", value_name = "SIZE", value_parser = crate::sharding::parse_size)]
+    max_upload: usize,
+
+    /// Queued jobs beyond which new ones are refused (429, with Retry-After).
+    #[arg(long, default_value_t = 1000, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_queued: u32,
+
+    /// Delete results and uploads this long after they were made (e.g. 7d, 12h, 30m).
+    #[arg(long, default_value = "7d", value_name = "DURATION", value_parser = parse_duration)]
+    keep: Duration,
+
+    /// Allow local paths under this directory as job inputs (repeatable; none by default).
+    #[arg(long, value_name = "DIR")]
+    allow_dir: Vec<PathBuf>,
+
+    /// Device of the workers: auto, cpu, cuda, cuda:N or metal.
+    #[arg(long, default_value = "auto", value_name = "DEVICE")]
+    device: DeviceChoice,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text)
+        .map_err(|e| format!("'{text}': {e}; expected e.g. 7d, 12h or 30m"))?;
+    if duration.is_zero() {
+        return Err(format!("'{text}': must be longer than zero"));
+    }
+    Ok(duration)
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<Exit> {
+    let token = match &args.token_file {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--token-file {}", path.display()))?;
+            let token = text.trim().to_string();
+            if token.is_empty() {
+                return Err(UsageError(format!(
+                    "--token-file {}: the file is empty; put the token in it",
+                    path.display()
+                ))
+                .into());
+            }
+            Some(token)
+        }
+    };
+    let allow_dirs = args
+        .allow_dir
+        .iter()
+        .map(|d| {
+            d.canonicalize()
+                .with_context(|| format!("--allow-dir {}", d.display()))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    crate::serve::run(Config {
+        listen: args.listen,
+        data: args.data,
+        workers: usize::from(args.workers),
+        token,
+        max_upload: args.max_upload as u64,
+        max_queued: args.max_queued as usize,
+        keep: args.keep,
+        allow_dirs,
+        device: args.device,
+    })?;
+    Ok(Exit::Success)
+}

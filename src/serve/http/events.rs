@@ -1,0 +1,144 @@
+//! `GET /v1/jobs/{id}/events`: Server-Sent Events of a job. A client that connects late gets the
+//! current state first, then every finished layer and the current layer's curve so far, then the
+//! live events; the stream ends after the terminal state.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures_util::stream::{self, Stream, StreamExt};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{broadcast, watch};
+
+use super::error::ApiError;
+use super::jobs::blocking;
+use super::AppState;
+use crate::serve::live::Event;
+use crate::serve::view::ErrorBody;
+
+fn sse(event: &Event) -> Result<SseEvent, Infallible> {
+    Ok(SseEvent::default().event(event.name).data(&event.data))
+}
+
+/// A job's events.
+///
+/// Events: `job` (the job object; first, on every state change, and last), `layer_started`
+/// (`position`, `count`, `name`, `shape`, `iterations`), `iteration` (`position`, `iteration`,
+/// `loss`; a few per second), `iterations` (the current layer's points so far, for a late
+/// client), `layer_finished` (`ordinal`, `position`, and the layer as in the report). Events
+/// are idempotent by `position`/`ordinal`: a late client may see one twice.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/events",
+    tag = "jobs",
+    params(("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "text/event-stream", content_type = "text/event-stream"),
+        (status = 404, description = "No such job", body = ErrorBody),
+    )
+)]
+pub async fn stream(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let Path(id) = id?;
+    let service = state.service.clone();
+    let check = id.clone();
+    blocking(&service, move |s| s.job_row(&check)).await?;
+    // Subscribed before the snapshot is read, so no event falls between the two.
+    let live = service.live.job(&id);
+    let events = live.subscribe();
+    let snapshot_id = id.clone();
+    let (initial, terminal) = blocking(&service, move |s| {
+        let row = s.job_row(&snapshot_id)?;
+        let view = s.view_of(&row);
+        let mut initial = vec![Event {
+            name: "job",
+            data: serde_json::to_string(&view).expect("a job serializes"),
+            terminal: false,
+        }];
+        for layer in s.store.layers(&snapshot_id)? {
+            initial.push(Event {
+                name: "layer_finished",
+                data: layer,
+                terminal: false,
+            });
+        }
+        if let (Some(progress), Some(live)) = (&view.progress, s.live.get(&snapshot_id)) {
+            if progress.layer > 0 && progress.layers_done < progress.layer {
+                let points: Vec<_> = live.curve();
+                initial.push(Event {
+                    name: "iterations",
+                    data: serde_json::json!({
+                        "position": progress.layer,
+                        "name": progress.tensor,
+                        "iterations": progress.iterations,
+                        "points": points,
+                    })
+                    .to_string(),
+                    terminal: false,
+                });
+            }
+        }
+        Ok((initial, row.state.is_terminal()))
+    })
+    .await?;
+    if terminal {
+        // Nothing more will be sent for this job.
+        service.live.remove(&id);
+    }
+    let first = stream::iter(initial.iter().map(sse).collect::<Vec<_>>());
+    let rest = if terminal {
+        stream::empty().left_stream()
+    } else {
+        live_events(events, state.shutdown.clone(), service, id).right_stream()
+    };
+    Ok(Sse::new(first.chain(rest)).keep_alive(KeepAlive::default()))
+}
+
+/// The live events until the terminal one, or until the server shuts down.
+fn live_events(
+    events: broadcast::Receiver<Arc<Event>>,
+    shutdown: watch::Receiver<bool>,
+    service: Arc<crate::serve::service::Service>,
+    id: String,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    stream::unfold(
+        (events, shutdown, false),
+        move |(mut events, mut shutdown, done)| {
+            let service = service.clone();
+            let id = id.clone();
+            async move {
+                if done || *shutdown.borrow() {
+                    return None;
+                }
+                let received = tokio::select! {
+                    received = events.recv() => received,
+                    _ = shutdown.changed() => return None,
+                };
+                match received {
+                    Ok(event) => Some((sse(&event), (events, shutdown, event.terminal))),
+                    // Fell behind: a fresh snapshot instead of the missed events.
+                    Err(RecvError::Lagged(_)) => {
+                        let row = tokio::task::spawn_blocking(move || service.job_row(&id))
+                            .await
+                            .ok()?
+                            .ok()?;
+                        let event = Event {
+                            name: "job",
+                            data: serde_json::to_string(&crate::serve::view::JobView::new(
+                                &row, None,
+                            ))
+                            .expect("a job serializes"),
+                            terminal: row.state.is_terminal(),
+                        };
+                        Some((sse(&event), (events, shutdown, event.terminal)))
+                    }
+                    Err(RecvError::Closed) => None,
+                }
+            }
+        },
+    )
+}

@@ -1,0 +1,607 @@
+//! The job service without HTTP: creating, reading, listing and canceling jobs, the result cache,
+//! retention, and what a restart does. Every change goes through the store before anyone hears
+//! of it (`announce` runs after the commit).
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use super::error::{run_error_code, ErrorKind, ServiceError};
+use super::input::{allowed_path, JobInput};
+use super::layout::{new_id, Layout};
+use super::live::{Event, Live};
+use super::metrics::Metrics;
+use super::store::{
+    now_ms, CachedResult, Cancel, CreateError, Created, JobRow, JobState, NewJob, Store,
+};
+use super::view::{CreateJob, JobList, JobView, StoredFile, StoredResult};
+use crate::checkpoint::{CheckpointError, HubEnv};
+use crate::device::DeviceChoice;
+use crate::run::{hex, prepare, InputAccess, RunError, RunSettings};
+
+/// How the service runs (`cs-init serve`'s flags).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data: PathBuf,
+    /// Jobs run at once, each on its own thread pool.
+    pub workers: usize,
+    /// Required as `Authorization: Bearer TOKEN` on every route but `/healthz` and the page.
+    pub token: Option<String>,
+    /// Largest upload accepted, in bytes.
+    pub max_upload: u64,
+    /// Queued jobs beyond which new ones are refused with 429.
+    pub max_queued: usize,
+    /// Results and uploads older than this are deleted.
+    pub keep: Duration,
+    /// Local paths under these (canonical) directories may be inputs.
+    pub allow_dirs: Vec<PathBuf>,
+    pub device: DeviceChoice,
+}
+
+/// The service's state, shared by the HTTP handlers, the workers and the sweeper.
+pub struct Service {
+    pub config: Config,
+    pub layout: Layout,
+    pub store: Store,
+    pub live: Live,
+    pub metrics: Metrics,
+    pub device: candle_core::Device,
+    /// Values never to show in a response or a log line (the Hub token, the API token).
+    secrets: Vec<String>,
+    /// Wakes the workers when a job is queued.
+    queue: (Mutex<u64>, Condvar),
+}
+
+/// What `create_job` did.
+pub struct CreatedJob {
+    pub job: JobView,
+    /// The same `Idempotency-Key` was seen before with the same request.
+    pub replayed: bool,
+}
+
+impl Service {
+    /// Opens the data directory and the store, and puts everything back in order after a crash:
+    /// running jobs are queued again, half-written files are deleted, and a succeeded job whose
+    /// files are gone runs again.
+    pub fn open(config: Config) -> Result<Arc<Self>, ServiceError> {
+        let layout = Layout::create(&config.data)?;
+        let store = Store::open(&layout.store())?;
+        let opened = config
+            .device
+            .open()
+            .map_err(|e| ServiceError::internal(e.to_string()))?;
+        if let Some(notice) = &opened.notice {
+            tracing::warn!("{notice}");
+        }
+        let mut secrets: Vec<String> = HubEnv::from_env()
+            .token()
+            .map(str::to_string)
+            .into_iter()
+            .collect();
+        secrets.extend(config.token.clone());
+        secrets.retain(|s| !s.is_empty());
+        let service = Arc::new(Self {
+            metrics: Metrics::new(),
+            device: opened.device,
+            secrets,
+            queue: (Mutex::new(0), Condvar::new()),
+            live: Live::default(),
+            config,
+            layout,
+            store,
+        });
+        service.recover()?;
+        Ok(service)
+    }
+
+    fn recover(&self) -> Result<(), ServiceError> {
+        let recovery = self.store.recover()?;
+        for id in &recovery.requeued {
+            tracing::info!("job {id} was running when the server stopped; queued again");
+        }
+        for id in &recovery.canceled {
+            tracing::info!("job {id} was being canceled when the server stopped; canceled");
+        }
+        // Uploads: partial ones, and files the store does not list, are leftovers.
+        let uploads: HashSet<String> = self.store.upload_ids()?.into_iter().collect();
+        for entry in std::fs::read_dir(self.layout.uploads())? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !uploads.contains(&name) {
+                Layout::remove(&entry.path())?;
+            }
+        }
+        for id in &uploads {
+            if !self.layout.upload(id).is_file() {
+                tracing::warn!("upload {id} lost its file; forgotten");
+                self.store.delete_upload(id)?;
+            }
+        }
+        // Job directories: only succeeded, unexpired jobs have one, complete.
+        let mut results = HashSet::new();
+        for job in self.store.live_results()? {
+            if self.result_files_present(&job) {
+                results.insert(job.id);
+            } else {
+                tracing::warn!("job {} lost its result files; queued again", job.id);
+                self.store.requeue(&job.id)?;
+            }
+        }
+        for entry in std::fs::read_dir(self.layout.jobs())? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !results.contains(&name) {
+                Layout::remove(&entry.path())?;
+            }
+        }
+        Layout::sync_dir(&self.layout.jobs())?;
+        Layout::sync_dir(&self.layout.uploads())?;
+        Ok(())
+    }
+
+    fn result_files_present(&self, job: &JobRow) -> bool {
+        let Some(result) = stored_result(job) else {
+            return false;
+        };
+        let dir = self.layout.job(&job.id);
+        let present = result.all_files().all(|f| {
+            std::fs::metadata(dir.join(&f.path)).is_ok_and(|m| m.is_file() && m.len() == f.size)
+        });
+        present
+    }
+
+    /// A message without any secret in it.
+    pub fn redact(&self, message: &str) -> String {
+        self.secrets.iter().fold(message.to_string(), |m, s| {
+            m.replace(s.as_str(), "[redacted]")
+        })
+    }
+
+    /// Tells listeners about a job's new state (after the store has it).
+    pub fn announce(&self, row: &JobRow) {
+        let live = self.live.get(&row.id);
+        let view = JobView::new(row, live.as_ref().and_then(|l| l.progress()));
+        if let Some(live) = live {
+            live.send(Event {
+                name: "job",
+                data: serde_json::to_string(&view).expect("a job serializes"),
+                terminal: row.state.is_terminal(),
+            });
+        }
+        if row.state.is_terminal() {
+            self.live.remove(&row.id);
+        }
+    }
+
+    /// Wakes a worker.
+    pub fn notify_queued(&self) {
+        let (count, wake) = &self.queue;
+        *count.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        wake.notify_all();
+    }
+
+    /// Waits until a job may have been queued, or `timeout` passed.
+    pub fn wait_for_work(&self, seen: &mut u64, timeout: Duration) {
+        let (count, wake) = &self.queue;
+        let guard = count.lock().unwrap_or_else(|e| e.into_inner());
+        let (guard, _) = wake
+            .wait_timeout_while(guard, timeout, |c| {
+                *c == *seen && !self.live.shutting_down()
+            })
+            .unwrap_or_else(|e| e.into_inner());
+        *seen = *guard;
+    }
+
+    /// Stops workers taking jobs, and the running ones at their next iteration.
+    pub fn begin_shutdown(&self) {
+        self.live.begin_shutdown();
+        self.queue.1.notify_all();
+    }
+
+    /// Creates a job. Its input and settings are checked as the command line checks them (a
+    /// bad one is refused, with the command line's message); an earlier result for the same
+    /// input bytes, settings and version is reused at once.
+    pub fn create_job(
+        &self,
+        request: CreateJob,
+        idempotency_key: Option<&str>,
+    ) -> Result<CreatedJob, ServiceError> {
+        let settings_json = serde_json::to_string(&request.settings).expect("settings serialize");
+        let request_sha256 = {
+            let mut h = Sha256::new();
+            h.update(request.input.as_bytes());
+            h.update(b"\n");
+            h.update(settings_json.as_bytes());
+            hex(h.finalize().as_slice())
+        };
+        if let Some(key) = idempotency_key {
+            if key.is_empty() || key.len() > 255 {
+                return Err(ServiceError::invalid(
+                    "bad_idempotency_key",
+                    "Idempotency-Key must be 1 to 255 characters",
+                ));
+            }
+        }
+        // A retried request gets its job back without being checked again: its upload may be
+        // gone by now, and the answer must not change.
+        if let Some(created) = self.replay(idempotency_key, &request_sha256)? {
+            return Ok(created);
+        }
+        let input = self.check_request(&request)?;
+        let cached = self.preflight(&input, &request.settings, &settings_json)?;
+        let id = new_id();
+        let from_cache = match &cached {
+            Some((source, result, key)) => {
+                self.link_result(source, &id)?;
+                Some(CachedResult {
+                    source: &source.id,
+                    result,
+                    cache_key: key,
+                })
+            }
+            None => None,
+        };
+        let created = self.store.create_job(&NewJob {
+            id: &id,
+            input: &request.input,
+            settings: &settings_json,
+            idempotency: idempotency_key.map(|k| (k, request_sha256.as_str())),
+            max_queued: self.config.max_queued,
+            from_cache,
+        });
+        let created = match created {
+            Ok(created) => created,
+            Err(e) => {
+                if cached.is_some() {
+                    Layout::remove(&self.layout.job(&id))?;
+                }
+                return Err(self.create_error(e));
+            }
+        };
+        let (row, replayed) = match created {
+            Created::New(row) => (row, false),
+            Created::Replayed(row) => {
+                // A concurrent request with the same key won the race.
+                if cached.is_some() {
+                    Layout::remove(&self.layout.job(&id))?;
+                }
+                (row, true)
+            }
+        };
+        if !replayed && row.state == JobState::Queued {
+            self.live.job(&row.id);
+            self.notify_queued();
+        }
+        Ok(CreatedJob {
+            job: self.view_of(&row),
+            replayed,
+        })
+    }
+
+    fn replay(
+        &self,
+        key: Option<&str>,
+        request_sha256: &str,
+    ) -> Result<Option<CreatedJob>, ServiceError> {
+        let Some(key) = key else {
+            return Ok(None);
+        };
+        let earlier = self.store.job_by_idempotency_key(key)?;
+        match earlier {
+            None => Ok(None),
+            Some((row, digest)) if digest.as_deref() == Some(request_sha256) => {
+                Ok(Some(CreatedJob {
+                    job: self.view_of(&row),
+                    replayed: true,
+                }))
+            }
+            Some((row, _)) => {
+                Err(self.create_error(CreateError::IdempotencyConflict { job: row.id }))
+            }
+        }
+    }
+
+    fn create_error(&self, e: CreateError) -> ServiceError {
+        match e {
+            CreateError::QueueFull { queued } => ServiceError {
+                kind: ErrorKind::Busy,
+                code: "queue_full",
+                message: format!(
+                    "{queued} jobs are already queued (the server's --max-queued); retry later"
+                ),
+                retry_after: Some(self.retry_after(queued)),
+            },
+            CreateError::IdempotencyConflict { job } => ServiceError::invalid(
+                "idempotency_key_reused",
+                format!("this Idempotency-Key created job {job} for a different request; use a new key for a new request"),
+            ),
+            CreateError::Store(e) => e.into(),
+        }
+    }
+
+    /// Seconds until a queue slot is likely free: the mean job time, times the jobs ahead per
+    /// worker.
+    fn retry_after(&self, queued: usize) -> u64 {
+        let mean = self.metrics.mean_job_seconds().unwrap_or(10.0);
+        let workers = self.config.workers.max(1) as f64;
+        (mean * (queued as f64 / workers).max(1.0))
+            .ceil()
+            .clamp(1.0, 3600.0) as u64
+    }
+
+    /// The input and settings, as far as they can be checked without reading the input.
+    fn check_request(&self, request: &CreateJob) -> Result<JobInput, ServiceError> {
+        let input = JobInput::parse(
+            &request.input,
+            &self.store,
+            &self.layout,
+            &self.config.allow_dirs,
+        )?;
+        request
+            .settings
+            .check()
+            .map_err(|e| ServiceError::invalid("invalid_setting", format!("settings.{e}")))?;
+        if let Some(dir) = &request.settings.probe_images {
+            allowed_path(&dir.display().to_string(), &self.config.allow_dirs).map_err(|e| {
+                ServiceError {
+                    message: format!("settings.probe_images: {}", e.message),
+                    ..e
+                }
+            })?;
+        }
+        Ok(input)
+    }
+
+    /// Reads the input as the worker will (from the Hub cache only) so that a bad one is refused
+    /// now, and finds an earlier result for the same input bytes, settings and version.
+    fn preflight(
+        &self,
+        input: &JobInput,
+        settings: &RunSettings,
+        settings_json: &str,
+    ) -> Result<Option<(JobRow, String, String)>, ServiceError> {
+        let access = InputAccess {
+            progress: false,
+            cache_only: true,
+        };
+        let prepared = match prepare(&input.source, settings, &access) {
+            Ok(prepared) => prepared,
+            // Not cached, but the worker may download it.
+            Err(RunError::Checkpoint(CheckpointError::NotInHubCache { .. }))
+                if !HubEnv::from_env().offline =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(self.run_error(input, &e)),
+        };
+        let digest = prepared
+            .input_sha256()
+            .map_err(|e| self.run_error(input, &e))?;
+        let key = cache_key(&digest, settings_json);
+        Ok(self
+            .cached_result(&key)?
+            .map(|(row, result)| (row, result, key)))
+    }
+
+    /// A refused input or setting, as the command line would say it.
+    pub fn run_error(&self, input: &JobInput, e: &RunError) -> ServiceError {
+        let kind = match e {
+            RunError::Compute(_) | RunError::Output(_) | RunError::Device(_) => ErrorKind::Internal,
+            _ => ErrorKind::Invalid,
+        };
+        ServiceError::new(
+            kind,
+            run_error_code(e),
+            self.redact(&input.relabel(&e.to_string())),
+        )
+    }
+
+    /// A succeeded job with this cache key whose files are all present, and its result.
+    pub fn cached_result(&self, key: &str) -> Result<Option<(JobRow, String)>, ServiceError> {
+        let Some(row) = self.store.cached(key)? else {
+            return Ok(None);
+        };
+        match (&row.result, self.result_files_present(&row)) {
+            (Some(result), true) => {
+                let result = result.clone();
+                Ok(Some((row, result)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Hard-links (or copies, across file systems) a job's result files into `target`'s
+    /// directory, which appears whole.
+    pub fn link_result(&self, source: &JobRow, target: &str) -> Result<(), ServiceError> {
+        let result = stored_result(source)
+            .ok_or_else(|| ServiceError::internal(format!("job {} has no result", source.id)))?;
+        let staging = self.layout.staging(target);
+        Layout::remove(&staging)?;
+        let from = self.layout.job(&source.id);
+        for file in result.all_files() {
+            let to = staging.join(&file.path);
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            if std::fs::hard_link(from.join(&file.path), &to).is_err() {
+                std::fs::copy(from.join(&file.path), &to)?;
+            }
+        }
+        self.layout.publish(target)?;
+        Ok(())
+    }
+
+    /// A job, with its live progress.
+    pub fn job(&self, id: &str) -> Result<JobView, ServiceError> {
+        let row = self.job_row(id)?;
+        Ok(self.view_of(&row))
+    }
+
+    pub fn job_row(&self, id: &str) -> Result<JobRow, ServiceError> {
+        let missing = || ServiceError::not_found("job_not_found", format!("no job {id}"));
+        if !super::layout::is_id(id) {
+            return Err(missing());
+        }
+        self.store.job(id)?.ok_or_else(missing)
+    }
+
+    pub fn view_of(&self, row: &JobRow) -> JobView {
+        let live = self.live.get(&row.id).and_then(|l| l.progress());
+        JobView::new(row, live)
+    }
+
+    /// Jobs newest first. `cursor` is a previous page's `next_cursor`.
+    pub fn list(
+        &self,
+        state: Option<&str>,
+        limit: Option<usize>,
+        cursor: Option<&str>,
+    ) -> Result<JobList, ServiceError> {
+        let state = state
+            .map(|s| {
+                JobState::parse(s).ok_or_else(|| {
+                    ServiceError::invalid(
+                        "bad_query",
+                        format!(
+                            "state={s}: expected queued, running, succeeded, failed or canceled"
+                        ),
+                    )
+                })
+            })
+            .transpose()?;
+        let limit = limit.unwrap_or(50);
+        if !(1..=500).contains(&limit) {
+            return Err(ServiceError::invalid(
+                "bad_query",
+                format!("limit={limit}: expected 1 to 500"),
+            ));
+        }
+        let before = cursor
+            .map(|c| {
+                c.parse::<i64>().map_err(|_| {
+                    ServiceError::invalid(
+                        "bad_query",
+                        format!("cursor={c}: not a cursor this server returned"),
+                    )
+                })
+            })
+            .transpose()?;
+        let rows = self.store.list_jobs(state, before, limit + 1)?;
+        let more = rows.len() > limit;
+        let rows = &rows[..rows.len().min(limit)];
+        Ok(JobList {
+            jobs: rows.iter().map(|r| self.view_of(r)).collect(),
+            next_cursor: more
+                .then(|| rows.last().map(|r| r.seq.to_string()))
+                .flatten(),
+        })
+    }
+
+    /// Cancels a queued job at once; a running one stops within its current layer.
+    pub fn cancel(&self, id: &str) -> Result<(JobView, bool), ServiceError> {
+        self.job_row(id)?;
+        let outcome = self
+            .store
+            .cancel(id)?
+            .ok_or_else(|| ServiceError::not_found("job_not_found", format!("no job {id}")))?;
+        match outcome {
+            Cancel::Canceled(row) => {
+                self.announce(&row);
+                Ok((self.view_of(&row), true))
+            }
+            Cancel::Requested(row) => {
+                if let Some(live) = self.live.get(id) {
+                    live.request_cancel();
+                }
+                self.announce(&row);
+                Ok((self.view_of(&row), false))
+            }
+            Cancel::Finished(row) => Err(ServiceError::new(
+                ErrorKind::Conflict,
+                "job_finished",
+                format!("job {id} already {}; nothing to cancel", row.state.as_str()),
+            )),
+        }
+    }
+
+    /// A file of a succeeded job, found by name in its result list (never joined onto a path).
+    pub fn result_file(&self, id: &str, name: &str) -> Result<(PathBuf, StoredFile), ServiceError> {
+        let row = self.job_row(id)?;
+        let Some(result) = stored_result(&row) else {
+            return Err(ServiceError::new(
+                ErrorKind::Conflict,
+                "no_result",
+                format!(
+                    "job {id} is {}; files exist once it has succeeded",
+                    row.state.as_str()
+                ),
+            ));
+        };
+        let file = result
+            .all_files()
+            .find(|f| f.name == name)
+            .cloned()
+            .ok_or_else(|| {
+                ServiceError::not_found(
+                    "file_not_found",
+                    format!(
+                        "job {id} has no file {name:?}; its files are {}",
+                        result
+                            .all_files()
+                            .map(|f| f.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
+            })?;
+        if row.expired_at.is_some() {
+            return Err(ServiceError::new(
+                ErrorKind::Gone,
+                "result_expired",
+                format!(
+                    "job {id}'s files were deleted after the server's --keep; run the job again"
+                ),
+            ));
+        }
+        Ok((self.layout.job(id).join(&file.path), file))
+    }
+
+    /// Deletes results and uploads older than `--keep`.
+    pub fn sweep(&self) -> Result<(), ServiceError> {
+        let cutoff = now_ms() - self.config.keep.as_millis() as i64;
+        // Marked first, then deleted: a crash in between leaves files a restart deletes, never a
+        // succeeded job without its files.
+        for id in self.store.expire(cutoff)? {
+            Layout::remove(&self.layout.job(&id))?;
+            tracing::info!("job {id}: result expired and deleted");
+        }
+        for id in self.store.stale_uploads(cutoff)? {
+            self.store.delete_upload(&id)?;
+            Layout::remove(&self.layout.upload(&id))?;
+            tracing::info!("upload {id}: expired and deleted");
+        }
+        Ok(())
+    }
+}
+
+/// A job's stored result, if it has one.
+pub fn stored_result(row: &JobRow) -> Option<StoredResult> {
+    row.result
+        .as_deref()
+        .and_then(|r| serde_json::from_str(r).ok())
+}
+
+/// Jobs with equal keys have equal results: the same input bytes, settings and cs-init version.
+pub fn cache_key(input_sha256: &str, settings_json: &str) -> String {
+    let mut h = Sha256::new();
+    for part in [env!("CARGO_PKG_VERSION"), input_sha256, settings_json] {
+        h.update(part.as_bytes());
+        h.update(b"\n");
+    }
+    hex(h.finalize().as_slice())
+}
