@@ -1120,5 +1120,5 @@ fn without_the_probe_the_totals_have_no_feature_means_and_no_warning() {
     assert!(totals["norm_ratio_mean"].is_number());
     assert_eq!(totals["warnings"], serde_json::json!([]));
     assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("feature-map"));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("mean feature-map |cos|"));
 }
