@@ -26,7 +26,7 @@ pub use output::{Exit, UsageError};
 
 const AFTER_HELP: &str = "\
 Examples:
-  cs-init resnet18                   decorrelate a new ResNet-18 (no file needed)
+  cs-init resnet18                   minimize L_CS of a new ResNet-18 (no file needed)
   cs-init model.safetensors          write model.cs.safetensors + model.cs.report.json
   cs-init plan model.safetensors     which tensors would be optimized, and why
   cs-init inspect model.safetensors  per-layer L_CS, scale-free similarity, |cos|
@@ -40,7 +40,10 @@ The math: docs/math.md. Every flag: docs/cli.md.";
 /// cs-init reads a checkpoint (safetensors, sharded safetensors, a PyTorch file, a Hugging Face Hub
 /// repository, or a built-in architecture), runs --iters steps of an optimizer on the Convolutional Similarity L_CS of each conv weight,
 /// one layer at a time, and writes a new checkpoint with every other tensor copied byte for byte,
-/// plus a JSON report of each layer's loss curve.
+/// plus a JSON report of each layer's loss curve. On a freshly initialized network L_CS falls by
+/// shrinking the filters and their feature maps stay as alike as before; on a trained one they
+/// become less alike and the network loses accuracy (docs/reproduction.md). The summary shows the
+/// probe's mean feature-map |cos| before and after, and warns when it did not fall.
 #[derive(Debug, Parser)]
 #[command(name = "cs-init", version, after_help = AFTER_HELP)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -164,7 +167,7 @@ struct ProbeArgs {
     #[arg(long, default_value = "16x16", value_name = "HxW")]
     probe_size: String,
 
-    /// Use PNG/JPEG images from this folder (resized) instead of U(0,1) noise.
+    /// Use PNG/JPEG images from this folder (resized) instead of noise.
     #[arg(long, value_name = "DIR")]
     probe_images: Option<PathBuf>,
 
@@ -172,8 +175,9 @@ struct ProbeArgs {
     #[arg(long, value_enum, default_value_t = PaddingArg::Same)]
     probe_padding: PaddingArg,
 
-    /// Noise without --probe-images: uniform U(0,1), or centered U(-1/2,1/2) (the same draws
-    /// without their mean).
+    /// Noise without --probe-images: uniform U(0,1), the paper's, whose |cos| mostly reflects
+    /// each filter's response to the input's mean; or centered U(-1/2,1/2) (the same draws
+    /// without their mean), whose |cos| is close to the kernels' own cosine.
     #[arg(long, value_enum, default_value_t = NoiseArg::Uniform)]
     probe_noise: NoiseArg,
 }

@@ -1,4 +1,4 @@
-//! The main job: decorrelate every selected conv layer and write the checkpoint and the report.
+//! The main job: minimize L_CS of every selected conv layer and write the checkpoint and the report.
 
 use std::path::PathBuf;
 
@@ -66,7 +66,8 @@ struct OptimizationArgs {
     #[arg(long, value_enum, default_value_t = VariantArg::Paper)]
     variant: VariantArg,
 
-    /// Rescale every filter to its starting norm after each step, so L_CS cannot fall by shrinking.
+    /// Rescale every filter to its starting norm after each step, so L_CS cannot fall by
+    /// shrinking (on a fresh network it then barely falls; long runs turn filters into spikes).
     #[arg(long)]
     keep_norm: bool,
 }
@@ -180,6 +181,19 @@ pub fn run(args: RunArgs, quiet: bool) -> anyhow::Result<Exit> {
             report.totals.loss_before,
             report.totals.loss_after
         );
+        let totals = &report.totals;
+        if let (Some(before), Some(after)) =
+            (totals.feature_cosine_before, totals.feature_cosine_after)
+        {
+            println!(
+                "mean feature-map |cos| (probe) {before:.3} -> {after:.3} over {} layers; mean filter norm ratio {:.3}",
+                totals.feature_cosine_layers,
+                totals.norm_ratio_mean.unwrap_or(f64::NAN)
+            );
+        }
+        for warning in &totals.warnings {
+            eprintln!("cs-init: warning: {warning}");
+        }
         println!(
             "wrote {} and {}",
             outcome.checkpoint.display(),

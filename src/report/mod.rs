@@ -242,6 +242,16 @@ pub struct Totals {
     pub total_seconds: f64,
     /// Peak resident memory of the process (Linux's VmHWM), when the system reports it.
     pub peak_memory_bytes: Option<u64>,
+    /// Mean over the optimized layers the probe measured of their feature-map |cos|, before
+    /// and after; `None` without the probe or without such a layer.
+    pub feature_cosine_before: Option<f64>,
+    pub feature_cosine_after: Option<f64>,
+    /// Optimized layers the two means above are taken over.
+    pub feature_cosine_layers: usize,
+    /// Mean over the optimized layers of their mean filter norm ratio (after / before).
+    pub norm_ratio_mean: Option<f64>,
+    /// Run-level warnings, one line each (the command line prints them).
+    pub warnings: Vec<String>,
 }
 
 impl Totals {
@@ -251,19 +261,61 @@ impl Totals {
             conv_tensors: layers.len(),
             ..Totals::default()
         };
+        let (mut cosine_before, mut cosine_after, mut norm_ratio) = (0.0, 0.0, 0.0);
         for l in layers {
             match &l.outcome {
-                Outcome::Optimized { before, after, .. } => {
+                Outcome::Optimized {
+                    before,
+                    after,
+                    norm_ratio: ratio,
+                    ..
+                } => {
                     t.optimized += 1;
                     t.loss_before += before.metrics.loss;
                     t.loss_after += after.metrics.loss;
+                    norm_ratio += ratio.mean;
+                    if let (Some(b), Some(a)) = (before.feature_cosine, after.feature_cosine) {
+                        t.feature_cosine_layers += 1;
+                        cosine_before += b;
+                        cosine_after += a;
+                    }
                 }
                 Outcome::Skipped { .. } => t.skipped += 1,
                 Outcome::Diverged { .. } => t.diverged += 1,
             }
             t.optimize_seconds += l.seconds();
         }
+        if t.optimized > 0 {
+            t.norm_ratio_mean = Some(norm_ratio / t.optimized as f64);
+        }
+        if t.feature_cosine_layers > 0 {
+            let n = t.feature_cosine_layers as f64;
+            t.feature_cosine_before = Some(cosine_before / n);
+            t.feature_cosine_after = Some(cosine_after / n);
+        }
+        t.warnings.extend(t.similarity_warning());
         t
+    }
+
+    /// The warning that L_CS fell while the feature maps did not become less alike. On a
+    /// freshly initialized network L_CS falls by shrinking the filters, which leaves their
+    /// feature maps as alike as before (docs/reproduction.md, "Does minimizing L_CS decorrelate
+    /// feature maps?"); the norm ratio in the warning shows whether that is what happened.
+    fn similarity_warning(&self) -> Option<String> {
+        let (before, after) = (self.feature_cosine_before?, self.feature_cosine_after?);
+        if self.loss_after >= self.loss_before || after < before {
+            return None;
+        }
+        let reduction = 100.0 * (1.0 - self.loss_after / self.loss_before);
+        let norm = self.norm_ratio_mean.map_or(String::new(), |r| {
+            format!(", mean filter norm ratio {r:.3}")
+        });
+        Some(format!(
+            "total L_CS fell {reduction:.1} % but the mean feature-map |cos| did not \
+             ({before:.3} -> {after:.3} over {} layers){norm}: L_CS has degree 4 in the \
+             weights, so shrinking filters lowers it without making their feature maps less alike",
+            self.feature_cosine_layers
+        ))
     }
 }
 
