@@ -148,6 +148,8 @@ fn a_job_submitted_through_the_page_completes_and_shows_its_table() {
         "cnn2.cs.safetensors",
         "report.json",
         "4 of 4 conv tensors optimized",
+        "mean feature-map |cos|",
+        "mean filter norm ratio",
     ] {
         assert!(text.contains(needle), "{needle} not in the result:\n{text}");
     }

@@ -236,7 +236,19 @@ async function showResult(job, view) {
     " conv tensors optimized (" + totals.skipped + " skipped, " + totals.diverged +
     " diverged) in " + totals.total_seconds.toFixed(2) + " s; total L_CS " +
     sci(totals.loss_before) + " -> " + sci(totals.loss_after) +
+    (totals.feature_cosine_before != null
+      ? "; mean feature-map |cos| " + totals.feature_cosine_before.toFixed(3) + " -> " +
+        totals.feature_cosine_after.toFixed(3)
+      : "") +
+    (totals.norm_ratio_mean != null
+      ? "; mean filter norm ratio " + totals.norm_ratio_mean.toFixed(3)
+      : "") +
     (result.cached_from ? " (reused from job " + result.cached_from + ")" : "");
+  $("warnings").replaceChildren(...(totals.warnings || []).map((w) => {
+    const item = document.createElement("li");
+    item.textContent = w;
+    return item;
+  }));
   const downloads = $("downloads");
   downloads.replaceChildren(...result.files.concat([result.report, result.plot]).map((f) => {
     const item = document.createElement("li");
