@@ -4,7 +4,8 @@
 
 use std::path::Path;
 
-use cs_init::checkpoint::{Dtype, Input, ResolveOptions, SafetensorsFile, TensorInfo};
+use cs_init::checkpoint::{Dtype, SafetensorsFile, TensorInfo};
+use cs_init::input::{Input, ResolveOptions};
 use cs_init::plan::{plan, plan_files, ConvKind, KernelLayout, PlanEntry, Selection};
 
 fn tensors(shapes: &[(&str, &[usize])]) -> Vec<TensorInfo> {

@@ -3,9 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use cs_init::checkpoint::{
-    read_pth, CheckpointError, Dtype, Input, PthCheckpoint, PthTensor, ResolveOptions,
-};
+use cs_init::checkpoint::{read_pth, CheckpointError, Dtype, PthCheckpoint, PthTensor};
+use cs_init::input::{Input, ResolveOptions};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -1,12 +1,11 @@
 //! Checkpoints on disk: safetensors files (read through mmap, written atomically), sharded
-//! checkpoints with their index, and the resolution of the command line's INPUT.
+//! checkpoints with their index, PyTorch files, and the Hugging Face Hub's references and cache.
 
 mod error;
-mod hub;
+pub(crate) mod hub;
 mod pytorch;
 mod reader;
 mod sharded;
-mod source;
 mod tensor_bytes;
 mod writer;
 
@@ -15,9 +14,6 @@ pub use hub::{HubEnv, HubSource};
 pub use pytorch::{check_pth, looks_like_pth, read_pth, read_pth_bytes, PthCheckpoint, PthTensor};
 pub use reader::{SafetensorsFile, TensorInfo};
 pub use sharded::{index_json, ShardIndex, INDEX_FILE};
-pub use source::{
-    built_in_bytes, built_in_file, built_in_names, Input, Opened, PthOptions, ResolveOptions,
-};
 pub use tensor_bytes::{candle_dtype, tensor_from_bytes, tensor_to_bytes};
 pub use writer::{
     remove_pending_outputs, serialize, HeaderEntry, OutputDir, OutputFile, SafetensorsWriter,

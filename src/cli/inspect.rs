@@ -87,7 +87,7 @@ pub fn run(args: InspectArgs, quiet: bool) -> anyhow::Result<Exit> {
 fn inspect(
     args: &InspectArgs,
     checked: &crate::run::CheckedSettings,
-    input: &crate::checkpoint::Input,
+    input: &crate::input::Input,
     device: &candle_core::Device,
     quiet: bool,
 ) -> anyhow::Result<Exit> {

@@ -365,14 +365,11 @@ fn resolve_input(
     input: &Option<PathBuf>,
     settings: &CheckedSettings,
     progress: bool,
-) -> anyhow::Result<crate::checkpoint::Input> {
-    let options = crate::checkpoint::ResolveOptions {
+) -> anyhow::Result<crate::input::Input> {
+    let options = crate::input::ResolveOptions {
         progress,
         cache_only: false,
         pth: settings.pth.clone(),
     };
-    Ok(crate::checkpoint::Input::resolve(
-        &input_text(input)?,
-        &options,
-    )?)
+    Ok(crate::input::Input::resolve(&input_text(input)?, &options)?)
 }

@@ -8,7 +8,8 @@ use clap::Args;
 
 use super::output::Exit;
 use crate::arch::Architecture;
-use crate::checkpoint::{built_in_bytes, OutputFile, SafetensorsFile};
+use crate::checkpoint::{OutputFile, SafetensorsFile};
+use crate::input::built_in_bytes;
 
 #[derive(Debug, Args)]
 pub struct NewArgs {

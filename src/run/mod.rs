@@ -31,9 +31,8 @@ use std::time::Instant;
 
 use candle_core::Device;
 
-use crate::checkpoint::{
-    index_json, Input, Opened, OutputDir, OutputFile, ResolveOptions, INDEX_FILE,
-};
+use crate::checkpoint::{index_json, OutputDir, OutputFile, INDEX_FILE};
+use crate::input::{Input, Opened, ResolveOptions};
 use crate::minimize::Engine;
 use crate::plan::{plan_files, PlanEntry};
 use crate::probe::Probe;

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::RunError;
-use crate::checkpoint::Input;
+use crate::input::Input;
 use crate::report::plot::PlotFormat;
 
 /// The files a run writes, as the caller asks for them (`None`: the default name).

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::PthOptions;
+use crate::input::PthOptions;
 use crate::minimize::Settings;
 use crate::optim::{AdamConfig, OptimizerConfig, SgdConfig};
 use crate::plan::{KernelLayout, Selection};

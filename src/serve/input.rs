@@ -6,7 +6,8 @@ use super::error::{ErrorKind, ServiceError};
 use super::layout::{is_id, Layout};
 use super::store::Store;
 use crate::arch::Architecture;
-use crate::checkpoint::{built_in_names, HubSource};
+use crate::checkpoint::HubSource;
+use crate::input::built_in_names;
 
 /// A job's input, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]

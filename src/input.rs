@@ -1,14 +1,16 @@
 //! What the command line's INPUT names: a safetensors file, a sharded checkpoint (its directory or
-//! its index file), a PyTorch checkpoint file, a Hub reference, or a built-in architecture.
+//! its index file), a PyTorch checkpoint file, a Hub reference, or a built-in architecture. It
+//! sits above both the checkpoint formats and the architectures, so that the I/O layer does not
+//! know how to initialize networks.
 
 use std::path::{Path, PathBuf};
 
-use super::hub::{self, HubEnv, HubFiles, HubSource};
-use super::{
+use crate::arch::Architecture;
+use crate::checkpoint::hub::{self, HubEnv, HubFiles, HubSource};
+use crate::checkpoint::{
     looks_like_pth, read_pth, serialize, tensor_to_bytes, CheckpointError, Dtype, Result,
     SafetensorsFile, ShardIndex, INDEX_FILE,
 };
-use crate::arch::Architecture;
 
 /// How PyTorch checkpoint files are read (`--key`, `--strip-prefix`).
 #[derive(Debug, Clone, Default)]
