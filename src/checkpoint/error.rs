@@ -2,7 +2,13 @@
 
 use std::path::PathBuf;
 
+use super::pytorch::{ContainerError, NotPthError, StateDictError, StorageError, TensorDataError};
+use super::reader::{HeaderError, TensorEntryError};
+
 /// Why a checkpoint could not be read or written.
+// The typed reasons are fields rather than `#[source]`s for the same reason as `Io`'s cause. The
+// large ones are boxed: every `Result` that can fail with a checkpoint error carries the largest
+// variant's size.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     // The cause is in the message, not in `source()`, so `{:#}` does not print it twice.
@@ -13,13 +19,25 @@ pub enum CheckpointError {
     },
 
     #[error("{}: not a valid safetensors file: {reason}", path.display())]
-    NotSafetensors { path: PathBuf, reason: String },
+    NotSafetensors {
+        path: PathBuf,
+        reason: Box<HeaderError>,
+    },
 
+    /// A safetensors header's entry for a tensor.
     #[error("{}: tensor '{tensor}': {reason}", path.display())]
     BadTensor {
         path: PathBuf,
         tensor: String,
-        reason: String,
+        reason: Box<TensorEntryError>,
+    },
+
+    /// A PyTorch tensor whose bytes its storage cannot give.
+    #[error("{}: tensor '{tensor}': {reason}", path.display())]
+    BadPthTensor {
+        path: PathBuf,
+        tensor: String,
+        reason: Box<TensorDataError>,
     },
 
     #[error("{}: invalid sharded-checkpoint index: {reason}", path.display())]
@@ -75,14 +93,24 @@ pub enum CheckpointError {
     },
 
     #[error("{}: not a PyTorch checkpoint: {reason}", path.display())]
-    NotPyTorch { path: PathBuf, reason: String },
+    NotPyTorch { path: PathBuf, reason: NotPthError },
 
     #[error("{}: unreadable PyTorch checkpoint: {reason}", path.display())]
-    UnreadablePyTorch { path: PathBuf, reason: String },
+    UnreadablePyTorch {
+        path: PathBuf,
+        reason: Box<ContainerError>,
+    },
+
+    /// A storage that a tensor of the state dict needs, unreadable: only those are read.
+    #[error("{}: unreadable PyTorch checkpoint: {reason}", path.display())]
+    UnreadableStorage { path: PathBuf, reason: StorageError },
 
     /// The file reads, but holds no state dict as asked (`--key`, `--strip-prefix`).
     #[error("{}: {reason}", path.display())]
-    StateDict { path: PathBuf, reason: String },
+    StateDict {
+        path: PathBuf,
+        reason: StateDictError,
+    },
 
     #[error("{}: is a directory; give a file name", path.display())]
     OutputIsDirectory { path: PathBuf },

@@ -11,8 +11,12 @@ mod writer;
 
 pub use error::CheckpointError;
 pub use hub::{HubEnv, HubSource};
-pub use pytorch::{check_pth, looks_like_pth, read_pth, read_pth_bytes, PthCheckpoint, PthTensor};
-pub use reader::{SafetensorsFile, TensorInfo};
+pub use pytorch::{
+    check_pth, looks_like_pth, read_pth, read_pth_bytes, ContainerError, EntryError, NotPthError,
+    OpError, PickleError, PthCheckpoint, PthTensor, StateDictError, StorageError, TensorDataError,
+    TorchError, ViewError,
+};
+pub use reader::{HeaderError, SafetensorsFile, TensorEntryError, TensorInfo};
 pub use sharded::{index_json, ShardIndex, INDEX_FILE};
 pub use tensor_bytes::{candle_dtype, tensor_from_bytes, tensor_to_bytes};
 pub use writer::{

@@ -15,6 +15,79 @@ use super::{CheckpointError, Result};
 /// Largest header accepted (the safetensors reference implementation's limit).
 const MAX_HEADER: usize = 100 * 1024 * 1024;
 
+/// Why a file is not a valid safetensors file. `hint` names a format mistaken for it, if any.
+#[derive(Debug, thiserror::Error)]
+pub enum HeaderError {
+    #[error("the file is {len} bytes long, shorter than the 8-byte header length{hint}")]
+    Short { len: usize, hint: &'static str },
+    #[error("the header claims {claimed} bytes but only {available} follow the length field (truncated file?){hint}")]
+    Truncated {
+        claimed: u64,
+        available: usize,
+        hint: &'static str,
+    },
+    #[error("the header is {0} bytes, more than the 100 MB limit")]
+    TooLarge(usize),
+    #[error("the header is not UTF-8: {cause}{hint}")]
+    NotUtf8 {
+        cause: std::str::Utf8Error,
+        hint: &'static str,
+    },
+    #[error("the header is not a JSON object: {cause}{hint}")]
+    NotJson {
+        cause: serde_json::Error,
+        hint: &'static str,
+    },
+    #[error("the header names '{0}' twice")]
+    Duplicate(String),
+    #[error("__metadata__ is not a JSON object")]
+    MetadataNotAnObject,
+    #[error("__metadata__ value of '{key}' is {found}, expected a string")]
+    MetadataNotAString { key: String, found: Value },
+    #[error("bytes {from}..{to} of the data section belong to no tensor (before '{before}')")]
+    Gap {
+        from: usize,
+        to: usize,
+        before: String,
+    },
+    #[error("{0} bytes after the last tensor belong to no tensor")]
+    Trailing(usize),
+    #[error("tensors '{first}' (bytes {}..{}) and '{second}' (bytes {}..{}) overlap", .first_range.0, .first_range.1, .second_range.0, .second_range.1)]
+    Overlap {
+        first: String,
+        first_range: (usize, usize),
+        second: String,
+        second_range: (usize, usize),
+    },
+}
+
+/// Why a tensor's entry in the header is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum TensorEntryError {
+    #[error("expected {{\"dtype\", \"shape\", \"data_offsets\"}}: {0}")]
+    Fields(serde_json::Error),
+    #[error("unknown dtype '{0}'")]
+    UnknownDtype(String),
+    #[error("data_offsets [{begin}, {end}] run backwards")]
+    Backwards { begin: usize, end: usize },
+    #[error("data_offsets [{begin}, {end}] extend beyond the data section ({data_len} bytes; truncated file?)")]
+    BeyondData {
+        begin: usize,
+        end: usize,
+        data_len: usize,
+    },
+    #[error("shape {0:?} overflows")]
+    Overflow(Vec<usize>),
+    #[error("shape {shape:?} of {dtype:?} needs {expected} bytes but data_offsets [{begin}, {end}] hold {}", .end - .begin)]
+    Size {
+        shape: Vec<usize>,
+        dtype: Dtype,
+        expected: u128,
+        begin: usize,
+        end: usize,
+    },
+}
+
 /// One tensor of a safetensors file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TensorInfo {
@@ -73,42 +146,43 @@ impl SafetensorsFile {
             Bytes::Mapped(m) => m,
             Bytes::Owned(v) => v,
         };
-        let invalid = |reason: String| CheckpointError::NotSafetensors {
+        let invalid = |reason| CheckpointError::NotSafetensors {
             path: path.clone(),
-            reason,
+            reason: Box::new(reason),
         };
         if all.len() < 8 {
-            return Err(invalid(format!(
-                "the file is {} bytes long, shorter than the 8-byte header length{}",
-                all.len(),
-                format_hint(all)
-            )));
+            return Err(invalid(HeaderError::Short {
+                len: all.len(),
+                hint: format_hint(all),
+            }));
         }
         let header_len = u64::from_le_bytes(all[..8].try_into().expect("8 bytes"));
         if header_len as u128 > (all.len() - 8) as u128 {
-            return Err(invalid(format!(
-                "the header claims {header_len} bytes but only {} follow the length field (truncated file?){}",
-                all.len() - 8,
-                format_hint(all)
-            )));
+            return Err(invalid(HeaderError::Truncated {
+                claimed: header_len,
+                available: all.len() - 8,
+                hint: format_hint(all),
+            }));
         }
         let header_len = header_len as usize;
         if header_len > MAX_HEADER {
-            return Err(invalid(format!(
-                "the header is {header_len} bytes, more than the 100 MB limit"
-            )));
+            return Err(invalid(HeaderError::TooLarge(header_len)));
         }
-        let header = std::str::from_utf8(&all[8..8 + header_len])
-            .map_err(|e| invalid(format!("the header is not UTF-8: {e}{}", format_hint(all))))?;
-        let Entries(header) = serde_json::from_str(header.trim_end()).map_err(|e| {
-            invalid(format!(
-                "the header is not a JSON object: {e}{}",
-                format_hint(all)
-            ))
+        let header = std::str::from_utf8(&all[8..8 + header_len]).map_err(|cause| {
+            invalid(HeaderError::NotUtf8 {
+                cause,
+                hint: format_hint(all),
+            })
+        })?;
+        let Entries(header) = serde_json::from_str(header.trim_end()).map_err(|cause| {
+            invalid(HeaderError::NotJson {
+                cause,
+                hint: format_hint(all),
+            })
         })?;
         let mut seen = std::collections::HashSet::new();
         if let Some((name, _)) = header.iter().find(|(name, _)| !seen.insert(name.as_str())) {
-            return Err(invalid(format!("the header names '{name}' twice")));
+            return Err(invalid(HeaderError::Duplicate(name.clone())));
         }
         let data_start = 8 + header_len;
         let data_len = all.len() - data_start;
@@ -124,7 +198,7 @@ impl SafetensorsFile {
                 CheckpointError::BadTensor {
                     path: path.clone(),
                     tensor: name.clone(),
-                    reason,
+                    reason: Box::new(reason),
                 }
             })?;
             tensors.push(info);
@@ -134,30 +208,25 @@ impl SafetensorsFile {
         let mut covered = 0;
         for t in &tensors {
             if t.begin > covered {
-                return Err(invalid(format!(
-                    "bytes {covered}..{} of the data section belong to no tensor (before '{}')",
-                    t.begin, t.name
-                )));
+                return Err(invalid(HeaderError::Gap {
+                    from: covered,
+                    to: t.begin,
+                    before: t.name.clone(),
+                }));
             }
             covered = covered.max(t.end);
         }
         if covered != data_len {
-            return Err(invalid(format!(
-                "{} bytes after the last tensor belong to no tensor",
-                data_len - covered
-            )));
+            return Err(invalid(HeaderError::Trailing(data_len - covered)));
         }
         for pair in tensors.windows(2) {
             if pair[1].begin < pair[0].end {
-                return Err(invalid(format!(
-                    "tensors '{}' (bytes {}..{}) and '{}' (bytes {}..{}) overlap",
-                    pair[0].name,
-                    pair[0].begin,
-                    pair[0].end,
-                    pair[1].name,
-                    pair[1].begin,
-                    pair[1].end
-                )));
+                return Err(invalid(HeaderError::Overlap {
+                    first: pair[0].name.clone(),
+                    first_range: (pair[0].begin, pair[0].end),
+                    second: pair[1].name.clone(),
+                    second_range: (pair[1].begin, pair[1].end),
+                }));
             }
         }
         Ok(Self {
@@ -228,16 +297,14 @@ impl SafetensorsFile {
     }
 }
 
-fn parse_metadata(entry: Value) -> std::result::Result<BTreeMap<String, String>, String> {
+fn parse_metadata(entry: Value) -> std::result::Result<BTreeMap<String, String>, HeaderError> {
     let Value::Object(map) = entry else {
-        return Err("__metadata__ is not a JSON object".into());
+        return Err(HeaderError::MetadataNotAnObject);
     };
     map.into_iter()
-        .map(|(k, v)| match v {
-            Value::String(s) => Ok((k, s)),
-            other => Err(format!(
-                "__metadata__ value of '{k}' is {other}, expected a string"
-            )),
+        .map(|(key, v)| match v {
+            Value::String(s) => Ok((key, s)),
+            found => Err(HeaderError::MetadataNotAString { key, found }),
         })
         .collect()
 }
@@ -246,7 +313,7 @@ fn parse_tensor(
     name: &str,
     entry: Value,
     data_len: usize,
-) -> std::result::Result<TensorInfo, String> {
+) -> std::result::Result<TensorInfo, TensorEntryError> {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Entry {
@@ -254,18 +321,19 @@ fn parse_tensor(
         shape: Vec<usize>,
         data_offsets: (usize, usize),
     }
-    let entry: Entry = serde_json::from_value(entry)
-        .map_err(|e| format!("expected {{\"dtype\", \"shape\", \"data_offsets\"}}: {e}"))?;
+    let entry: Entry = serde_json::from_value(entry).map_err(TensorEntryError::Fields)?;
     let dtype: Dtype = serde_json::from_value(Value::String(entry.dtype.clone()))
-        .map_err(|_| format!("unknown dtype '{}'", entry.dtype))?;
+        .map_err(|_| TensorEntryError::UnknownDtype(entry.dtype.clone()))?;
     let (begin, end) = entry.data_offsets;
     if begin > end {
-        return Err(format!("data_offsets [{begin}, {end}] run backwards"));
+        return Err(TensorEntryError::Backwards { begin, end });
     }
     if end > data_len {
-        return Err(format!(
-            "data_offsets [{begin}, {end}] extend beyond the data section ({data_len} bytes; truncated file?)"
-        ));
+        return Err(TensorEntryError::BeyondData {
+            begin,
+            end,
+            data_len,
+        });
     }
     let elements = if entry.shape.contains(&0) {
         0
@@ -274,15 +342,17 @@ fn parse_tensor(
             .shape
             .iter()
             .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-            .ok_or_else(|| format!("shape {:?} overflows", entry.shape))?
+            .ok_or_else(|| TensorEntryError::Overflow(entry.shape.clone()))?
     };
     let expected = (elements as u128 * dtype.bitsize() as u128).div_ceil(8);
     if expected != (end - begin) as u128 {
-        return Err(format!(
-            "shape {:?} of {dtype:?} needs {expected} bytes but data_offsets [{begin}, {end}] hold {}",
-            entry.shape,
-            end - begin
-        ));
+        return Err(TensorEntryError::Size {
+            shape: entry.shape,
+            dtype,
+            expected,
+            begin,
+            end,
+        });
     }
     Ok(TensorInfo {
         name: name.to_string(),

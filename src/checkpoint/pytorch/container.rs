@@ -7,13 +7,92 @@ use std::collections::HashMap;
 use std::io::{Cursor, Read};
 use std::ops::Range;
 
+use zip::result::ZipError;
 use zip::ZipArchive;
 
-use super::pickle::{self, Loaded, Value};
-use super::torch::{TorchHooks, TorchObject, TorchValue};
+use super::pickle::{self, Loaded, PickleError, Value};
+use super::torch::{TorchError, TorchHooks, TorchObject, TorchValue};
 
 /// The legacy format's protocol version, the only one ever written.
 const LEGACY_VERSION: i128 = 1001;
+
+/// Why the container or its pickle could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("not a readable zip archive (truncated file?): {0}")]
+    NotZip(ZipError),
+    #[error("a zip archive without <folder>/data.pkl, so not a PyTorch checkpoint")]
+    NoPickle,
+    #[error("saved with byte order '{0}'; only little-endian checkpoints are supported")]
+    ByteOrder(String),
+    #[error(transparent)]
+    Entry(EntryError),
+    /// The archive lists the pickle's entry, yet has none by that name.
+    #[error("{0} cannot be opened")]
+    PickleMissing(String),
+    #[error("{entry}: {error}")]
+    ZipPickle {
+        entry: String,
+        error: PickleError<TorchError>,
+    },
+    #[error(transparent)]
+    LegacyPickle(PickleError<TorchError>),
+    #[error("unsupported legacy format version: {0}")]
+    LegacyVersion(String),
+    #[error("saved on a big-endian machine; only little-endian checkpoints are supported")]
+    BigEndian,
+    #[error("the list of storages is a {0}, not a list")]
+    StorageListNotAList(String),
+    #[error("a storage key is a {0}")]
+    StorageKeyNotAString(String),
+    #[error("the list of storages names '{0}', which the pickle never refers to")]
+    UnknownStorage(String),
+    #[error("storage '{key}' has the type {class}, which torch.save does not write, so its size is unknown")]
+    UnknownElementSize { key: String, class: String },
+    #[error(
+        "truncated file: storage '{key}' starts at byte {at}, but the file ends at byte {file_len}"
+    )]
+    NoElementCount {
+        key: String,
+        at: usize,
+        file_len: usize,
+    },
+    #[error("truncated file: storage '{key}' of {count} {class} elements starts at byte {start}, but the file ends at byte {file_len}")]
+    StorageTruncated {
+        key: String,
+        count: u64,
+        class: String,
+        start: usize,
+        file_len: usize,
+    },
+}
+
+/// Why a zip archive's entry could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum EntryError {
+    #[error("{entry}: {cause}")]
+    Open { entry: String, cause: ZipError },
+    #[error("{entry}: {cause} (corrupt file?)")]
+    Read {
+        entry: String,
+        cause: std::io::Error,
+    },
+    #[error(
+        "{entry}: its data does not have the {declared} bytes its header declares (corrupt file?)"
+    )]
+    Size { entry: String, declared: u64 },
+}
+
+/// Why a storage's bytes could not be found.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("storage '{key}' is missing from the archive (no entry {entry})")]
+    NotInArchive { key: String, entry: String },
+    #[error("storage '{0}' is not in the file's storage list")]
+    NotListed(String),
+    #[error(transparent)]
+    Entry(EntryError),
+}
 
 /// Where the storages' bytes are.
 pub(super) enum StorageData<'a> {
@@ -31,16 +110,16 @@ pub(super) enum StorageData<'a> {
 
 impl<'a> StorageData<'a> {
     /// The bytes of storage `key`: read from the archive, or borrowed from the file.
-    pub(super) fn load(&mut self, key: &str) -> Result<Cow<'a, [u8]>, String> {
+    pub(super) fn load(&mut self, key: &str) -> Result<Cow<'a, [u8]>, StorageError> {
         match self {
             StorageData::Zip { archive, folder } => {
                 let name = [folder.as_slice(), b"data/", key.as_bytes()].concat();
-                let data = read_entry(archive, &name)?.ok_or_else(|| {
-                    format!(
-                        "storage '{key}' is missing from the archive (no entry {})",
-                        String::from_utf8_lossy(&name)
-                    )
-                })?;
+                let data = read_entry(archive, &name)
+                    .map_err(StorageError::Entry)?
+                    .ok_or_else(|| StorageError::NotInArchive {
+                        key: key.to_string(),
+                        entry: String::from_utf8_lossy(&name).into_owned(),
+                    })?;
                 Ok(Cow::Owned(data))
             }
             StorageData::Legacy { file, ranges } => {
@@ -49,7 +128,7 @@ impl<'a> StorageData<'a> {
                     .get(key)
                     .and_then(|range| file.get(range.clone()))
                     .map(Cow::Borrowed)
-                    .ok_or_else(|| format!("storage '{key}' is not in the file's storage list"))
+                    .ok_or_else(|| StorageError::NotListed(key.to_string()))
             }
         }
     }
@@ -60,9 +139,8 @@ impl<'a> StorageData<'a> {
 pub(super) fn open_zip<'a>(
     bytes: &'a [u8],
     hooks: &mut TorchHooks,
-) -> Result<(Loaded<TorchObject>, StorageData<'a>), String> {
-    let mut archive = ZipArchive::new(Cursor::new(bytes))
-        .map_err(|e| format!("not a readable zip archive (truncated file?): {e}"))?;
+) -> Result<(Loaded<TorchObject>, StorageData<'a>), ContainerError> {
+    let mut archive = ZipArchive::new(Cursor::new(bytes)).map_err(ContainerError::NotZip)?;
     // The folder's name varies ("archive", or the file's stem in older versions): the pickle
     // closest to the root is the checkpoint's.
     let pickle_name = archive
@@ -70,7 +148,7 @@ pub(super) fn open_zip<'a>(
         .filter(|name| *name == b"data.pkl" || name.ends_with(b"/data.pkl"))
         .min_by_key(|name| name.iter().filter(|&&b| b == b'/').count())
         .map(<[u8]>::to_vec)
-        .ok_or("a zip archive without <folder>/data.pkl, so not a PyTorch checkpoint")?;
+        .ok_or(ContainerError::NoPickle)?;
     let folder = pickle_name
         .strip_suffix(b"data.pkl")
         .unwrap_or_default()
@@ -78,17 +156,20 @@ pub(super) fn open_zip<'a>(
     let shown = String::from_utf8_lossy(&pickle_name).into_owned();
 
     let byteorder = [folder.as_slice(), b"byteorder"].concat();
-    if let Some(order) = read_entry(&mut archive, &byteorder)? {
+    if let Some(order) = read_entry(&mut archive, &byteorder).map_err(ContainerError::Entry)? {
         if order != b"little" {
-            return Err(format!(
-                "saved with byte order '{}'; only little-endian checkpoints are supported",
-                String::from_utf8_lossy(&order)
+            return Err(ContainerError::ByteOrder(
+                String::from_utf8_lossy(&order).into_owned(),
             ));
         }
     }
-    let pickle = read_entry(&mut archive, &pickle_name)?
-        .ok_or_else(|| format!("{shown} cannot be opened"))?;
-    let (root, _) = pickle::load(&pickle, 0, hooks).map_err(|e| format!("{shown}: {e}"))?;
+    let pickle = read_entry(&mut archive, &pickle_name)
+        .map_err(ContainerError::Entry)?
+        .ok_or_else(|| ContainerError::PickleMissing(shown.clone()))?;
+    let (root, _) = pickle::load(&pickle, 0, hooks).map_err(|error| ContainerError::ZipPickle {
+        entry: shown,
+        error,
+    })?;
     Ok((root, StorageData::Zip { archive, folder }))
 }
 
@@ -96,17 +177,18 @@ pub(super) fn open_zip<'a>(
 fn read_entry(
     archive: &mut ZipArchive<Cursor<&[u8]>>,
     name: &[u8],
-) -> Result<Option<Vec<u8>>, String> {
-    let shown = String::from_utf8_lossy(name);
+) -> Result<Option<Vec<u8>>, EntryError> {
+    let shown = || String::from_utf8_lossy(name).into_owned();
     // The entries lie before the central directory: no more is reserved for an entry's claimed
     // size, which could be anything in a corrupt file.
     let limit = archive.central_directory_start();
     let Some(index) = archive.index_for_name_raw(name) else {
         return Ok(None);
     };
-    let mut entry = archive
-        .by_index(index)
-        .map_err(|e| format!("{shown}: {e}"))?;
+    let mut entry = archive.by_index(index).map_err(|cause| EntryError::Open {
+        entry: shown(),
+        cause,
+    })?;
     let declared = entry.size();
     let capacity = usize::try_from(declared.min(limit)).unwrap_or(0);
     let mut data = Vec::with_capacity(capacity);
@@ -115,16 +197,23 @@ fn read_entry(
         .by_ref()
         .take(declared)
         .read_to_end(&mut data)
-        .map_err(|e| format!("{shown}: {e} (corrupt file?)"))?;
+        .map_err(|cause| EntryError::Read {
+            entry: shown(),
+            cause,
+        })?;
     // Reading on to the end of the entry is what makes the archive check its CRC.
     let longer = entry
         .read(&mut [0u8; 1])
-        .map_err(|e| format!("{shown}: {e} (corrupt file?)"))?
+        .map_err(|cause| EntryError::Read {
+            entry: shown(),
+            cause,
+        })?
         > 0;
     if longer || data.len() as u64 != declared {
-        return Err(format!(
-            "{shown}: its data does not have the {declared} bytes its header declares (corrupt file?)"
-        ));
+        return Err(EntryError::Size {
+            entry: shown(),
+            declared,
+        });
     }
     Ok(Some(data))
 }
@@ -133,75 +222,69 @@ fn read_entry(
 pub(super) fn open_legacy<'a>(
     bytes: &'a [u8],
     hooks: &mut TorchHooks,
-) -> Result<(Loaded<TorchObject>, StorageData<'a>), String> {
+) -> Result<(Loaded<TorchObject>, StorageData<'a>), ContainerError> {
     let mut pos = 0;
     let mut next = |hooks: &mut TorchHooks| {
-        let (value, len) = pickle::load(bytes.get(pos..).unwrap_or_default(), pos, hooks)?;
+        let (value, len) = pickle::load(bytes.get(pos..).unwrap_or_default(), pos, hooks)
+            .map_err(ContainerError::LegacyPickle)?;
         pos += len;
-        Ok::<_, String>(value)
+        Ok::<_, ContainerError>(value)
     };
     next(hooks)?; // the magic number, already recognized by `is_legacy`
     let version = next(hooks)?;
     if !matches!(version.value, Value::Int(LEGACY_VERSION)) {
-        return Err(format!(
-            "unsupported legacy format version: {}",
-            version.value.describe()
-        ));
+        return Err(ContainerError::LegacyVersion(version.value.describe()));
     }
     let sys_info = next(hooks)?;
     if matches!(
         dict_get(&sys_info.value, "little_endian"),
         Some(Value::Bool(false))
     ) {
-        return Err(
-            "saved on a big-endian machine; only little-endian checkpoints are supported".into(),
-        );
+        return Err(ContainerError::BigEndian);
     }
     let root = next(hooks)?;
     let keys = next(hooks)?;
     let Value::List(keys) = &keys.value else {
-        return Err(format!(
-            "the list of storages is a {}, not a list",
-            keys.value.describe()
-        ));
+        return Err(ContainerError::StorageListNotAList(keys.value.describe()));
     };
 
     let mut ranges = HashMap::new();
     for key in &keys.borrow().0 {
         let Value::Str(key) = key else {
-            return Err(format!("a storage key is a {}", key.describe()));
+            return Err(ContainerError::StorageKeyNotAString(key.describe()));
         };
-        let storage = hooks.storages.get(&**key).ok_or_else(|| {
-            format!("the list of storages names '{key}', which the pickle never refers to")
-        })?;
-        let element_size = storage.element_size.ok_or_else(|| {
-            format!(
-                "storage '{key}' has the type {}, which torch.save does not write, so its size is unknown",
-                storage.class
-            )
-        })?;
-        let truncated = |what: String| {
-            format!(
-                "truncated file: storage '{key}' {what}, but the file ends at byte {}",
-                bytes.len()
-            )
-        };
+        let storage = hooks
+            .storages
+            .get(&**key)
+            .ok_or_else(|| ContainerError::UnknownStorage(key.to_string()))?;
+        let element_size =
+            storage
+                .element_size
+                .ok_or_else(|| ContainerError::UnknownElementSize {
+                    key: key.to_string(),
+                    class: storage.class.clone(),
+                })?;
         let count = bytes
             .get(pos..pos.saturating_add(8))
             .and_then(|b| <[u8; 8]>::try_from(b).ok())
             .map(u64::from_le_bytes)
-            .ok_or_else(|| truncated(format!("starts at byte {pos}")))?;
+            .ok_or_else(|| ContainerError::NoElementCount {
+                key: key.to_string(),
+                at: pos,
+                file_len: bytes.len(),
+            })?;
         let start = pos + 8;
         pos = usize::try_from(count)
             .ok()
             .and_then(|count| count.checked_mul(element_size))
             .and_then(|len| start.checked_add(len))
             .filter(|&end| end <= bytes.len())
-            .ok_or_else(|| {
-                truncated(format!(
-                    "of {count} {} elements starts at byte {start}",
-                    storage.class
-                ))
+            .ok_or_else(|| ContainerError::StorageTruncated {
+                key: key.to_string(),
+                count,
+                class: storage.class.clone(),
+                start,
+                file_len: bytes.len(),
             })?;
         ranges.insert(key.to_string(), start..pos);
     }

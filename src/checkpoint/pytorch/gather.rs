@@ -7,13 +7,52 @@ use std::path::Path;
 
 use super::container::StorageData;
 use super::state_dict::Named;
-use super::{unreadable, PthTensor};
+use super::PthTensor;
 use crate::checkpoint::CheckpointError;
 
 /// How many times the bytes of the storages read the tensors may take together. Tied weights
 /// (one storage under two names) need twice; a file with one storage under thousands of names
 /// would otherwise make the output grow with the square of the file's size.
 const SHARING_LIMIT: usize = 16;
+
+/// Why a tensor's bytes could not be read out of its storage.
+#[derive(Debug, thiserror::Error)]
+pub enum TensorDataError {
+    #[error("unsupported storage type {0}")]
+    UnsupportedType(String),
+    #[error("the storage offset overflows")]
+    OffsetOverflow,
+    #[error("storage '{key}': {error}")]
+    View { key: String, error: ViewError },
+    #[error("with the tensors before it, it takes {output_bytes} bytes, more than {SHARING_LIMIT} times the {storage_bytes} bytes of the storages they view (one storage under many names); \
+             save the state dict with its tensors cloned ({{k: v.clone() for k, v in state_dict.items()}}) and pass that file")]
+    Shared {
+        output_bytes: usize,
+        storage_bytes: usize,
+    },
+}
+
+/// Why a strided view cannot be read from its storage's bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum ViewError {
+    #[error("the shape {shape:?} is too large")]
+    TooLarge { shape: Vec<usize> },
+    #[error("a view at offset {start} with size {shape:?} and stride {stride:?} needs {needed} elements, but the storage holds {available} (truncated or corrupt file?)")]
+    OutOfBounds {
+        start: usize,
+        shape: Vec<usize>,
+        stride: Vec<usize>,
+        needed: usize,
+        available: usize,
+    },
+    #[error("a view with size {shape:?} and stride {stride:?} repeats elements: its {numel} elements come from a storage of {available}; save it with .contiguous() (or .clone()) first")]
+    Repeats {
+        shape: Vec<usize>,
+        stride: Vec<usize>,
+        numel: usize,
+        available: usize,
+    },
+}
 
 /// Reads the tensors' bytes. Each storage is loaded once and kept only while tensors still
 /// need it; the last tensor of a storage takes its bytes without a copy when it covers the
@@ -31,19 +70,24 @@ pub(super) fn materialize(
     let mut tensors = Vec::with_capacity(named.len());
     let (mut storage_bytes, mut output_bytes) = (0usize, 0usize);
     for (name, tensor) in named {
-        let bad = |reason: String| CheckpointError::BadTensor {
+        let bad = |reason: TensorDataError| CheckpointError::BadPthTensor {
             path: path.to_path_buf(),
             tensor: name.clone(),
-            reason,
+            reason: Box::new(reason),
         };
         let storage = &tensor.storage;
         let dtype = tensor
             .dtype
-            .ok_or_else(|| bad(format!("unsupported storage type {}", tensor.type_name)))?;
+            .ok_or_else(|| bad(TensorDataError::UnsupportedType(tensor.type_name.clone())))?;
         let bytes = match loaded.remove(&storage.key) {
             Some(bytes) => bytes,
             None => {
-                let bytes = data.load(&storage.key).map_err(|e| unreadable(path, e))?;
+                let bytes = data.load(&storage.key).map_err(|reason| {
+                    CheckpointError::UnreadableStorage {
+                        path: path.to_path_buf(),
+                        reason,
+                    }
+                })?;
                 storage_bytes = storage_bytes.saturating_add(bytes.len());
                 bytes
             }
@@ -56,7 +100,7 @@ pub(super) fn materialize(
         let start = storage
             .view_offset
             .checked_add(tensor.offset)
-            .ok_or_else(|| bad("the storage offset overflows".into()))?;
+            .ok_or_else(|| bad(TensorDataError::OffsetOverflow))?;
         let gathered = if left == 0 {
             take_or_gather(bytes, elem, start, &tensor.shape, &tensor.stride)
         } else {
@@ -64,14 +108,19 @@ pub(super) fn materialize(
             loaded.insert(storage.key.clone(), bytes);
             gathered
         };
-        let data = gathered.map_err(|e| bad(format!("storage '{}': {e}", storage.key)))?;
+        let data = gathered.map_err(|error| {
+            bad(TensorDataError::View {
+                key: storage.key.clone(),
+                error,
+            })
+        })?;
         // Each view is at most its storage's size (`gather`): the total is what can grow.
         output_bytes = output_bytes.saturating_add(data.len());
         if output_bytes > storage_bytes.saturating_mul(SHARING_LIMIT) {
-            return Err(bad(format!(
-                "with the tensors before it, it takes {output_bytes} bytes, more than {SHARING_LIMIT} times the {storage_bytes} bytes of the storages they view (one storage under many names); \
-                 save the state dict with its tensors cloned ({{k: v.clone() for k, v in state_dict.items()}}) and pass that file"
-            )));
+            return Err(bad(TensorDataError::Shared {
+                output_bytes,
+                storage_bytes,
+            }));
         }
         tensors.push(PthTensor {
             name,
@@ -90,7 +139,7 @@ fn take_or_gather(
     start: usize,
     shape: &[usize],
     stride: &[usize],
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, ViewError> {
     let exact = |len: usize| {
         start == 0
             && is_contiguous(shape, stride)
@@ -125,8 +174,10 @@ fn gather(
     start: usize,
     shape: &[usize],
     stride: &[usize],
-) -> Result<Vec<u8>, String> {
-    let overflow = || format!("the shape {shape:?} is too large");
+) -> Result<Vec<u8>, ViewError> {
+    let overflow = || ViewError::TooLarge {
+        shape: shape.to_vec(),
+    };
     let numel = shape
         .iter()
         .try_fold(1usize, |n, &d| n.checked_mul(d))
@@ -144,10 +195,13 @@ fn gather(
         .ok_or_else(overflow)?;
     let available = src.len() / elem;
     if last >= available {
-        return Err(format!(
-            "a view at offset {start} with size {shape:?} and stride {stride:?} needs {} elements, but the storage holds {available} (truncated or corrupt file?)",
-            last + 1
-        ));
+        return Err(ViewError::OutOfBounds {
+            start,
+            shape: shape.to_vec(),
+            stride: stride.to_vec(),
+            needed: last + 1,
+            available,
+        });
     }
     if is_contiguous(shape, stride) {
         return Ok(src[start * elem..(start + numel) * elem].to_vec());
@@ -156,9 +210,12 @@ fn gather(
     // elements than its storage; its size would come from the file's fields alone, not from
     // bytes it holds, so it is refused rather than allocated.
     if numel > available {
-        return Err(format!(
-            "a view with size {shape:?} and stride {stride:?} repeats elements: its {numel} elements come from a storage of {available}; save it with .contiguous() (or .clone()) first"
-        ));
+        return Err(ViewError::Repeats {
+            shape: shape.to_vec(),
+            stride: stride.to_vec(),
+            numel,
+            available,
+        });
     }
     let mut out = Vec::with_capacity(numel * elem);
     let mut index = vec![0usize; shape.len()];

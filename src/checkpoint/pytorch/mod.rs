@@ -28,6 +28,26 @@ use self::state_dict::{select_state_dict, shared_prefix, strip_names};
 use self::torch::{TorchHooks, TorchObject};
 use super::{CheckpointError, Dtype};
 
+pub use self::container::{ContainerError, EntryError, StorageError};
+pub use self::gather::{TensorDataError, ViewError};
+pub use self::pickle::{OpError, PickleError};
+pub use self::state_dict::StateDictError;
+pub use self::torch::TorchError;
+
+/// Why a file is not taken for a PyTorch checkpoint at all.
+#[derive(Debug, thiserror::Error)]
+pub enum NotPthError {
+    #[error("the file is empty")]
+    Empty,
+    #[error("it starts with the bytes {}, neither a zip archive (PK\\x03\\x04) nor a legacy torch.save pickle", hex(.start))]
+    Magic { start: Vec<u8> },
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let pairs: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    pairs.join(" ")
+}
+
 /// One tensor of a PyTorch checkpoint, as contiguous little-endian row-major bytes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PthTensor {
@@ -127,7 +147,7 @@ pub fn read_pth_bytes(
     key: Option<&str>,
     strip_prefix: Option<&str>,
 ) -> Result<PthCheckpoint, CheckpointError> {
-    let fail = |reason: String| CheckpointError::StateDict {
+    let fail = |reason| CheckpointError::StateDict {
         path: origin.into(),
         reason,
     };
@@ -155,30 +175,24 @@ fn open<'a>(
     bytes: &'a [u8],
     hooks: &mut TorchHooks,
 ) -> Result<(Loaded<TorchObject>, StorageData<'a>), CheckpointError> {
-    let fail = |reason: String| CheckpointError::NotPyTorch {
+    let fail = |reason| CheckpointError::NotPyTorch {
         path: origin.into(),
         reason,
     };
     if bytes.is_empty() {
-        return Err(fail("the file is empty".into()));
+        return Err(fail(NotPthError::Empty));
     }
     let opened = if bytes.starts_with(ZIP_MAGIC) {
         open_zip(bytes, hooks)
     } else if is_legacy(bytes) {
         open_legacy(bytes, hooks)
     } else {
-        let start: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
-        return Err(fail(format!(
-            "it starts with the bytes {}, neither a zip archive (PK\\x03\\x04) nor a legacy torch.save pickle",
-            start.join(" ")
-        )));
+        return Err(fail(NotPthError::Magic {
+            start: bytes.iter().take(8).copied().collect(),
+        }));
     };
-    opened.map_err(|e| unreadable(origin, e))
-}
-
-fn unreadable(path: &Path, reason: String) -> CheckpointError {
-    CheckpointError::UnreadablePyTorch {
-        path: path.into(),
-        reason,
-    }
+    opened.map_err(|reason| CheckpointError::UnreadablePyTorch {
+        path: origin.into(),
+        reason: Box::new(reason),
+    })
 }

@@ -56,11 +56,13 @@ impl fmt::Display for Global {
 /// What the machine cannot know by itself: how to load persistent ids and call globals.
 pub(crate) trait Hooks {
     type Extension: Extension;
+    /// Why a persistent id or a call was refused; the machine adds the opcode and its offset.
+    type Error: std::error::Error;
     /// The object a BINPERSID id stands for.
     fn persistent_load(
         &mut self,
         pid: Value<Self::Extension>,
-    ) -> Result<Value<Self::Extension>, String>;
+    ) -> Result<Value<Self::Extension>, Self::Error>;
     /// The result of calling `global` with `args` (REDUCE, NEWOBJ), or `None` for a global the
     /// hooks do not know, which then becomes an opaque object. A list or dict returned must be
     /// new, not nested in another value: the machine registers it (see [`Loaded`]).
@@ -68,7 +70,64 @@ pub(crate) trait Hooks {
         &mut self,
         global: &Global,
         args: &[Value<Self::Extension>],
-    ) -> Result<Option<Value<Self::Extension>>, String>;
+    ) -> Result<Option<Value<Self::Extension>>, Self::Error>;
+}
+
+/// Why a pickle could not be run; `E` is the hooks' error.
+#[derive(Debug, thiserror::Error)]
+pub enum PickleError<E> {
+    #[error("truncated file: the pickle ends at byte {at} without its STOP opcode")]
+    NoStop { at: usize },
+    // The opcode's error is in the message rather than in `source()`, as in `CheckpointError`.
+    #[error("pickle opcode {} at byte {at}: {error}", opcode_label(*.opcode))]
+    Opcode {
+        opcode: u8,
+        at: usize,
+        error: OpError<E>,
+    },
+}
+
+/// Why one opcode failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpError<E> {
+    #[error("the stack is empty")]
+    EmptyStack,
+    #[error("no MARK before it")]
+    NoMark,
+    #[error("needs {0} values but the stack holds fewer")]
+    ShortStack(usize),
+    #[error("memo entry {0} was never stored")]
+    NotInMemo(u32),
+    #[error("the memo is full")]
+    MemoFull,
+    #[error("truncated file: the data ends inside the opcode's argument")]
+    Truncated,
+    #[error("negative length {0}")]
+    NegativeLength(i32),
+    /// A 32-bit length that does not fit this machine's address space.
+    #[error("{what} too long")]
+    TooLong { what: &'static str },
+    #[error("length {0} too large")]
+    TooLarge(u64),
+    #[error("the {what} is not UTF-8: {cause}")]
+    NotUtf8 {
+        what: &'static str,
+        cause: std::str::Utf8Error,
+    },
+    #[error("not a pickle opcode (corrupt file?)")]
+    NotAnOpcode,
+    #[error("an opcode this reader does not support")]
+    Unsupported,
+    #[error("the arguments are a {found}, not a tuple")]
+    ArgumentsNotATuple { found: String },
+    #[error("an odd number of items for key-value pairs")]
+    OddItems,
+    #[error("cannot {action} a {found}")]
+    NotAContainer { action: &'static str, found: String },
+    #[error("expects strings, found a {found}")]
+    NotAString { found: String },
+    #[error(transparent)]
+    Hook(E),
 }
 
 impl<X: Extension> Value<X> {
@@ -173,6 +232,11 @@ macro_rules! opcodes {
     };
 }
 
+/// An opcode's name, or its byte in hex when it is none of pickle's.
+fn opcode_label(op: u8) -> String {
+    opcode_name(op).map_or_else(|| format!("0x{op:02x}"), String::from)
+}
+
 opcodes! {
     MARK = b'(', STOP = b'.', POP = b'0', POP_MARK = b'1', DUP = b'2', FLOAT = b'F',
     INT = b'I', BININT = b'J', BININT1 = b'K', LONG = b'L', BININT2 = b'M', NONE = b'N',
@@ -222,14 +286,13 @@ impl<X> Drop for Loaded<X> {
     }
 }
 
-/// Runs the pickle at the start of `data` up to its STOP opcode. Returns the object and the
-/// number of bytes the pickle took. `origin` is where `data` starts in its file, so that errors
-/// give file offsets.
-pub(crate) fn load<H: Hooks>(
-    data: &[u8],
-    origin: usize,
-    hooks: &mut H,
-) -> Result<(Loaded<H::Extension>, usize), String> {
+/// What [`load`] returns: the object and the number of bytes the pickle took.
+pub(crate) type Load<H> =
+    Result<(Loaded<<H as Hooks>::Extension>, usize), PickleError<<H as Hooks>::Error>>;
+
+/// Runs the pickle at the start of `data` up to its STOP opcode. `origin` is where `data` starts
+/// in its file, so that errors give file offsets.
+pub(crate) fn load<H: Hooks>(data: &[u8], origin: usize, hooks: &mut H) -> Load<H> {
     let mut machine = Machine {
         data,
         pos: 0,
@@ -242,18 +305,18 @@ pub(crate) fn load<H: Hooks>(
     let result = loop {
         let at = machine.pos;
         let Some(&op) = data.get(at) else {
-            break Err(format!(
-                "truncated file: the pickle ends at byte {} without its STOP opcode",
-                origin + at
-            ));
+            break Err(PickleError::NoStop { at: origin + at });
         };
         machine.pos += 1;
         match machine.step(op) {
             Ok(Some(value)) => break Ok(value),
             Ok(None) => {}
-            Err(e) => {
-                let name = opcode_name(op).map_or_else(|| format!("0x{op:02x}"), String::from);
-                break Err(format!("pickle opcode {name} at byte {}: {e}", origin + at));
+            Err(error) => {
+                break Err(PickleError::Opcode {
+                    opcode: op,
+                    at: origin + at,
+                    error,
+                })
             }
         }
     };
@@ -279,7 +342,7 @@ struct Machine<'a, H: Hooks> {
 
 impl<'a, H: Hooks> Machine<'a, H> {
     /// Executes one opcode; returns the pickled object at STOP.
-    fn step(&mut self, op: u8) -> Result<Option<Value<H::Extension>>, String> {
+    fn step(&mut self, op: u8) -> Result<Option<Value<H::Extension>>, OpError<H::Error>> {
         let value = match op {
             PROTO => {
                 self.take(1)?;
@@ -306,15 +369,18 @@ impl<'a, H: Hooks> Machine<'a, H> {
                 self.pop_mark()?;
                 return Ok(None);
             }
-            DUP => self.stack.last().ok_or("the stack is empty")?.clone(),
+            DUP => self.stack.last().ok_or(OpError::EmptyStack)?.clone(),
             // Sets (protocol 4 on, e.g. in a training checkpoint's hyperparameters) hold nothing a
             // checkpoint reader uses: they stay opaque, their items dropped.
             EMPTY_SET => Value::Object("set".into()),
             ADDITEMS => {
                 self.pop_mark()?;
-                return match self.stack.last().ok_or("the stack is empty")? {
+                return match self.stack.last().ok_or(OpError::EmptyStack)? {
                     Value::Object(_) => Ok(None),
-                    other => Err(format!("cannot add items to a {}", other.describe())),
+                    other => Err(OpError::NotAContainer {
+                        action: "add items to",
+                        found: other.describe(),
+                    }),
                 };
             }
             FROZENSET => {
@@ -346,9 +412,9 @@ impl<'a, H: Hooks> Machine<'a, H> {
                 let index = match op {
                     BINPUT => u32::from(self.u8()?),
                     LONG_BINPUT => u32::from_le_bytes(self.array()?),
-                    _ => u32::try_from(self.memo.len()).map_err(|_| "the memo is full")?,
+                    _ => u32::try_from(self.memo.len()).map_err(|_| OpError::MemoFull)?,
                 };
-                let top = self.stack.last().ok_or("the stack is empty")?.clone();
+                let top = self.stack.last().ok_or(OpError::EmptyStack)?.clone();
                 self.memo.insert(index, top);
                 return Ok(None);
             }
@@ -360,7 +426,7 @@ impl<'a, H: Hooks> Machine<'a, H> {
                 };
                 self.memo
                     .get(&index)
-                    .ok_or_else(|| format!("memo entry {index} was never stored"))?
+                    .ok_or(OpError::NotInMemo(index))?
                     .clone()
             }
             BININT => Value::Int(i32::from_le_bytes(self.array()?).into()),
@@ -384,7 +450,7 @@ impl<'a, H: Hooks> Machine<'a, H> {
             }
             BINUNICODE => {
                 let len = u32::from_le_bytes(self.array()?);
-                self.string(usize::try_from(len).map_err(|_| "string too long")?)?
+                self.string(usize::try_from(len).map_err(|_| OpError::TooLong { what: "string" })?)?
             }
             BINSTRING => {
                 let len = self.len_i32()?;
@@ -398,7 +464,7 @@ impl<'a, H: Hooks> Machine<'a, H> {
                 let len = match op {
                     SHORT_BINBYTES => self.u8()?.into(),
                     BINBYTES => usize::try_from(u32::from_le_bytes(self.array()?))
-                        .map_err(|_| "bytes too long")?,
+                        .map_err(|_| OpError::TooLong { what: "bytes" })?,
                     _ => self.len_u64()?,
                 };
                 Value::Bytes(Rc::from(self.take(len)?))
@@ -423,18 +489,16 @@ impl<'a, H: Hooks> Machine<'a, H> {
                 // has no use for.
                 self.pop()?;
                 if self.stack.is_empty() {
-                    return Err("the stack is empty".into());
+                    return Err(OpError::EmptyStack);
                 }
                 return Ok(None);
             }
             BINPERSID => {
                 let pid = self.pop()?;
-                self.hooks.persistent_load(pid)?
+                self.hooks.persistent_load(pid).map_err(OpError::Hook)?
             }
-            _ if opcode_name(op).is_none() => {
-                return Err("not a pickle opcode (corrupt file?)".into())
-            }
-            _ => return Err("an opcode this reader does not support".into()),
+            _ if opcode_name(op).is_none() => return Err(OpError::NotAnOpcode),
+            _ => return Err(OpError::Unsupported),
         };
         self.stack.push(value);
         Ok(None)
@@ -452,19 +516,18 @@ impl<'a, H: Hooks> Machine<'a, H> {
         &mut self,
         callable: Value<H::Extension>,
         args: Value<H::Extension>,
-    ) -> Result<Value<H::Extension>, String> {
+    ) -> Result<Value<H::Extension>, OpError<H::Error>> {
         let Value::Tuple(args) = args else {
-            return Err(format!(
-                "the arguments are a {}, not a tuple",
-                args.describe()
-            ));
+            return Err(OpError::ArgumentsNotATuple {
+                found: args.describe(),
+            });
         };
         let Value::Global(global) = callable else {
             return Ok(Value::Object(
                 format!("result of calling {}", callable.describe()).into(),
             ));
         };
-        if let Some(value) = self.hooks.call(&global, &args.0)? {
+        if let Some(value) = self.hooks.call(&global, &args.0).map_err(OpError::Hook)? {
             return Ok(self.register(value));
         }
         // Protocol 2 pickles some classes as `copyreg._reconstructor(cls, base, state)`:
@@ -476,11 +539,11 @@ impl<'a, H: Hooks> Machine<'a, H> {
         Ok(Value::Object(class.into()))
     }
 
-    fn set_items(&mut self, items: Vec<Value<H::Extension>>) -> Result<(), String> {
+    fn set_items(&mut self, items: Vec<Value<H::Extension>>) -> Result<(), OpError<H::Error>> {
         if !items.len().is_multiple_of(2) {
-            return Err("an odd number of items for key-value pairs".into());
+            return Err(OpError::OddItems);
         }
-        match self.stack.last().ok_or("the stack is empty")? {
+        match self.stack.last().ok_or(OpError::EmptyStack)? {
             Value::Dict(dict) => {
                 let mut items = items.into_iter();
                 let mut dict = dict.borrow_mut();
@@ -491,94 +554,107 @@ impl<'a, H: Hooks> Machine<'a, H> {
             }
             // Items of a dict subclass this reader does not model: not needed.
             Value::Object(_) => Ok(()),
-            other => Err(format!("cannot set items on a {}", other.describe())),
+            other => Err(OpError::NotAContainer {
+                action: "set items on",
+                found: other.describe(),
+            }),
         }
     }
 
-    fn append(&mut self, mut items: Vec<Value<H::Extension>>) -> Result<(), String> {
-        match self.stack.last().ok_or("the stack is empty")? {
+    fn append(&mut self, mut items: Vec<Value<H::Extension>>) -> Result<(), OpError<H::Error>> {
+        match self.stack.last().ok_or(OpError::EmptyStack)? {
             Value::List(list) => {
                 list.borrow_mut().0.append(&mut items);
                 Ok(())
             }
             // Items of a list subclass this reader does not model: not needed.
             Value::Object(_) => Ok(()),
-            other => Err(format!("cannot append to a {}", other.describe())),
+            other => Err(OpError::NotAContainer {
+                action: "append to",
+                found: other.describe(),
+            }),
         }
     }
 
-    fn pop(&mut self) -> Result<Value<H::Extension>, String> {
-        self.stack.pop().ok_or_else(|| "the stack is empty".into())
+    fn pop(&mut self) -> Result<Value<H::Extension>, OpError<H::Error>> {
+        self.stack.pop().ok_or(OpError::EmptyStack)
     }
 
-    fn pop_n(&mut self, n: usize) -> Result<Vec<Value<H::Extension>>, String> {
+    fn pop_n(&mut self, n: usize) -> Result<Vec<Value<H::Extension>>, OpError<H::Error>> {
         let at = self
             .stack
             .len()
             .checked_sub(n)
-            .ok_or_else(|| format!("needs {n} values but the stack holds fewer"))?;
+            .ok_or(OpError::ShortStack(n))?;
         Ok(self.stack.split_off(at))
     }
 
     /// The values above the last MARK, which is removed.
-    fn pop_mark(&mut self) -> Result<Vec<Value<H::Extension>>, String> {
-        let below = self.marks.pop().ok_or("no MARK before it")?;
+    fn pop_mark(&mut self) -> Result<Vec<Value<H::Extension>>, OpError<H::Error>> {
+        let below = self.marks.pop().ok_or(OpError::NoMark)?;
         Ok(std::mem::replace(&mut self.stack, below))
     }
 
-    fn pop_str(&mut self) -> Result<String, String> {
+    fn pop_str(&mut self) -> Result<String, OpError<H::Error>> {
         match self.pop()? {
             Value::Str(s) => Ok(s.to_string()),
-            other => Err(format!("expects strings, found a {}", other.describe())),
+            other => Err(OpError::NotAString {
+                found: other.describe(),
+            }),
         }
     }
 
     /// The next `n` bytes of the opcode's argument.
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], OpError<H::Error>> {
         let start = self.pos;
         let bytes = start
             .checked_add(n)
             .and_then(|end| self.data.get(start..end))
-            .ok_or("truncated file: the data ends inside the opcode's argument")?;
+            .ok_or(OpError::Truncated)?;
         self.pos += n;
         Ok(bytes)
     }
 
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], OpError<H::Error>> {
         let mut array = [0; N];
         array.copy_from_slice(self.take(N)?);
         Ok(array)
     }
 
-    fn u8(&mut self) -> Result<u8, String> {
+    fn u8(&mut self) -> Result<u8, OpError<H::Error>> {
         Ok(u8::from_le_bytes(self.array()?))
     }
 
-    fn len_i32(&mut self) -> Result<usize, String> {
+    fn len_i32(&mut self) -> Result<usize, OpError<H::Error>> {
         let len = i32::from_le_bytes(self.array()?);
-        usize::try_from(len).map_err(|_| format!("negative length {len}"))
+        usize::try_from(len).map_err(|_| OpError::NegativeLength(len))
     }
 
-    fn len_u64(&mut self) -> Result<usize, String> {
+    fn len_u64(&mut self) -> Result<usize, OpError<H::Error>> {
         let len = u64::from_le_bytes(self.array()?);
-        usize::try_from(len).map_err(|_| format!("length {len} too large"))
+        usize::try_from(len).map_err(|_| OpError::TooLarge(len))
     }
 
-    fn string(&mut self, len: usize) -> Result<Value<H::Extension>, String> {
-        let text = std::str::from_utf8(self.take(len)?)
-            .map_err(|e| format!("the string is not UTF-8: {e}"))?;
+    fn string(&mut self, len: usize) -> Result<Value<H::Extension>, OpError<H::Error>> {
+        let text = std::str::from_utf8(self.take(len)?).map_err(|cause| OpError::NotUtf8 {
+            what: "string",
+            cause,
+        })?;
         Ok(Value::Str(text.into()))
     }
 
     /// A newline-terminated argument (GLOBAL's module and name).
-    fn line(&mut self) -> Result<String, String> {
+    fn line(&mut self) -> Result<String, OpError<H::Error>> {
         let rest = self.data.get(self.pos..).unwrap_or_default();
         let len = rest
             .iter()
             .position(|&b| b == b'\n')
-            .ok_or("truncated file: the data ends inside the opcode's argument")?;
+            .ok_or(OpError::Truncated)?;
         let line = std::str::from_utf8(self.take(len)?)
-            .map_err(|e| format!("the name is not UTF-8: {e}"))?
+            .map_err(|cause| OpError::NotUtf8 {
+                what: "name",
+                cause,
+            })?
             .to_string();
         self.take(1)?;
         Ok(line)
@@ -610,23 +686,28 @@ mod tests {
         }
     }
 
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0}")]
+    struct Refused(&'static str);
+
     struct NoHooks;
 
     impl Hooks for NoHooks {
         type Extension = Nothing;
-        fn persistent_load(&mut self, _: Value<Nothing>) -> Result<Value<Nothing>, String> {
-            Err("no persistent ids".into())
+        type Error = Refused;
+        fn persistent_load(&mut self, _: Value<Nothing>) -> Result<Value<Nothing>, Refused> {
+            Err(Refused("no persistent ids"))
         }
         fn call(
             &mut self,
             _: &Global,
             _: &[Value<Nothing>],
-        ) -> Result<Option<Value<Nothing>>, String> {
+        ) -> Result<Option<Value<Nothing>>, Refused> {
             Ok(None)
         }
     }
 
-    fn run(pickle: &[u8]) -> Result<Loaded<Nothing>, String> {
+    fn run(pickle: &[u8]) -> Result<Loaded<Nothing>, PickleError<Refused>> {
         load(pickle, 0, &mut NoHooks).map(|(loaded, _)| loaded)
     }
 
@@ -656,24 +737,26 @@ mod tests {
         struct Keep<'a>(&'a std::cell::RefCell<Option<std::rc::Weak<RefCell<Items<Nothing>>>>>);
         impl Hooks for Keep<'_> {
             type Extension = Nothing;
-            fn persistent_load(&mut self, pid: Value<Nothing>) -> Result<Value<Nothing>, String> {
+            type Error = Refused;
+            fn persistent_load(&mut self, pid: Value<Nothing>) -> Result<Value<Nothing>, Refused> {
                 if let Value::List(l) = &pid {
                     *self.0.borrow_mut() = Some(Rc::downgrade(l));
                 }
-                Err("stop here".into())
+                Err(Refused("stop here"))
             }
             fn call(
                 &mut self,
                 _: &Global,
                 _: &[Value<Nothing>],
-            ) -> Result<Option<Value<Nothing>>, String> {
+            ) -> Result<Option<Value<Nothing>>, Refused> {
                 Ok(None)
             }
         }
         // l = []; l.append(l); then BINPERSID on it fails.
         let e = load(b"\x80\x02]q\x00h\x00ah\x00Q.", 0, &mut Keep(&kept))
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(e.contains("BINPERSID") && e.contains("stop here"), "{e}");
         let weak = kept.borrow_mut().take().expect("the hook saw the list");
         assert!(weak.upgrade().is_none(), "a cycle leaked");
@@ -685,6 +768,10 @@ mod tests {
         // POP on an empty stack removes the last MARK.
         let loaded = run(b"\x80\x02K\x01K\x02\x862\x30(K\x091(0.").unwrap();
         assert_eq!(loaded.value.describe(), "tuple of 2 items");
-        assert!(run(b"\x80\x020.").err().unwrap().contains("no MARK"));
+        assert!(run(b"\x80\x020.")
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("no MARK"));
     }
 }

@@ -23,6 +23,38 @@ const STATE_DICT_KEYS: [&str; 8] = [
 /// The prefix `torch.nn.DataParallel` adds to every name.
 const DATA_PARALLEL_PREFIX: &str = "module.";
 
+/// Why no state dict could be picked or its names kept.
+#[derive(Debug, thiserror::Error)]
+pub enum StateDictError {
+    #[error("the checkpoint holds a {class} object, not a dict of tensors: a whole pickled model (or another Python object), which cs-init does not rebuild since that would run its Python code; \
+             load it in Python and save its weights instead, with torch.save(model.state_dict(), 'weights.pth'), then pass that file")]
+    PickledObject { class: String },
+    #[error("the checkpoint holds a {found}, not a dict of tensors; save a state dict (torch.save(model.state_dict(), 'weights.pth')) and pass that file")]
+    NotADict { found: String },
+    #[error("no entry '{key}' at the top level of the checkpoint; its keys are {keys}")]
+    NoEntry { key: String, keys: String },
+    #[error("entry '{key}' is a {found}, not a dict of tensors")]
+    NotTensors { key: String, found: String },
+    #[error("no state dict found: none of the top-level entries {keys} is a dict of tensors; name the one that holds the state dict")]
+    NotFound { keys: String },
+    #[error(
+        "no tensor name starts with the prefix '{prefix}' to strip (the first name is '{first}')"
+    )]
+    NoPrefix { prefix: String, first: String },
+    #[error("a tensor's name is empty")]
+    EmptyName,
+    /// `stripped`: the prefix removed, when that is what made the names equal.
+    #[error("two tensors are named '{name}'{}", once_removed(.stripped.as_deref()))]
+    SameName {
+        name: String,
+        stripped: Option<String>,
+    },
+}
+
+fn once_removed(prefix: Option<&str>) -> String {
+    prefix.map_or(String::new(), |p| format!(" once '{p}' is removed"))
+}
+
 /// Tensors by name, in the state dict's order.
 pub(super) type Named = Vec<(String, Rc<TensorRef>)>;
 
@@ -36,20 +68,21 @@ pub(super) struct Selected {
 /// Finds the state dict: the top level when all its values are tensors, else the entry `key`,
 /// else the first of [`STATE_DICT_KEYS`] that is a dict holding tensors, else the top level if
 /// it holds tensors among other things.
-pub(super) fn select_state_dict(root: &TorchValue, key: Option<&str>) -> Result<Selected, String> {
+pub(super) fn select_state_dict(
+    root: &TorchValue,
+    key: Option<&str>,
+) -> Result<Selected, StateDictError> {
     let top = match root {
         Value::Dict(top) => top,
         Value::Object(class) => {
-            return Err(format!(
-                "the checkpoint holds a {class} object, not a dict of tensors: a whole pickled model (or another Python object), which cs-init does not rebuild since that would run its Python code; \
-                 load it in Python and save its weights instead, with torch.save(model.state_dict(), 'weights.pth'), then pass that file"
-            ))
+            return Err(StateDictError::PickledObject {
+                class: class.to_string(),
+            })
         }
         other => {
-            return Err(format!(
-                "the checkpoint holds a {}, not a dict of tensors; save a state dict (torch.save(model.state_dict(), 'weights.pth')) and pass that file",
-                other.describe()
-            ))
+            return Err(StateDictError::NotADict {
+                found: other.describe(),
+            })
         }
     };
     let top = top.borrow();
@@ -63,18 +96,14 @@ pub(super) fn select_state_dict(root: &TorchValue, key: Option<&str>) -> Result<
 
     let chosen = match key {
         Some(key) => {
-            let i = position(key).ok_or_else(|| {
-                format!(
-                    "no entry '{key}' at the top level of the checkpoint; its keys are {}",
-                    list_keys(entries)
-                )
+            let i = position(key).ok_or_else(|| StateDictError::NoEntry {
+                key: key.to_string(),
+                keys: list_keys(entries),
             })?;
             let (_, value) = &entries[i];
-            let dict = tensor_dict(value).ok_or_else(|| {
-                format!(
-                    "entry '{key}' is a {}, not a dict of tensors",
-                    value.describe()
-                )
+            let dict = tensor_dict(value).ok_or_else(|| StateDictError::NotTensors {
+                key: key.to_string(),
+                found: value.describe(),
             })?;
             Some((i, dict))
         }
@@ -85,10 +114,9 @@ pub(super) fn select_state_dict(root: &TorchValue, key: Option<&str>) -> Result<
                 Some((i, tensor_dict(&entries[i].1)?))
             });
             if found.is_none() && !entries.iter().any(|(_, v)| is_tensor(v)) {
-                return Err(format!(
-                    "no state dict found: none of the top-level entries {} is a dict of tensors; name the one that holds the state dict",
-                    list_keys(entries)
-                ));
+                return Err(StateDictError::NotFound {
+                    keys: list_keys(entries),
+                });
             }
             found
         }
@@ -155,15 +183,16 @@ fn list_keys(entries: &[(TorchValue, TorchValue)]) -> String {
 pub(super) fn strip_names(
     tensors: Named,
     strip_prefix: Option<&str>,
-) -> Result<(Named, Option<String>), String> {
+) -> Result<(Named, Option<String>), StateDictError> {
     let prefix = match strip_prefix {
         Some("") => None,
         Some(p) if tensors.iter().any(|(name, _)| name.starts_with(p)) => Some(p),
         Some(p) => {
             let first = tensors.first().map_or("", |(name, _)| name.as_str());
-            return Err(format!(
-                "no tensor name starts with the prefix '{p}' to strip (the first name is '{first}')"
-            ));
+            return Err(StateDictError::NoPrefix {
+                prefix: p.to_string(),
+                first: first.to_string(),
+            });
         }
         None => (!tensors.is_empty()
             && tensors
@@ -179,11 +208,13 @@ pub(super) fn strip_names(
             None => name,
         };
         if name.is_empty() {
-            return Err("a tensor's name is empty".into());
+            return Err(StateDictError::EmptyName);
         }
         if !seen.insert(name.clone()) {
-            let after = prefix.map_or(String::new(), |p| format!(" once '{p}' is removed"));
-            return Err(format!("two tensors are named '{name}'{after}"));
+            return Err(StateDictError::SameName {
+                name,
+                stripped: prefix.map(String::from),
+            });
         }
         named.push((name, tensor));
     }

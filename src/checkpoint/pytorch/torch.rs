@@ -119,6 +119,33 @@ fn named_dtype(dtype: &Global) -> Option<Dtype> {
     })
 }
 
+/// Why a persistent id or a PyTorch global's arguments were refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TorchError {
+    /// Described, since the id can be any value.
+    #[error("unsupported persistent id: {0}")]
+    PersistentId(String),
+    #[error("storage '{key}' is used both as {first} and as {then}")]
+    StorageTypes {
+        key: String,
+        first: String,
+        then: String,
+    },
+    #[error("{global} expects a dtype as its seventh argument")]
+    NoDtype { global: String },
+    #[error("{global} expects a tensor first")]
+    NoTensor { global: String },
+    #[error("_rebuild_tensor expects (storage, offset, size, stride, ...)")]
+    RebuildArguments,
+    #[error("a tensor's offset, size or stride is not made of non-negative integers")]
+    Geometry,
+    #[error("a tensor's size {shape:?} and stride {stride:?} differ in length")]
+    Rank {
+        shape: Vec<usize>,
+        stride: Vec<usize>,
+    },
+}
+
 /// Interprets the persistent ids and the globals of torch.save's pickles.
 #[derive(Default)]
 pub(super) struct TorchHooks {
@@ -128,11 +155,12 @@ pub(super) struct TorchHooks {
 
 impl Hooks for TorchHooks {
     type Extension = TorchObject;
+    type Error = TorchError;
 
     /// `('storage', torch.FloatStorage, key, location, numel[, view])`, where the legacy
     /// format's `view` is None or `(view_key, offset, size)` inside the key's storage.
-    fn persistent_load(&mut self, pid: TorchValue) -> Result<TorchValue, String> {
-        let unsupported = || format!("unsupported persistent id: {}", pid.describe());
+    fn persistent_load(&mut self, pid: TorchValue) -> Result<TorchValue, TorchError> {
+        let unsupported = || TorchError::PersistentId(pid.describe());
         let Value::Tuple(fields) = &pid else {
             return Err(unsupported());
         };
@@ -162,12 +190,11 @@ impl Hooks for TorchHooks {
         });
         match self.storages.entry(storage.key.clone()) {
             Entry::Occupied(first) if first.get().dtype != storage.dtype => {
-                return Err(format!(
-                    "storage '{}' is used both as {} and as {}",
-                    storage.key,
-                    first.get().class,
-                    storage.class
-                ))
+                return Err(TorchError::StorageTypes {
+                    key: storage.key.clone(),
+                    first: first.get().class.clone(),
+                    then: storage.class.clone(),
+                })
             }
             Entry::Occupied(_) => {}
             Entry::Vacant(slot) => {
@@ -177,7 +204,11 @@ impl Hooks for TorchHooks {
         Ok(Value::Extension(TorchObject::Storage(storage)))
     }
 
-    fn call(&mut self, global: &Global, args: &[TorchValue]) -> Result<Option<TorchValue>, String> {
+    fn call(
+        &mut self,
+        global: &Global,
+        args: &[TorchValue],
+    ) -> Result<Option<TorchValue>, TorchError> {
         let value = match (global.module.as_str(), global.name.as_str()) {
             ("collections", "OrderedDict") => match ordered_dict(args) {
                 Some(dict) => dict,
@@ -192,12 +223,20 @@ impl Hooks for TorchHooks {
             // untyped storage, and the dtype as the seventh argument.
             ("torch._utils", "_rebuild_tensor_v3") => match args.get(6) {
                 Some(Value::Global(dtype)) => rebuild_tensor(args, Some(dtype))?,
-                _ => return Err(format!("{global} expects a dtype as its seventh argument")),
+                _ => {
+                    return Err(TorchError::NoDtype {
+                        global: global.to_string(),
+                    })
+                }
             },
             ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => {
                 match args.first() {
                     Some(tensor) if as_tensor(tensor).is_some() => tensor.clone(),
-                    _ => return Err(format!("{global} expects a tensor first")),
+                    _ => {
+                        return Err(TorchError::NoTensor {
+                            global: global.to_string(),
+                        })
+                    }
                 }
             }
             _ => return Ok(None),
@@ -233,23 +272,19 @@ fn ordered_dict(args: &[TorchValue]) -> Option<TorchValue> {
 /// `_rebuild_tensor(storage, offset, size, stride)`; `_rebuild_tensor_v2` adds arguments
 /// (requires_grad, backward hooks, metadata) that do not change the data, `_rebuild_tensor_v3`
 /// the `dtype` of an untyped storage's elements.
-fn rebuild_tensor(args: &[TorchValue], dtype: Option<&Global>) -> Result<TorchValue, String> {
+fn rebuild_tensor(args: &[TorchValue], dtype: Option<&Global>) -> Result<TorchValue, TorchError> {
     let [Value::Extension(TorchObject::Storage(storage)), offset, Value::Tuple(size), Value::Tuple(stride), ..] =
         args
     else {
-        return Err("_rebuild_tensor expects (storage, offset, size, stride, ...)".into());
+        return Err(TorchError::RebuildArguments);
     };
     let dims = |t: &Items<TorchObject>| t.0.iter().map(as_usize).collect::<Option<Vec<_>>>();
     let (Some(offset), Some(shape), Some(stride)) = (as_usize(offset), dims(size), dims(stride))
     else {
-        return Err(
-            "a tensor's offset, size or stride is not made of non-negative integers".into(),
-        );
+        return Err(TorchError::Geometry);
     };
     if shape.len() != stride.len() {
-        return Err(format!(
-            "a tensor's size {shape:?} and stride {stride:?} differ in length"
-        ));
+        return Err(TorchError::Rank { shape, stride });
     }
     let (dtype, type_name) = match dtype {
         Some(global) => (named_dtype(global), global.to_string()),
