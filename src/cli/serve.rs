@@ -50,11 +50,25 @@ pub struct ServeArgs {
     device: DeviceChoice,
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let duration = humantime::parse_duration(text)
-        .map_err(|e| format!("'{text}': {e}; expected e.g. 7d, 12h or 30m"))?;
+/// Why a `--keep` value is not a duration.
+#[derive(Debug, thiserror::Error)]
+enum DurationError {
+    #[error("'{text}': {error}; expected e.g. 7d, 12h or 30m")]
+    Unreadable {
+        text: String,
+        error: humantime::DurationError,
+    },
+    #[error("'{0}': must be longer than zero")]
+    Zero(String),
+}
+
+fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+    let duration = humantime::parse_duration(text).map_err(|error| DurationError::Unreadable {
+        text: text.into(),
+        error,
+    })?;
     if duration.is_zero() {
-        return Err(format!("'{text}': must be longer than zero"));
+        return Err(DurationError::Zero(text.into()));
     }
     Ok(duration)
 }
