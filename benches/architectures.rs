@@ -11,7 +11,9 @@
 //!   PyTorch);
 //! - `--only a,b`: only these networks (file stems of `benches/shapes/`);
 //! - `--calibrate`: instead, time every path of the engine on a grid of shapes next to the cost
-//!   model's estimate (how the model's constants were fitted).
+//!   model's estimate (how the model's constants were fitted);
+//! - `--layer S,C,k... [--path channels|filters|spectral]`: instead, time one layer (for
+//!   profiling, e.g. under `valgrind --tool=callgrind`).
 //!
 //! The work rate of a layer is its time per multiply-add of the direct count `S·C·P²`, relative
 //! to that of `[512, 512, 3, 3]` measured in the same run: 1 is as efficient as the widest
@@ -21,7 +23,6 @@
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::ops::ControlFlow;
 use std::path::{Path as FsPath, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -223,10 +224,7 @@ fn networks(only: Option<&[String]>, iterations: usize, torch_iterations: usize)
         for (i, conv) in convs.iter().enumerate() {
             let geometry = KernelGeometry::from_dims(&conv.dims).unwrap();
             let path = Path::choose(&geometry, Variant::Paper);
-            per_layer.push((
-                path,
-                time_layer(&conv.dims, path, iterations, i as u64),
-            ));
+            per_layer.push((path, time_layer(&conv.dims, path, iterations, i as u64)));
         }
         let torch_layers = if torch {
             pytorch(stem, torch_iterations, iterations)
@@ -289,9 +287,7 @@ fn networks(only: Option<&[String]>, iterations: usize, torch_iterations: usize)
         let geomean = (ratios.iter().map(|r| r.ln()).sum::<f64>() / ratios.len() as f64).exp();
         println!("\nGeometric mean of the ratios to PyTorch: {geomean:.0}x.");
     }
-    println!(
-        "\nLayers slower than 3x the reference per multiply-add, or less than 20x PyTorch:\n"
-    );
+    println!("\nLayers slower than 3x the reference per multiply-add, or less than 20x PyTorch:\n");
     println!("| network | layer | shape | path | work rate | cs-init s | vs PyTorch |");
     println!("|---|---|---|---|---|---|---|");
     for o in &outliers {
@@ -364,7 +360,8 @@ fn memory() {
                 ] {
                     let base = LIVE.load(Ordering::Relaxed);
                     PEAK.store(base, Ordering::Relaxed);
-                    let mut run = Iterations::on(path, &data, &geometry, variant, &optimizer, false);
+                    let mut run =
+                        Iterations::on(path, &data, &geometry, variant, &optimizer, false);
                     for step in 1..=2 {
                         run.loss();
                         run.step(step);
@@ -391,11 +388,30 @@ fn main() {
             .and_then(|i| args.get(i + 1))
             .cloned()
     };
-    let number = |flag: &str, default: usize| {
-        value(flag).map_or(default, |v| v.parse().expect("a number"))
-    };
+    let number =
+        |flag: &str, default: usize| value(flag).map_or(default, |v| v.parse().expect("a number"));
     let iterations = number("--iters", 200);
     println!("Machine: {}; load average {}\n", machine(), load());
+    if let Some(layer) = value("--layer") {
+        // One layer on one path, for profiling: `--layer 258,1,256 --path spectral`.
+        let dims: Vec<usize> = layer
+            .split(',')
+            .map(|d| d.parse().expect("a dimension"))
+            .collect();
+        let geometry = KernelGeometry::from_dims(&dims).unwrap();
+        let path = match value("--path").as_deref() {
+            Some("channels") => Path::Channels,
+            Some("filters") => Path::Filters,
+            Some("spectral") => Path::Spectral,
+            _ => Path::choose(&geometry, Variant::Paper),
+        };
+        let s = time_layer(&dims, path, iterations, 0);
+        println!(
+            "{dims:?} {path:?}: {:.3} ms per iteration",
+            s * 1e3 / iterations as f64
+        );
+        return;
+    }
     if args.iter().any(|a| a == "--calibrate") {
         calibrate(number("--iters", 20));
         return;

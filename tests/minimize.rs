@@ -423,9 +423,14 @@ fn path_settings() -> Vec<Settings> {
 
 #[test]
 fn every_path_follows_the_same_trajectory() {
-    for (n, dims) in [vec![19, 1, 5, 5], vec![5, 3, 40], vec![6, 18, 3, 3], vec![3, 2, 2, 3, 3]]
-        .iter()
-        .enumerate()
+    for (n, dims) in [
+        vec![19, 1, 5, 5],
+        vec![5, 3, 40],
+        vec![6, 18, 3, 3],
+        vec![3, 2, 2, 3, 3],
+    ]
+    .iter()
+    .enumerate()
     {
         let w64 = values(&kaiming(dims, 40 + n as u64));
         let w32: Vec<f32> = w64.iter().map(|&x| x as f32).collect();
@@ -467,7 +472,10 @@ fn every_path_is_bit_identical_across_runs_and_thread_counts() {
     };
     // Enough filters for several rayon tasks and several fixed loss chunks.
     for dims in [vec![150, 1, 7, 7], vec![140, 2, 30], vec![70, 24, 3, 3]] {
-        let w: Vec<f32> = values(&kaiming(&dims, 7)).iter().map(|&x| x as f32).collect();
+        let w: Vec<f32> = values(&kaiming(&dims, 7))
+            .iter()
+            .map(|&x| x as f32)
+            .collect();
         for path in Path::ALL {
             for variant in [Variant::Paper, Variant::AdjacentSameChannel] {
                 let settings = Settings {

@@ -248,16 +248,16 @@ fn non_conv_shapes_are_rejected_with_the_shape() {
 /// and few-channel weights, odd sizes, filter counts that leave a partial block of 16.
 fn path_shapes() -> Vec<Vec<usize>> {
     vec![
-        vec![3, 1, 256],      // a long 1-D kernel, one channel
-        vec![4, 2, 37],       // odd 1-D length
-        vec![6, 1, 7, 7],     // depthwise 7x7
-        vec![17, 1, 3, 3],    // depthwise, one full block and one filter
-        vec![3, 2, 11, 11],   // 11x11
-        vec![4, 3, 7, 7],     // a 3-channel stem
-        vec![2, 3, 3, 7, 7],  // 3x7x7 3-D stem
-        vec![3, 2, 5, 4],     // odd, non-square
-        vec![2, 1, 64, 1],    // a [k, 1] kernel
-        vec![18, 20, 3, 3],   // a partial SIMD row of channels
+        vec![3, 1, 256],     // a long 1-D kernel, one channel
+        vec![4, 2, 37],      // odd 1-D length
+        vec![6, 1, 7, 7],    // depthwise 7x7
+        vec![17, 1, 3, 3],   // depthwise, one full block and one filter
+        vec![3, 2, 11, 11],  // 11x11
+        vec![4, 3, 7, 7],    // a 3-channel stem
+        vec![2, 3, 3, 7, 7], // 3x7x7 3-D stem
+        vec![3, 2, 5, 4],    // odd, non-square
+        vec![2, 1, 64, 1],   // a [k, 1] kernel
+        vec![18, 20, 3, 3],  // a partial SIMD row of channels
     ]
 }
 
@@ -320,9 +320,14 @@ fn every_path_has_the_gradient_of_the_literal_definition() {
 
 #[test]
 fn every_path_matches_central_finite_differences() {
-    for (n, dims) in [vec![3, 1, 16], vec![2, 2, 3, 3], vec![17, 1, 2, 2], vec![2, 2, 2, 1, 3]]
-        .iter()
-        .enumerate()
+    for (n, dims) in [
+        vec![3, 1, 16],
+        vec![2, 2, 3, 3],
+        vec![17, 1, 2, 2],
+        vec![2, 2, 2, 1, 3],
+    ]
+    .iter()
+    .enumerate()
     {
         let data = values(&uniform(dims, 900 + n as u64));
         let geometry = KernelGeometry::from_dims(dims).unwrap();
@@ -355,7 +360,11 @@ fn the_custom_op_runs_the_chosen_path() {
     {
         let w = uniform(dims, 950 + n as u64);
         let geometry = KernelGeometry::from_dims(dims).unwrap();
-        assert_ne!(Path::choose(&geometry, Variant::Paper), Path::Channels, "{dims:?}");
+        assert_ne!(
+            Path::choose(&geometry, Variant::Paper),
+            Path::Channels,
+            "{dims:?}"
+        );
         let expected = autograd(|w| literal::conv_similarity(w, Variant::Paper).unwrap(), &w);
         let through_op = autograd(|w| cs_init::conv_similarity(w, Variant::Paper).unwrap(), &w);
         let err = relative_norm(&through_op, &expected);
@@ -365,9 +374,8 @@ fn the_custom_op_runs_the_chosen_path() {
 
 #[test]
 fn the_cost_model_picks_the_path_the_shape_needs() {
-    let choose = |dims: &[usize]| {
-        Path::choose(&KernelGeometry::from_dims(dims).unwrap(), Variant::Paper)
-    };
+    let choose =
+        |dims: &[usize]| Path::choose(&KernelGeometry::from_dims(dims).unwrap(), Variant::Paper);
     assert_eq!(choose(&[512, 512, 3, 3]), Path::Channels);
     assert_eq!(choose(&[768, 1, 7, 7]), Path::Filters);
     assert_eq!(choose(&[64, 3, 7, 7]), Path::Filters);

@@ -26,7 +26,12 @@ pub(super) struct BlockScratch<T> {
 
 impl Blocked {
     fn record_len(&self) -> usize {
-        self.0.half * if self.0.per_channel { self.0.channels } else { 1 }
+        self.0.half
+            * if self.0.per_channel {
+                self.0.channels
+            } else {
+                1
+            }
     }
 }
 
@@ -161,40 +166,47 @@ impl<T: Real> Kernel<T> for Blocked {
     }
 }
 
+// The tiles copy lanes into locals and write them back whole: stored through the scratch slice
+// element by element, LLVM cannot prove the stores leave the tables alone and does not vectorize.
 impl Blocked {
     #[inline(always)]
     fn record_tile<T: Real, const TQ: usize>(&self, unit: &[T], p: usize, q: usize, acc: &mut [T]) {
         let t = &self.0;
         let c = t.channels;
-        let shifts = &t.shift_of[p * t.positions + q..p * t.positions + q + TQ];
+        let shifts: [u32; TQ] = t.shift_of[p * t.positions + q..p * t.positions + q + TQ]
+            .try_into()
+            .expect("TQ shifts");
         if t.per_channel {
             for ch in 0..c {
-                let a = lanes(unit, p * c + ch);
+                let a = *lanes(unit, p * c + ch);
                 for (j, &h) in shifts.iter().enumerate() {
-                    let b = lanes(unit, (q + j) * c + ch);
-                    let out = lanes_mut(acc, h as usize * c + ch);
+                    let b = *lanes(unit, (q + j) * c + ch);
+                    let index = h as usize * c + ch;
+                    let mut out = *lanes(acc, index);
                     for l in 0..LANES {
                         out[l] += a[l] * b[l];
                     }
+                    *lanes_mut(acc, index) = out;
                 }
             }
             return;
         }
         let mut sums = [[T::zero(); LANES]; TQ];
         for ch in 0..c {
-            let a = lanes(unit, p * c + ch);
+            let a = *lanes(unit, p * c + ch);
             for (j, sum) in sums.iter_mut().enumerate() {
-                let b = lanes(unit, (q + j) * c + ch);
+                let b = *lanes(unit, (q + j) * c + ch);
                 for l in 0..LANES {
                     sum[l] += a[l] * b[l];
                 }
             }
         }
-        for (sum, &h) in sums.iter().zip(shifts) {
-            let out = lanes_mut(acc, h as usize);
+        for (sum, &h) in sums.iter().zip(&shifts) {
+            let mut out = *lanes(acc, h as usize);
             for l in 0..LANES {
                 out[l] += sum[l];
             }
+            *lanes_mut(acc, h as usize) = out;
         }
     }
 
@@ -209,14 +221,15 @@ impl Blocked {
     ) {
         let t = &self.0;
         let (c, positions) = (t.channels, t.positions);
+        let rows = &t.shift_of[p * positions..(p + TP) * positions];
         // Per-channel records are `[H][C]`: the weight of channel `ch` at shift `h` is `h*C + ch`.
         let (stride, offset) = if t.per_channel { (c, ch) } else { (1, 0) };
         let mut sums = [[T::zero(); LANES]; TP];
         for q in 0..positions {
-            let b = lanes(unit, q * c + ch);
+            let b = *lanes(unit, q * c + ch);
             for (j, sum) in sums.iter_mut().enumerate() {
-                let h = t.shift_of[(p + j) * positions + q] as usize;
-                let gv = lanes(gl, h * stride + offset);
+                let h = rows[j * positions + q] as usize;
+                let gv = *lanes(gl, h * stride + offset);
                 for l in 0..LANES {
                     sum[l] += gv[l] * b[l];
                 }

@@ -103,8 +103,7 @@ impl<T: Real> Kernel<T> for Channels {
                     }
                 }
                 for (k, acc) in acc.iter().enumerate() {
-                    gradient[(p + k) * c + start..(p + k) * c + start + LANES]
-                        .copy_from_slice(acc);
+                    gradient[(p + k) * c + start..(p + k) * c + start + LANES].copy_from_slice(acc);
                 }
                 p += 4;
             }

@@ -130,7 +130,6 @@ impl<T: Real> Update<T> {
     }
 }
 
-
 /// How the fused engine lays out and computes a layer. All paths give the same loss, gradient
 /// and optimizer trajectory up to rounding; they differ only in speed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -153,7 +152,10 @@ impl Path {
     pub fn choose(geometry: &KernelGeometry, variant: Variant) -> Path {
         Path::ALL
             .into_iter()
-            .min_by(|a, b| a.cost(geometry, variant).total_cmp(&b.cost(geometry, variant)))
+            .min_by(|a, b| {
+                a.cost(geometry, variant)
+                    .total_cmp(&b.cost(geometry, variant))
+            })
             .expect("three paths")
     }
 
@@ -187,7 +189,17 @@ impl Path {
             }
             Path::Filters => {
                 let blocks = (s / lanes).ceil();
-                blocks * (pairs * (c + COST_PAIR) + p * p * c * COST_GRADIENT + c * p * COST_UPDATE)
+                // A unit of 16 wide filters outgrows L1, and every position pair streams it.
+                let spill = if lanes * c * p * 4.0 > L1_BYTES {
+                    p * p * c * COST_SPILL
+                } else {
+                    0.0
+                };
+                blocks
+                    * (pairs * (c + COST_PAIR)
+                        + p * p * c * COST_GRADIENT
+                        + spill
+                        + c * p * COST_UPDATE)
             }
             Path::Spectral => {
                 let n = spectral::embedding(&geometry.kernel).1 as f64;
@@ -205,6 +217,10 @@ const COST_GRADIENT: f64 = 1.0;
 const COST_REDUCTION: f64 = 4.0;
 /// Load, add and store of one record entry per position pair (filter-blocked path).
 const COST_PAIR: f64 = 1.0;
+/// Extra cost per multiply-add of a filter-blocked unit larger than L1.
+const COST_SPILL: f64 = 0.25;
+/// The L1 data cache the spill term assumes (bytes).
+const L1_BYTES: f64 = 32.0 * 1024.0;
 /// The optimizer update of 16 weights.
 const COST_UPDATE: f64 = 4.0;
 /// Cycles per `N log2 N` of one real FFT of length `N`.
@@ -452,7 +468,12 @@ pub fn loss_and_gradient_on<T: Real>(
         }
     }
     check_length(weight, geometry);
-    with_kernel(path, geometry, variant, Gradient(weight, geometry.filter_len()))
+    with_kernel(
+        path,
+        geometry,
+        variant,
+        Gradient(weight, geometry.filter_len()),
+    )
 }
 
 fn check_length<T>(weight: &[T], geometry: &KernelGeometry) {
@@ -639,6 +660,7 @@ impl<T: Real, K: Kernel<T>> Stepper<T> for Fused<T, K> {
     }
 
     fn write_back(&self, weight: &mut [T]) {
-        self.layer.unpack(&self.layer.weights, weight, self.filter_len)
+        self.layer
+            .unpack(&self.layer.weights, weight, self.filter_len)
     }
 }

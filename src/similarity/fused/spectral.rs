@@ -149,9 +149,8 @@ impl<T: Real> Kernel<T> for Spectral<T> {
     #[inline(always)]
     fn records(&self, unit: &[T], record: &mut [T], scratch: &mut SpectralScratch<T>) {
         let p = self.offsets.len();
-        if !self.per_channel {
-            record.fill(T::zero());
-        }
+        // The record buffers are reused across steps: every channel adds into a zeroed record.
+        record.fill(T::zero());
         for (ch, plane) in unit.chunks_exact(p).enumerate() {
             self.transform(plane, scratch);
             let out = if self.per_channel {
@@ -166,13 +165,7 @@ impl<T: Real> Kernel<T> for Spectral<T> {
     }
 
     #[inline(always)]
-    fn gradient(
-        &self,
-        unit: &[T],
-        g: &[T],
-        gradient: &mut [T],
-        scratch: &mut SpectralScratch<T>,
-    ) {
+    fn gradient(&self, unit: &[T], g: &[T], gradient: &mut [T], scratch: &mut SpectralScratch<T>) {
         let p = self.offsets.len();
         for (ch, (plane, out)) in unit
             .chunks_exact(p)
@@ -226,7 +219,13 @@ mod tests {
 
     #[test]
     fn embedded_differences_are_distinct() {
-        for kernel in [vec![5], vec![3, 4], vec![2, 3, 2], vec![7, 1], vec![1, 1, 1]] {
+        for kernel in [
+            vec![5],
+            vec![3, 4],
+            vec![2, 3, 2],
+            vec![7, 1],
+            vec![1, 1, 1],
+        ] {
             let (offsets, length) = embedding(&kernel);
             let mut seen = std::collections::HashMap::new();
             let coords = |p: usize| {
