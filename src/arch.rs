@@ -84,19 +84,27 @@ impl std::fmt::Display for Architecture {
     }
 }
 
-impl std::str::FromStr for Architecture {
-    type Err = String;
+/// A name that is no built-in architecture.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown architecture '{name}'; expected one of: {known}")]
+pub struct UnknownArchitecture {
+    pub name: String,
+    pub known: String,
+}
 
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
+impl std::str::FromStr for Architecture {
+    type Err = UnknownArchitecture;
+
+    fn from_str(s: &str) -> std::result::Result<Self, UnknownArchitecture> {
         Self::ALL
             .into_iter()
             .find(|a| a.name() == s)
             .ok_or_else(|| {
                 let names: Vec<_> = Self::ALL.iter().map(|a| a.name()).collect();
-                format!(
-                    "unknown architecture '{s}'; expected one of: {}",
-                    names.join(", ")
-                )
+                UnknownArchitecture {
+                    name: s.into(),
+                    known: names.join(", "),
+                }
             })
     }
 }

@@ -16,8 +16,13 @@ pub enum DeviceChoice {
     Metal,
 }
 
+/// A device name that is none of them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}': expected auto, cpu, cuda, cuda:N or metal")]
+pub struct UnknownDevice(pub String);
+
 impl FromStr for DeviceChoice {
-    type Err = String;
+    type Err = UnknownDevice;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
@@ -29,7 +34,7 @@ impl FromStr for DeviceChoice {
                 .strip_prefix("cuda:")
                 .and_then(|n| n.parse().ok())
                 .map(DeviceChoice::Cuda)
-                .ok_or_else(|| format!("'{s}': expected auto, cpu, cuda, cuda:N or metal")),
+                .ok_or_else(|| UnknownDevice(s.into())),
         }
     }
 }

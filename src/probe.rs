@@ -1,7 +1,8 @@
 //! The feature-map probe: how alike the feature maps of a conv layer's filters are, measured
-//! directly. Inputs go through one layer on its own (stride 1, `same` padding by default), and
-//! the figure is the mean absolute cosine between the feature maps of filter pairs `i < j`,
-//! averaged over the inputs. This is the quantity L_CS is a bound for (docs/math.md).
+//! directly. Inputs go through one layer on its own (stride 1, `same` padding by default), and two
+//! figures summarize the inner products `<F_i, F_j>` of the feature maps of filter pairs `i < j`
+//! (docs/math.md, "The feature-map probe"): the mean absolute cosine, and the mean absolute inner
+//! product relative to the mean feature-map energy. This is the quantity L_CS is a bound for.
 
 use std::path::{Path, PathBuf};
 
@@ -23,12 +24,27 @@ pub enum Padding {
     Full,
 }
 
+/// The probe's noise, when it is not given images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeNoise {
+    /// U(0, 1), as in the paper's experiments ([`ProbeSource::Random`]).
+    #[default]
+    Uniform,
+    /// U(-1/2, 1/2), the same draws without their mean ([`ProbeSource::Centered`]).
+    Centered,
+}
+
 /// Where the probe's inputs come from.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(tag = "source", rename_all = "lowercase")]
 pub enum ProbeSource {
     /// U(0, 1) noise, as in the paper's experiments; drawn per layer from `seed`.
     Random { seed: u64 },
+    /// U(-1/2, 1/2) noise: the draws of `Random` with the same seed, less their mean 1/2. The two
+    /// differ only by a constant input, so comparing them shows what the input's DC component
+    /// does to the figures.
+    Centered { seed: u64 },
     /// Images from a folder (PNG/JPEG, searched recursively; `batch` of them evenly spaced over the
     /// files sorted by path, so that class folders are all represented), resized, scaled to [0, 1].
     /// A layer with `C` input channels sees channel `c % 3` of the RGB image as channel `c`.
@@ -43,6 +59,62 @@ pub struct ProbeSettings {
     pub height: usize,
     pub width: usize,
     pub padding: Padding,
+}
+
+/// How alike the feature maps of a layer's filters are on a batch of inputs, from their inner
+/// products `G_b[i, j] = <F_i, F_j>` on input `b` (docs/math.md, "The feature-map probe").
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct FeatureSimilarity {
+    /// Mean over inputs and pairs `i < j` of `|G_b[i,j]| / sqrt(G_b[i,i] G_b[j,j])`; a pair with
+    /// a zero map counts as orthogonal.
+    pub cosine: f64,
+    /// The paper's inner product, normalised per layer: `mean_abs_inner / mean_energy`, in
+    /// [0, 1]. Unlike the cosine it weighs each pair by its maps' energy, and it is unchanged by
+    /// scaling the whole layer (not by scaling single filters).
+    pub inner: f64,
+    /// Mean over inputs and pairs `i < j` of `|G_b[i,j]|`: the paper's figure as it is, which
+    /// scales with the square of the weights.
+    pub mean_abs_inner: f64,
+    /// Mean over inputs and filters of `G_b[i,i] = ||F_i||²`.
+    pub mean_energy: f64,
+}
+
+impl FeatureSimilarity {
+    /// The figures of inner products `[B, S, S]` (`S >= 2`).
+    pub fn from_gram(gram: &Tensor) -> Result<Self> {
+        let gram = gram.to_dtype(DType::F64)?.to_vec3::<f64>()?;
+        let s = gram.first().map_or(0, Vec::len);
+        if s < 2 {
+            return Err(Error::Probe(format!(
+                "feature-map similarity needs at least 2 filters, got {s}"
+            )));
+        }
+        let (mut cosine, mut inner, mut energy) = (0.0, 0.0, 0.0);
+        for g in &gram {
+            for i in 0..s {
+                energy += g[i][i];
+                for j in i + 1..s {
+                    inner += g[i][j].abs();
+                    let norms = (g[i][i] * g[j][j]).sqrt();
+                    if norms > 0.0 {
+                        cosine += g[i][j].abs() / norms;
+                    }
+                }
+            }
+        }
+        let pairs = (gram.len() * s * (s - 1) / 2) as f64;
+        let (mean_abs_inner, mean_energy) = (inner / pairs, energy / (gram.len() * s) as f64);
+        Ok(Self {
+            cosine: cosine / pairs,
+            inner: if mean_energy > 0.0 {
+                mean_abs_inner / mean_energy
+            } else {
+                0.0
+            },
+            mean_abs_inner,
+            mean_energy,
+        })
+    }
 }
 
 /// A probe ready to measure layers: the images are decoded once.
@@ -60,7 +132,7 @@ impl Probe {
             ));
         }
         let images = match &settings.source {
-            ProbeSource::Random { .. } => None,
+            ProbeSource::Random { .. } | ProbeSource::Centered { .. } => None,
             ProbeSource::Images { dir } => Some(load_images(
                 dir,
                 settings.batch,
@@ -84,19 +156,21 @@ impl Probe {
     /// same `layer` index, so a layer is measured on the same inputs before and after.
     pub fn inputs(&self, channels: usize, layer: u64) -> Result<Tensor> {
         let s = &self.settings;
+        let noise = |seed: u64, offset: f32| -> Result<Tensor> {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(
+                seed.wrapping_add(layer.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+            );
+            let n = s.batch * channels * s.height * s.width;
+            let data: Vec<f32> = (0..n).map(|_| rng.random::<f32>() - offset).collect();
+            Ok(Tensor::from_vec(
+                data,
+                (s.batch, channels, s.height, s.width),
+                &self.device,
+            )?)
+        };
         match (&s.source, &self.images) {
-            (ProbeSource::Random { seed }, _) => {
-                let mut rng = rand::rngs::StdRng::seed_from_u64(
-                    seed.wrapping_add(layer.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
-                );
-                let n = s.batch * channels * s.height * s.width;
-                let data: Vec<f32> = (0..n).map(|_| rng.random::<f32>()).collect();
-                Ok(Tensor::from_vec(
-                    data,
-                    (s.batch, channels, s.height, s.width),
-                    &self.device,
-                )?)
-            }
+            (ProbeSource::Random { seed }, _) => noise(*seed, 0.0),
+            (ProbeSource::Centered { seed }, _) => noise(*seed, 0.5),
             (_, Some(images)) => {
                 let picks: Vec<u32> = (0..channels as u32).map(|c| c % 3).collect();
                 let index = Tensor::from_vec(picks, channels, &self.device)?;
@@ -109,25 +183,65 @@ impl Probe {
     /// Mean `|cos|` between the feature maps of filter pairs of a conv2d weight `[S, C, kh, kw]`,
     /// on the inputs of `layer`. `None` for weights that are not conv2d or have a single filter.
     pub fn feature_cosine(&self, weight: &Tensor, layer: u64) -> Result<Option<f64>> {
-        let &[s, c, kh, kw] = weight.dims() else {
+        Ok(self.feature_similarity(weight, layer)?.map(|f| f.cosine))
+    }
+
+    /// Both figures of a conv2d weight `[S, C, kh, kw]` on the inputs of `layer`. `None` for
+    /// weights that are not conv2d or have a single filter.
+    pub fn feature_similarity(
+        &self,
+        weight: &Tensor,
+        layer: u64,
+    ) -> Result<Option<FeatureSimilarity>> {
+        self.inner_products(weight, layer)?
+            .map(|gram| FeatureSimilarity::from_gram(&gram))
+            .transpose()
+    }
+
+    /// `<F_i, F_j>` for every input of `layer` and filter pair, `[B, S, S]` in f64 (see
+    /// [`feature_gram`]). `None` for weights that are not conv2d or have a single filter.
+    pub fn inner_products(&self, weight: &Tensor, layer: u64) -> Result<Option<Tensor>> {
+        let &[s, c, _, _] = weight.dims() else {
             return Ok(None);
         };
         if s < 2 {
             return Ok(None);
         }
         let x = self.inputs(c, layer)?;
-        let x = pad(&x, kh, kw, self.settings.padding)?;
-        let (h, w) = (x.dim(2)?, x.dim(3)?);
-        if h < kh || w < kw {
-            return Err(Error::Probe(format!(
-                "the probe input ({}x{}) is smaller than the {kh}x{kw} kernel with {:?} padding; use a larger --probe-size",
-                self.settings.height, self.settings.width, self.settings.padding
-            )));
-        }
-        let maps = x.conv2d(&weight.to_dtype(DType::F32)?, 0, 1, 1, 1)?;
-        let b = maps.dim(0)?;
-        Ok(Some(mean_abs_cosine(&maps.flatten_from(2)?, b, s)?))
+        feature_gram(weight, &x, self.settings.padding)
+            .map(Some)
+            .map_err(|e| match e {
+                Error::Probe(m) => Error::Probe(format!("{m}; use a larger --probe-size")),
+                other => other,
+            })
     }
+}
+
+/// `<F_i, F_j>` for every input and filter pair, `[B, S, S]` in f64: the feature maps
+/// `F_i = sum_c x[b, c] ⊛ weight[i, c]` of a conv2d weight `[S, C, kh, kw]` on `inputs`
+/// `[B, C, H, W]` zero-padded as `padding` says, stride 1. The convolution runs in f64 for an f64
+/// weight and in f32 otherwise.
+pub fn feature_gram(weight: &Tensor, inputs: &Tensor, padding: Padding) -> Result<Tensor> {
+    let (_, _, kh, kw) = weight.dims4()?;
+    let dtype = if weight.dtype() == DType::F64 {
+        DType::F64
+    } else {
+        DType::F32
+    };
+    let x = pad(&inputs.to_dtype(dtype)?, kh, kw, padding)?;
+    let (h, w) = (x.dim(2)?, x.dim(3)?);
+    if h < kh || w < kw {
+        return Err(Error::Probe(format!(
+            "the input ({}x{}) is smaller than the {kh}x{kw} kernel with {padding:?} padding",
+            inputs.dim(2)?,
+            inputs.dim(3)?
+        )));
+    }
+    let maps = x
+        .conv2d(&weight.to_dtype(dtype)?, 0, 1, 1, 1)?
+        .flatten_from(2)?
+        .to_dtype(DType::F64)?;
+    Ok(maps.matmul(&maps.transpose(1, 2)?.contiguous()?)?)
 }
 
 /// Pads `[B, C, H, W]` for a `kh x kw` kernel.
@@ -140,26 +254,6 @@ fn pad(x: &Tensor, kh: usize, kw: usize, padding: Padding) -> Result<Tensor> {
     let ((top, bottom), (left, right)) = (split(kh), split(kw));
     Ok(x.pad_with_zeros(2, top, bottom)?
         .pad_with_zeros(3, left, right)?)
-}
-
-/// Mean `|cos|` over pairs `i < j` of rows of `[B, S, N]`, averaged over `B`. Zero rows count as
-/// orthogonal to everything.
-fn mean_abs_cosine(maps: &Tensor, b: usize, s: usize) -> Result<f64> {
-    let maps = maps.to_dtype(DType::F64)?;
-    let norms = maps.sqr()?.sum_keepdim(2)?.sqrt()?;
-    let safe = norms.gt(0.0)?.where_cond(&norms, &norms.ones_like()?)?;
-    let unit = maps.broadcast_div(&safe)?;
-    let cos = unit.matmul(&unit.t()?)?.abs()?;
-    let all = cos.sum_all()?.to_scalar::<f64>()?;
-    let diagonal: f64 = (0..s)
-        .map(|i| {
-            cos.narrow(1, i, 1)
-                .and_then(|r| r.narrow(2, i, 1))
-                .and_then(|d| d.sum_all())
-                .and_then(|d| d.to_scalar::<f64>())
-        })
-        .sum::<candle_core::Result<f64>>()?;
-    Ok((all - diagonal) / (b * s * (s - 1)) as f64)
 }
 
 /// `batch` images evenly spaced over the files under `dir` sorted by path, as `[B, 3, H, W]` in
@@ -271,6 +365,185 @@ mod tests {
         let expected = total / 9.0;
         let got = p.feature_cosine(&w, 4).unwrap().unwrap();
         assert!((got - expected).abs() < 1e-6, "{got} vs {expected}");
+    }
+
+    /// `(A ⊛ B)[dy, dx] = sum_p A[p] B[p + (dy, dx)]` for `A` `ah x aw` and `B` `bh x bw`, with `B`
+    /// read as zero outside its box: the definition, literally.
+    fn xcorr(a: &[f64], aw: usize, b: &[f64], bw: usize, dy: isize, dx: isize) -> f64 {
+        let (ah, bh) = (a.len() / aw, b.len() / bw);
+        let mut total = 0.0;
+        for y in 0..ah {
+            for x in 0..aw {
+                let (by, bx) = (y as isize + dy, x as isize + dx);
+                if (0..bh as isize).contains(&by) && (0..bw as isize).contains(&bx) {
+                    total += a[y * aw + x] * b[by as usize * bw + bx as usize];
+                }
+            }
+        }
+        total
+    }
+
+    #[test]
+    fn full_padding_inner_products_are_equation_3() {
+        // <F_i, F_j> = sum_{c1,c2} <W[i,c1] ⊛ W[j,c2], (X[c1] ⊛ X[c2]) over |n| <= k - 1>, per
+        // input, on the probe's own inputs; f64 weights make the probe compute in f64.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        for draw in 0..12 {
+            let (s, c) = (rng.random_range(2..5), rng.random_range(1..4));
+            let (kh, kw) = (rng.random_range(1..5), rng.random_range(1..5));
+            let (h, w) = (rng.random_range(1..7), rng.random_range(1..7));
+            let seed = rng.random();
+            let source = if draw % 2 == 0 {
+                ProbeSource::Random { seed }
+            } else {
+                ProbeSource::Centered { seed }
+            };
+            let settings = ProbeSettings {
+                source,
+                batch: 2,
+                height: h,
+                width: w,
+                padding: Padding::Full,
+            };
+            let p = Probe::new(settings, &Device::Cpu).unwrap();
+            let weights: Vec<f64> = (0..s * c * kh * kw)
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect();
+            let weight = Tensor::from_vec(weights.clone(), (s, c, kh, kw), &Device::Cpu).unwrap();
+            let gram = p
+                .inner_products(&weight, draw)
+                .unwrap()
+                .unwrap()
+                .to_vec3::<f64>()
+                .unwrap();
+            let x = p.inputs(c, draw).unwrap().to_dtype(DType::F64).unwrap();
+            for (b, g) in gram.iter().enumerate() {
+                let x = x
+                    .get(b)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f64>()
+                    .unwrap();
+                let kernel = |i: usize, c1: usize| &weights[(i * c + c1) * kh * kw..][..kh * kw];
+                let plane = |c1: usize| &x[c1 * h * w..][..h * w];
+                for i in 0..s {
+                    for j in 0..s {
+                        let mut expected = 0.0;
+                        for (c1, c2) in (0..c).flat_map(|c1| (0..c).map(move |c2| (c1, c2))) {
+                            for dy in 1 - kh as isize..kh as isize {
+                                for dx in 1 - kw as isize..kw as isize {
+                                    expected += xcorr(kernel(i, c1), kw, kernel(j, c2), kw, dy, dx)
+                                        * xcorr(plane(c1), w, plane(c2), w, dy, dx);
+                                }
+                            }
+                        }
+                        let scale = (g[i][i] * g[j][j]).sqrt().max(1e-300);
+                        assert!(
+                            (g[i][j] - expected).abs() <= 1e-12 * scale,
+                            "draw {draw}: S={s} C={c} {kh}x{kw} on {h}x{w}, input {b}, ({i},{j}): \
+                             {} vs {expected}",
+                            g[i][j]
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn figures_match_their_definitions() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+        let (b, s, n) = (3, 5, 7);
+        let mut maps: Vec<f64> = (0..b * s * n)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        // A zero map: orthogonal to everything, and no energy.
+        maps[n..2 * n].fill(0.0);
+        let map = |bi: usize, i: usize| &maps[(bi * s + i) * n..][..n];
+        let dot = |u: &[f64], v: &[f64]| u.iter().zip(v).map(|(a, b)| a * b).sum::<f64>();
+        let (mut cosine, mut inner, mut energy) = (0.0, 0.0, 0.0);
+        for bi in 0..b {
+            for i in 0..s {
+                energy += dot(map(bi, i), map(bi, i)) / (b * s) as f64;
+                for j in i + 1..s {
+                    let g = dot(map(bi, i), map(bi, j));
+                    inner += g.abs() / (b * s * (s - 1) / 2) as f64;
+                    let norms = (dot(map(bi, i), map(bi, i)) * dot(map(bi, j), map(bi, j))).sqrt();
+                    if norms > 0.0 {
+                        cosine += (g / norms).abs() / (b * s * (s - 1) / 2) as f64;
+                    }
+                }
+            }
+        }
+        let t = Tensor::from_vec(maps.clone(), (b, s, n), &Device::Cpu).unwrap();
+        let gram = t.matmul(&t.transpose(1, 2).unwrap()).unwrap();
+        let f = FeatureSimilarity::from_gram(&gram).unwrap();
+        for (got, want) in [
+            (f.cosine, cosine),
+            (f.mean_abs_inner, inner),
+            (f.mean_energy, energy),
+            (f.inner, inner / energy),
+        ] {
+            assert!((got - want).abs() < 1e-12, "{got} vs {want}");
+        }
+        // Scaling the layer scales the raw inner product by the square and nothing else.
+        let scaled = FeatureSimilarity::from_gram(&(gram * 9.0).unwrap()).unwrap();
+        assert!((scaled.mean_abs_inner - 9.0 * f.mean_abs_inner).abs() < 1e-12);
+        assert!((scaled.inner - f.inner).abs() < 1e-12 && (scaled.cosine - f.cosine).abs() < 1e-12);
+        assert!(FeatureSimilarity::from_gram(
+            &Tensor::zeros((2, 1, 1), DType::F64, &Device::Cpu).unwrap()
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn the_normalised_inner_product_is_one_for_equal_maps_only() {
+        let k = Tensor::randn(0f64, 1., (1, 2, 3, 3), &Device::Cpu).unwrap();
+        let equal = Tensor::cat(&[&k, &k.neg().unwrap(), &k], 0).unwrap();
+        let p = probe(Padding::Same);
+        let f = p.feature_similarity(&equal, 1).unwrap().unwrap();
+        assert!(
+            (f.inner - 1.0).abs() < 1e-12 && (f.cosine - 1.0).abs() < 1e-12,
+            "{f:?}"
+        );
+        // Parallel maps of unequal energy: cosine 1, inner product below 1.
+        let unequal = Tensor::cat(&[&k, &(&k * 3.0).unwrap()], 0).unwrap();
+        let f = p.feature_similarity(&unequal, 1).unwrap().unwrap();
+        assert!((f.cosine - 1.0).abs() < 1e-12, "{f:?}");
+        assert!((f.inner - 0.6).abs() < 1e-12, "{f:?}"); // 3 / ((1 + 9) / 2)
+        let random = Tensor::randn(0f64, 1., (6, 2, 3, 3), &Device::Cpu).unwrap();
+        let f = p.feature_similarity(&random, 1).unwrap().unwrap();
+        assert!(
+            (0.0..1.0).contains(&f.inner) && (0.0..1.0).contains(&f.cosine),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn centered_noise_is_the_uniform_noise_less_its_mean() {
+        let with = |source| {
+            let settings = ProbeSettings {
+                source,
+                batch: 2,
+                height: 5,
+                width: 4,
+                padding: Padding::Same,
+            };
+            let p = Probe::new(settings, &Device::Cpu).unwrap();
+            p.inputs(3, 6)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        let uniform = with(ProbeSource::Random { seed: 8 });
+        let centered = with(ProbeSource::Centered { seed: 8 });
+        assert!(uniform.iter().all(|v| (0.0..1.0).contains(v)));
+        for (u, c) in uniform.iter().zip(&centered) {
+            assert_eq!(u - 0.5, *c);
+        }
     }
 
     #[test]

@@ -89,9 +89,21 @@ fn split(sizes: &[usize], max: usize) -> Vec<Shard> {
         .collect()
 }
 
+/// A size that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{text}': {expected}")]
+pub struct SizeError {
+    pub text: String,
+    pub expected: &'static str,
+}
+
 /// Parses a size: bytes, or with a unit `KB`/`MB`/`GB` (powers of 1000, as Hugging Face uses)
 /// or `KiB`/`MiB`/`GiB` (powers of 1024), e.g. `5GB`, `500MiB`, `1.5GB`.
-pub fn parse_size(text: &str) -> Result<usize, String> {
+pub fn parse_size(text: &str) -> Result<usize, SizeError> {
+    let refuse = |expected| SizeError {
+        text: text.into(),
+        expected,
+    };
     let t = text.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -106,18 +118,14 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         "kib" => 1024.0,
         "mib" => 1024.0 * 1024.0,
         "gib" => 1024.0 * 1024.0 * 1024.0,
-        _ => {
-            return Err(format!(
-                "'{text}': unknown unit; use B, KB, MB, GB, KiB, MiB or GiB"
-            ))
-        }
+        _ => return Err(refuse("unknown unit; use B, KB, MB, GB, KiB, MiB or GiB")),
     };
     let value: f64 = number
         .parse()
-        .map_err(|_| format!("'{text}': expected a size like 5GB or 500MiB"))?;
+        .map_err(|_| refuse("expected a size like 5GB or 500MiB"))?;
     let bytes = (value * factor).round();
     if !(bytes >= 1.0 && bytes < usize::MAX as f64) {
-        return Err(format!("'{text}': the size must be at least one byte"));
+        return Err(refuse("the size must be at least one byte"));
     }
     Ok(bytes as usize)
 }

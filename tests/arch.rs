@@ -380,7 +380,7 @@ fn names_round_trip_and_unknown_names_list_the_valid_ones() {
         assert!(!arch.description().is_empty());
         assert!(!arch.description().contains('\n'));
     }
-    let err = "resnet34".parse::<Architecture>().unwrap_err();
+    let err = "resnet34".parse::<Architecture>().unwrap_err().to_string();
     assert!(err.contains("resnet34"), "{err}");
     for name in ["cnn1", "cnn2", "resnet18", "resnet50"] {
         assert!(err.contains(name), "{err}");

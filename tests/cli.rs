@@ -3,23 +3,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use candle_core::Tensor;
-use common::{check_output, loss, no_outputs, small_network, write};
+use common::{check_output, cs_init, loss, no_outputs, shared_checkpoints, small_network, write};
 use cs_init::checkpoint::{
     serialize, tensor_from_bytes, tensor_to_bytes, Dtype, HeaderEntry, SafetensorsFile,
     SafetensorsWriter,
 };
-
-fn cs_init(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cs-init"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("cs-init runs")
-}
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
@@ -528,19 +519,6 @@ fn new_writes_torchvision_resnet18_and_the_builtin_runs() {
 }
 
 /// `../shared/data/checkpoints`, present in CI and in developer checkouts, absent in user clones.
-fn shared_checkpoints() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/checkpoints");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "skipped: {} is absent (only developer checkouts and CI have it)",
-            dir.display()
-        );
-        None
-    }
-}
-
 #[test]
 fn real_pretrained_resnet20_and_tinygrad_checkpoints() {
     let Some(shared) = shared_checkpoints() else {
@@ -1009,18 +987,27 @@ fn ctrl_c_leaves_no_output() {
     );
     let child = Command::new(env!("CARGO_BIN_EXE_cs-init"))
         .args(["net.safetensors", "--iters", "100000000", "-q"])
+        .args(["--plot", "curves.png"])
         .current_dir(dir.path())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until the output's temporary file exists, so the interrupt lands mid-run.
+    // Wait until the temporary files of the report, the plot and the checkpoint exist, so the
+    // interrupt lands mid-run with all three pending.
     let started = std::time::Instant::now();
-    while !std::fs::read_dir(dir.path()).unwrap().any(|e| {
-        e.unwrap()
-            .file_name()
-            .to_string_lossy()
-            .ends_with(".partial")
-    }) {
+    let partial = || {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".partial")
+            })
+            .count()
+    };
+    while partial() < 3 {
         assert!(
             started.elapsed().as_secs() < 60,
             "no temporary output appeared"

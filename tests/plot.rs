@@ -1,10 +1,11 @@
-//! Loss-curve plots and plots on a linear y axis: the SVG is well-formed and shows what it
-//! should, the PNG decodes, odd data does not panic, and `write_plot` writes whole files or none.
+//! Loss-curve plots, plots on a linear y axis and on a log x axis: the SVG parses (with a real
+//! XML parser) and shows what it should, the PNG decodes, odd data does not panic, and
+//! `write_plot` writes whole files or none.
 
 use std::path::Path;
 
 use cs_init::report::plot::{
-    render, render_with, write_plot, write_plot_with, Axes, Curve, PlotFormat, YScale,
+    render, render_with, write_plot, write_plot_with, Axes, Curve, PlotFormat, XScale, YScale,
 };
 
 fn curve(label: &str, points: impl IntoIterator<Item = (f64, f64)>) -> Curve {
@@ -26,102 +27,99 @@ fn svg(title: &str, curves: &[Curve]) -> String {
     String::from_utf8(render(PlotFormat::Svg, title, curves)).expect("the SVG is UTF-8")
 }
 
-/// One element of a parsed document.
-#[derive(Debug)]
-struct Element {
-    name: String,
-    attributes: Vec<(String, String)>,
+/// What a plot's SVG shows, read with an XML parser.
+struct Drawn {
+    /// Every text, in document order.
+    texts: Vec<String>,
+    /// The tick labels of the y axis (the texts anchored at their end).
+    y_labels: Vec<String>,
+    /// The polylines drawn in a curve's style (not the grid, the frame or a legend swatch),
+    /// each as its points; a dashed curve is drawn as one polyline per dash.
+    lines: Vec<Vec<(f64, f64)>>,
+    /// Their stroke colors, in the same order.
+    line_colors: Vec<String>,
+    /// The dots of points with no drawable neighbour.
+    dots: usize,
+    /// The fill of every text, by content.
+    text_fills: Vec<(String, String)>,
 }
 
-impl Element {
-    fn attribute(&self, name: &str) -> Option<&str> {
-        self.attributes
+/// The width of a curve's line in the SVG (a legend swatch's is 3, the grid's and frame's 1).
+const CURVE_STROKE: &str = "2";
+
+fn parse(document: &str) -> Drawn {
+    let doc = roxmltree::Document::parse(document)
+        .unwrap_or_else(|e| panic!("the SVG is not well-formed XML: {e}"));
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "svg");
+    assert_eq!(root.attribute("viewBox"), Some("0 0 1200 700"));
+    assert_eq!(
+        root.tag_name().namespace(),
+        Some("http://www.w3.org/2000/svg")
+    );
+    let mut drawn = Drawn {
+        texts: Vec::new(),
+        y_labels: Vec::new(),
+        lines: Vec::new(),
+        line_colors: Vec::new(),
+        dots: 0,
+        text_fills: Vec::new(),
+    };
+    for node in doc.descendants().filter(|n| n.is_element()) {
+        match node.tag_name().name() {
+            "text" => {
+                let text = node
+                    .text()
+                    .unwrap_or_default()
+                    .trim_matches('\n')
+                    .to_string();
+                if node.attribute("text-anchor") == Some("end") {
+                    drawn.y_labels.push(text.clone());
+                }
+                drawn.text_fills.push((
+                    text.clone(),
+                    node.attribute("fill").unwrap_or_default().to_string(),
+                ));
+                drawn.texts.push(text);
+            }
+            "polyline" if node.attribute("stroke-width") == Some(CURVE_STROKE) => {
+                let points = node
+                    .attribute("points")
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .map(|p| {
+                        let (x, y) = p.split_once(',').expect("x,y");
+                        (x.parse().unwrap(), y.parse().unwrap())
+                    })
+                    .collect();
+                drawn.lines.push(points);
+                drawn
+                    .line_colors
+                    .push(node.attribute("stroke").unwrap_or_default().to_uppercase());
+            }
+            "circle" => drawn.dots += 1,
+            _ => {}
+        }
+    }
+    drawn
+}
+
+impl Drawn {
+    fn has_text(&self, text: &str) -> bool {
+        self.texts.iter().any(|t| t == text)
+    }
+
+    /// The y tick labels as numbers, bottom to top.
+    fn y_ticks(&self) -> Vec<f64> {
+        self.y_labels
             .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+            .map(|label| {
+                label
+                    .parse()
+                    .unwrap_or_else(|_| panic!("numeric label {label:?}"))
+            })
+            .collect()
     }
-}
-
-/// Checks that character data uses only the five predefined entities and no raw '<'.
-fn check_character_data(text: &str) {
-    assert!(!text.contains('<'), "raw '<' in {text:?}");
-    for (i, _) in text.match_indices('&') {
-        let rest = &text[i..];
-        assert!(
-            ["&amp;", "&lt;", "&gt;", "&quot;", "&apos;"]
-                .iter()
-                .any(|entity| rest.starts_with(entity)),
-            "unescaped '&' in {text:?}"
-        );
-    }
-}
-
-/// A small XML well-formedness check, enough for the documents the plot writes: one root,
-/// balanced tags, quoted attributes, escaped text. Returns the elements in document order.
-fn parse_xml(document: &str) -> Vec<Element> {
-    let mut rest = document;
-    if let Some(after) = rest.strip_prefix("<?xml") {
-        rest = &after[after.find("?>").expect("unterminated declaration") + 2..];
-    }
-    let (mut elements, mut open, mut roots) = (Vec::new(), Vec::<String>::new(), 0);
-    while let Some(start) = rest.find('<') {
-        let text = &rest[..start];
-        check_character_data(text);
-        assert!(
-            !open.is_empty() || text.trim().is_empty(),
-            "text outside the root: {text:?}"
-        );
-        let end = start + rest[start..].find('>').expect("unterminated tag");
-        let tag = &rest[start + 1..end];
-        rest = &rest[end + 1..];
-        if let Some(name) = tag.strip_prefix('/') {
-            assert_eq!(open.pop().as_deref(), Some(name), "mismatched </{name}>");
-            continue;
-        }
-        let (tag, empty) = match tag.strip_suffix('/') {
-            Some(tag) => (tag, true),
-            None => (tag, false),
-        };
-        let name_end = tag.find(|c: char| c.is_whitespace()).unwrap_or(tag.len());
-        let name = &tag[..name_end];
-        assert!(
-            !name.is_empty() && name.chars().all(|c| c.is_alphanumeric() || c == '-'),
-            "bad element name {name:?}"
-        );
-        let mut attributes = Vec::new();
-        let mut attribute_text = tag[name_end..].trim_start();
-        while !attribute_text.is_empty() {
-            let eq = attribute_text.find("=\"").expect("attribute without =\"");
-            let attribute = attribute_text[..eq].trim();
-            let value_end = eq + 2 + attribute_text[eq + 2..].find('"').expect("open quote");
-            let value = &attribute_text[eq + 2..value_end];
-            check_character_data(value);
-            assert!(
-                attributes.iter().all(|(n, _)| n != attribute),
-                "duplicate attribute {attribute}"
-            );
-            attributes.push((attribute.to_string(), value.to_string()));
-            attribute_text = attribute_text[value_end + 1..].trim_start();
-        }
-        if open.is_empty() {
-            roots += 1;
-        }
-        if !empty {
-            open.push(name.to_string());
-        }
-        elements.push(Element {
-            name: name.to_string(),
-            attributes,
-        });
-    }
-    assert!(rest.trim().is_empty(), "text after the root: {rest:?}");
-    assert!(open.is_empty(), "unclosed elements {open:?}");
-    assert_eq!(roots, 1, "a document has exactly one root");
-    elements
-}
-
-fn count(elements: &[Element], name: &str) -> usize {
-    elements.iter().filter(|e| e.name == name).count()
 }
 
 /// The image size and its pixels as RGB(A) bytes.
@@ -134,11 +132,22 @@ fn decode_png(bytes: &[u8]) -> (u32, u32, Vec<u8>) {
     (info.width, info.height, pixels)
 }
 
-/// Renders both formats, checks that the SVG is well-formed, and returns it parsed.
-fn render_both(curves: &[Curve]) -> Vec<Element> {
+/// True when some pixel is within `tolerance` of `color` in every channel: PNG lines are
+/// smoothed, so their middle is the color and their edges blend into the background.
+fn has_color(pixels: &[u8], channels: usize, color: [u8; 3], tolerance: u8) -> bool {
+    pixels.chunks(channels).any(|p| {
+        p[..3]
+            .iter()
+            .zip(color)
+            .all(|(&a, b)| a.abs_diff(b) <= tolerance)
+    })
+}
+
+/// Renders both formats, and returns what the SVG shows.
+fn render_both(curves: &[Curve]) -> Drawn {
     let (width, height, _) = decode_png(&render(PlotFormat::Png, "edge case", curves));
     assert_eq!((width, height), (1200, 700));
-    parse_xml(&svg("edge case", curves))
+    parse(&svg("edge case", curves))
 }
 
 #[test]
@@ -151,23 +160,31 @@ fn svg_is_well_formed_with_a_view_box_and_one_path_per_drawable_curve() {
         curve("empty", []),
     ];
     let document = svg("ResNet-18", &curves);
-    let elements = parse_xml(&document);
-    let root = &elements[0];
-    assert_eq!(root.name, "svg");
-    assert_eq!(root.attribute("viewBox"), Some("0 0 1200 700"));
-    assert_eq!(root.attribute("xmlns"), Some("http://www.w3.org/2000/svg"));
-    assert_eq!(count(&elements, "path") + count(&elements, "polyline"), 3);
+    let drawn = parse(&document);
+    assert_eq!(drawn.lines.len(), 3, "one line per drawable curve");
+    assert_eq!(drawn.line_colors, ["#1F77B4", "#FF7F0E", "#2CA02C"]);
     for curve in &curves {
         assert!(
-            document.contains(&format!(">{}</text>", curve.label)),
+            drawn.has_text(&curve.label),
             "{} is in the legend",
             curve.label
         );
     }
     for text in ["ResNet-18", "iteration", "L_CS (log scale)"] {
-        assert!(document.contains(&format!(">{text}</text>")), "{text}");
+        assert!(drawn.has_text(text), "{text}");
     }
     assert!(!document.contains("href"), "no external resources");
+    // Curves with nothing to draw are grayed out in the legend.
+    let fill = |label: &str| {
+        drawn
+            .text_fills
+            .iter()
+            .find(|(t, _)| t == label)
+            .map(|(_, f)| f.to_uppercase())
+            .unwrap()
+    };
+    assert_eq!(fill("never finite"), "#999999");
+    assert_eq!(fill("layer1.0.conv1"), "#222222");
 }
 
 #[test]
@@ -175,9 +192,9 @@ fn svg_escapes_labels_and_title() {
     let label = r#"a<b & "c" 'd'>"#;
     let curves = [decay(label, 1.0, 0.9, 10)];
     let document = svg("<Title> & co", &curves);
-    parse_xml(&document);
-    assert!(document.contains("a&lt;b &amp; &quot;c&quot; &apos;d&apos;&gt;"));
-    assert!(document.contains("&lt;Title&gt; &amp; co"));
+    let drawn = parse(&document);
+    assert!(drawn.has_text(label), "{:?}", drawn.texts);
+    assert!(drawn.has_text("<Title> & co"));
     assert!(!document.contains("<b"));
     assert!(!document.contains("<Title>"));
 }
@@ -188,28 +205,29 @@ fn svg_has_a_label_at_every_decade_of_the_data() {
         "conv",
         (0..=6).map(|i| (i as f64 * 100.0, 10f64.powi(3 - i))),
     )];
-    let document = svg("decades", &curves);
+    let drawn = parse(&svg("decades", &curves));
     for exponent in -3..=3 {
-        assert!(
-            document.contains(&format!(">1e{exponent}</text>")),
-            "1e{exponent}"
-        );
+        assert!(drawn.has_text(&format!("1e{exponent}")), "1e{exponent}");
     }
     for x in ["0", "100", "200", "300", "400", "500", "600"] {
-        assert!(document.contains(&format!(">{x}</text>")), "x tick {x}");
+        assert!(drawn.has_text(x), "x tick {x}");
     }
 }
 
 #[test]
 fn svg_labels_fewer_decades_on_a_wide_range() {
     let curves = [curve("wide", [(0.0, 1e-100), (1.0, 1e100)])];
-    let document = svg("wide", &curves);
-    let decade_labels = document.matches(">1e").count();
+    let drawn = parse(&svg("wide", &curves));
+    let decade_labels = drawn
+        .y_labels
+        .iter()
+        .filter(|t| t.starts_with("1e"))
+        .count();
     assert!(
         (3..=10).contains(&decade_labels),
         "{decade_labels} decade labels"
     );
-    assert!(document.contains(">1e-100</text>") && document.contains(">1e100</text>"));
+    assert!(drawn.has_text("1e-100") && drawn.has_text("1e100"));
 }
 
 #[test]
@@ -230,17 +248,10 @@ fn svg_breaks_the_line_at_unplottable_losses() {
             (10.0, 0.03),
         ],
     )];
-    let elements = parse_xml(&svg("gaps", &curves));
-    let paths: Vec<&Element> = elements.iter().filter(|e| e.name == "path").collect();
-    assert_eq!(paths.len(), 1);
-    let d = paths[0].attribute("d").expect("a path has d");
-    assert_eq!(d.matches('M').count(), 3, "three runs in {d}");
-    assert!(!d.contains("NaN") && !d.contains("inf"), "{d}");
-    assert_eq!(
-        count(&elements, "circle"),
-        1,
-        "the last point alone is a dot"
-    );
+    let drawn = parse(&svg("gaps", &curves));
+    let lengths: Vec<usize> = drawn.lines.iter().map(Vec::len).collect();
+    assert_eq!(lengths, [2, 2, 2], "three runs of two points");
+    assert_eq!(drawn.dots, 1, "the last point alone is a dot");
 }
 
 #[test]
@@ -258,14 +269,12 @@ fn png_has_the_signature_and_decodes_to_a_drawn_image() {
     let first = &pixels[..channels];
     assert!(pixels.chunks(channels).any(|pixel| pixel != first));
     // The first curve's color (Tableau blue) is drawn somewhere.
-    assert!(pixels
-        .chunks(channels)
-        .any(|pixel| pixel[..3] == [0x1f, 0x77, 0xb4]));
+    assert!(has_color(&pixels, channels, [0x1f, 0x77, 0xb4], 8));
 }
 
 #[test]
 fn edge_cases_render_without_panicking() {
-    assert_eq!(count(&render_both(&[]), "path"), 0);
+    assert_eq!(render_both(&[]).lines.len(), 0);
 
     let zeros_and_nan = [curve(
         "bad",
@@ -276,23 +285,20 @@ fn edge_cases_render_without_panicking() {
             (3.0, f64::NEG_INFINITY),
         ],
     )];
-    assert_eq!(count(&render_both(&zeros_and_nan), "path"), 0);
+    assert_eq!(render_both(&zeros_and_nan).lines.len(), 0);
 
     let constant = [curve("flat", (0..100).map(|i| (i as f64, 0.25)))];
-    assert_eq!(count(&render_both(&constant), "path"), 1);
+    assert_eq!(render_both(&constant).lines.len(), 1);
 
     let power_of_ten = [curve("one", (0..100).map(|i| (i as f64, 1.0)))];
-    let elements = render_both(&power_of_ten);
-    assert_eq!(count(&elements, "path"), 1);
-    assert!(svg("", &power_of_ten).contains(">1e0</text>"));
+    let drawn = render_both(&power_of_ten);
+    assert_eq!(drawn.lines.len(), 1);
+    assert!(drawn.has_text("1e0"));
 
     // A single point has no line through it: it is drawn as a dot.
     let single = [curve("single", [(1.0, 3.0)])];
-    let elements = render_both(&single);
-    assert_eq!(
-        (count(&elements, "path"), count(&elements, "circle")),
-        (0, 1)
-    );
+    let drawn = render_both(&single);
+    assert_eq!((drawn.lines.len(), drawn.dots), (0, 1));
 
     let odd_x = [curve(
         "odd x",
@@ -311,17 +317,15 @@ fn edge_cases_render_without_panicking() {
         "extremes",
         [(0.0, f64::MIN_POSITIVE / 1e10), (1.0, f64::MAX), (2.0, 1.0)],
     )];
-    assert_eq!(count(&render_both(&extremes), "path"), 1);
+    assert_eq!(render_both(&extremes).lines.len(), 1);
 
     // A label too long for the legend keeps both ends, which is where layer names differ.
     let long_label = [decay(&format!("start{}end", "x".repeat(1000)), 1.0, 0.5, 5)];
-    render_both(&long_label);
-    let document = svg("", &long_label);
-    assert!(
-        document.contains(">startx")
-            && document.contains("x..x")
-            && document.contains("xend</text>")
-    );
+    let drawn = render_both(&long_label);
+    assert!(drawn
+        .texts
+        .iter()
+        .any(|t| t.starts_with("startx") && t.contains("x..x") && t.ends_with("xend")));
 
     let odd_text = [decay("tab\tnewline\n\u{7}bell ünï", 1.0, 0.5, 5)];
     render_both(&odd_text);
@@ -332,23 +336,20 @@ fn many_curves_get_a_path_and_a_legend_entry_each() {
     let curves: Vec<Curve> = (0..100)
         .map(|i| decay(&format!("layer{i}.conv"), 1.0 + i as f64, 0.99, 1000))
         .collect();
-    let document = svg("100 layers", &curves);
-    let elements = parse_xml(&document);
-    assert_eq!(count(&elements, "path"), 100);
+    let drawn = parse(&svg("100 layers", &curves));
     for curve in &curves {
-        assert!(document.contains(&format!(">{}</text>", curve.label)));
+        assert!(drawn.has_text(&curve.label));
     }
-    // Past the palette's ten colors, the curves are told apart by dashes: the first 60 have
-    // styles of their own.
-    let mut styles: Vec<(Option<&str>, Option<&str>)> = elements
-        .iter()
-        .filter(|e| e.name == "path")
-        .take(60)
-        .map(|e| (e.attribute("stroke"), e.attribute("stroke-dasharray")))
-        .collect();
-    styles.sort();
-    styles.dedup();
-    assert_eq!(styles.len(), 60);
+    // The palette's ten colors, solid: one line each; past them the curves are told apart by
+    // dashes, drawn as many short lines.
+    let mut colors = drawn.line_colors[..10].to_vec();
+    assert!(
+        drawn.lines[..10].iter().all(|l| l.len() > 100),
+        "solid lines"
+    );
+    colors.dedup();
+    assert_eq!(colors.len(), 10);
+    assert!(drawn.lines.len() > 200, "{} lines", drawn.lines.len());
     render_both(&curves);
 }
 
@@ -357,9 +358,13 @@ fn too_many_curves_for_the_legend_are_counted() {
     let curves: Vec<Curve> = (0..500)
         .map(|i| decay(&format!("a rather long layer name {i}"), 1.0, 0.9, 3))
         .collect();
-    let elements = render_both(&curves);
-    assert_eq!(count(&elements, "path"), 500);
-    assert!(svg("", &curves).contains(" more</text>"));
+    let drawn = render_both(&curves);
+    assert!(drawn.lines.len() >= 500);
+    assert!(
+        drawn.texts.iter().any(|t| t.ends_with(" more")),
+        "{:?}",
+        drawn.texts.last()
+    );
 }
 
 #[test]
@@ -408,9 +413,7 @@ fn write_plot_writes_svg_and_png_files_and_no_temporaries() {
     assert_eq!((width, height), (1200, 700));
     // Writing again replaces the file.
     write_plot(&svg_path, "t2", &curves).unwrap();
-    assert!(String::from_utf8(std::fs::read(&svg_path).unwrap())
-        .unwrap()
-        .contains(">t2</text>"));
+    assert!(parse(&String::from_utf8(std::fs::read(&svg_path).unwrap()).unwrap()).has_text("t2"));
     let mut names: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
@@ -425,39 +428,13 @@ fn write_plot_writes_svg_and_png_files_and_no_temporaries() {
 const ACCURACY: Axes<'static> = Axes {
     x_label: "epoch",
     y_label: "test accuracy (%)",
+    x_scale: XScale::Linear,
     y_scale: YScale::Linear,
 };
 
 fn linear_svg(title: &str, curves: &[Curve]) -> String {
     String::from_utf8(render_with(PlotFormat::Svg, title, &ACCURACY, curves))
         .expect("the SVG is UTF-8")
-}
-
-/// The contents of the text elements anchored at their end, which are the y axis's tick labels.
-fn y_tick_labels(document: &str) -> Vec<String> {
-    document
-        .lines()
-        .filter(|line| line.starts_with("<text ") && line.contains("text-anchor=\"end\""))
-        .map(|line| {
-            let start = line.find('>').expect("a text element's start tag ends") + 1;
-            let end = line
-                .rfind("</text>")
-                .expect("a text element ends on its line");
-            line[start..end].to_string()
-        })
-        .collect()
-}
-
-/// The y tick labels as numbers, bottom to top.
-fn y_ticks(document: &str) -> Vec<f64> {
-    y_tick_labels(document)
-        .iter()
-        .map(|label| {
-            label
-                .parse()
-                .unwrap_or_else(|_| panic!("numeric label {label:?}"))
-        })
-        .collect()
 }
 
 /// Test accuracy in percent per epoch for a training run.
@@ -478,6 +455,7 @@ fn loss_axes_are_what_render_and_write_plot_use() {
         );
     }
     assert_eq!(Axes::LOSS.y_scale, YScale::Log);
+    assert_eq!(Axes::LOSS.x_scale, XScale::Linear);
     assert_eq!(Axes::LOSS.x_label, "iteration");
 }
 
@@ -488,32 +466,30 @@ fn linear_svg_has_the_custom_labels_and_ticks_that_span_the_data() {
         accuracy("run 2", &[12.0, 30.0, 45.0, 58.0, 66.0, 71.0, 75.0, 77.0]),
     ];
     let document = linear_svg("CIFAR-10", &curves);
-    let elements = parse_xml(&document);
-    assert_eq!(count(&elements, "path"), 2);
+    let drawn = parse(&document);
+    assert_eq!(drawn.lines.len(), 2);
     for text in ["CIFAR-10", "epoch", "test accuracy (%)", "run 1", "run 2"] {
-        assert!(document.contains(&format!(">{text}</text>")), "{text}");
+        assert!(drawn.has_text(text), "{text}");
     }
-    assert!(!document.contains(">iteration</text>"));
+    assert!(!drawn.has_text("iteration"));
     assert!(!document.contains("L_CS"));
     assert!(
-        !document.contains(">1e"),
+        !drawn.texts.iter().any(|t| t.starts_with("1e")),
         "no decade labels on a linear axis"
     );
-
-    let ticks = y_ticks(&document);
-    assert_eq!(ticks, [10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0]);
+    assert_eq!(
+        drawn.y_ticks(),
+        [10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0]
+    );
     for epoch in 1..=8 {
-        assert!(
-            document.contains(&format!(">{epoch}</text>")),
-            "epoch {epoch}"
-        );
+        assert!(drawn.has_text(&epoch.to_string()), "epoch {epoch}");
     }
 }
 
 #[test]
 fn linear_axis_is_labeled_at_round_numbers_beyond_both_ends_of_the_data() {
     let curves = [accuracy("run", &[12.5, 40.25, 63.0, 78.75])];
-    let ticks = y_ticks(&linear_svg("", &curves));
+    let ticks = parse(&linear_svg("", &curves)).y_ticks();
     assert!(ticks.len() >= 3, "{ticks:?}");
     assert!(
         ticks[0] <= 12.5 && *ticks.last().unwrap() >= 78.75,
@@ -525,14 +501,14 @@ fn linear_axis_is_labeled_at_round_numbers_beyond_both_ends_of_the_data() {
     // Steps finer than one get the decimals they need, and the ends are still labeled however
     // the multiples of the step round.
     for (low, high) in [(0.3, 0.7), (-1.23, 4.56), (0.1, 0.3), (1e-6, 3e-6)] {
-        let document = linear_svg("", &[accuracy("run", &[low, high])]);
-        let ticks = y_ticks(&document);
+        let drawn = parse(&linear_svg("", &[accuracy("run", &[low, high])]));
+        let ticks = drawn.y_ticks();
         assert!(ticks.len() >= 2, "{ticks:?}");
         assert!(
             ticks[0] <= low && *ticks.last().unwrap() >= high,
             "{low} {high}: {ticks:?}"
         );
-        let labels = y_tick_labels(&document);
+        let labels = drawn.y_labels.clone();
         let mut distinct = labels.clone();
         distinct.dedup();
         assert_eq!(distinct, labels, "labels differ from their neighbours");
@@ -549,43 +525,29 @@ fn linear_axis_draws_zero_and_negative_values() {
         (4.0, -1.0),
     ];
     let curves = [curve("signed", points)];
-    let document = linear_svg("signed", &curves);
-    let elements = parse_xml(&document);
-    let paths: Vec<&Element> = elements.iter().filter(|e| e.name == "path").collect();
-    assert_eq!(paths.len(), 1);
-    let d = paths[0].attribute("d").expect("a path has d");
-    assert_eq!(
-        (d.matches('M').count(), d.matches('L').count()),
-        (1, 2),
-        "one run of three points in {d}"
-    );
-    assert_eq!(
-        count(&elements, "circle"),
-        1,
-        "the point after the NaN is a dot"
-    );
-    let ticks = y_ticks(&document);
+    let drawn = parse(&linear_svg("signed", &curves));
+    let lengths: Vec<usize> = drawn.lines.iter().map(Vec::len).collect();
+    assert_eq!(lengths, [3], "one run of three points");
+    assert_eq!(drawn.dots, 1, "the point after the NaN is a dot");
+    let ticks = drawn.y_ticks();
     assert!(
         ticks[0] <= -5.0 && *ticks.last().unwrap() >= 5.0,
         "{ticks:?}"
     );
-    assert!(y_tick_labels(&document).contains(&"0".to_string()));
+    assert!(drawn.y_labels.contains(&"0".to_string()));
 
     // The same curve on the log axis keeps only the positive value, as a dot.
-    let elements = parse_xml(&svg("signed", &curves));
-    assert_eq!(
-        (count(&elements, "path"), count(&elements, "circle")),
-        (0, 1)
-    );
+    let drawn = parse(&svg("signed", &curves));
+    assert_eq!((drawn.lines.len(), drawn.dots), (0, 1));
 
     // A curve of zeros is drawn, and its legend entry is not grayed out.
     let zeros = [curve("zeros", (0..10).map(|i| (i as f64, 0.0)))];
-    let document = linear_svg("", &zeros);
-    assert_eq!(count(&parse_xml(&document), "path"), 1);
-    assert!(
-        document.contains("fill=\"#222222\">zeros</text>"),
-        "{document}"
-    );
+    let drawn = parse(&linear_svg("", &zeros));
+    assert_eq!(drawn.lines.len(), 1);
+    assert!(drawn
+        .text_fills
+        .iter()
+        .any(|(t, f)| t == "zeros" && f.eq_ignore_ascii_case("#222222")));
 }
 
 #[test]
@@ -602,7 +564,7 @@ fn linear_png_has_the_signature_and_decodes_to_a_drawn_image() {
     assert!(channels >= 3);
     for color in [[0x1f, 0x77, 0xb4], [0xff, 0x7f, 0x0e]] {
         assert!(
-            pixels.chunks(channels).any(|pixel| pixel[..3] == color),
+            has_color(&pixels, channels, color, 8),
             "{color:x?} is drawn"
         );
     }
@@ -616,16 +578,16 @@ fn linear_edge_cases_render_without_panicking() {
             decode_png(&render_with(PlotFormat::Png, "edge", &ACCURACY, curves));
         assert_eq!((width, height), (1200, 700));
         let document = linear_svg("edge", curves);
-        let elements = parse_xml(&document);
+        let drawn = parse(&document);
         assert!(!document.contains("NaN") && !document.contains("inf"));
-        (count(&elements, "path"), count(&elements, "circle"))
+        (drawn.lines.len(), drawn.dots)
     };
     assert_eq!(render_linear(&[]), (0, 0));
     let never_finite = [curve("bad", [(0.0, f64::NAN), (1.0, f64::INFINITY)])];
     assert_eq!(render_linear(&never_finite), (0, 0));
     let constant = [curve("flat", (0..10).map(|i| (i as f64, 50.0)))];
     assert_eq!(render_linear(&constant), (1, 0));
-    assert!(y_ticks(&linear_svg("", &constant)).contains(&50.0));
+    assert!(parse(&linear_svg("", &constant)).y_ticks().contains(&50.0));
     assert_eq!(render_linear(&[curve("single", [(1.0, -3.0)])]), (0, 1));
     let extremes = [curve(
         "extremes",
@@ -651,4 +613,63 @@ fn write_plot_with_writes_the_linear_plot() {
     let error = write_plot_with(&dir.path().join("a.txt"), "t", &ACCURACY, &curves).unwrap_err();
     assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A log x axis
+
+const SWEEP: Axes<'static> = Axes {
+    x_label: "iterations (log scale)",
+    y_label: "change",
+    x_scale: XScale::Log,
+    y_scale: YScale::Linear,
+};
+
+#[test]
+fn log_x_axis_spaces_decades_equally_and_skips_non_positive_x() {
+    let points = [
+        (0.0, 0.0),
+        (1.0, -0.1),
+        (10.0, 0.2),
+        (100.0, 0.3),
+        (1000.0, -0.2),
+    ];
+    let curves = [curve("run", points)];
+    let document = String::from_utf8(render_with(PlotFormat::Svg, "t", &SWEEP, &curves)).unwrap();
+    let drawn = parse(&document);
+    assert_eq!(drawn.lines.len(), 1);
+    let xs: Vec<f64> = drawn.lines[0].iter().map(|p| p.0).collect();
+    assert_eq!(xs.len(), 4, "x = 0 cannot be shown: {xs:?}");
+    let steps: Vec<f64> = xs.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(steps[0] > 0.0, "{xs:?}");
+    assert!(
+        steps.iter().all(|s| (s - steps[0]).abs() <= 1.0),
+        "{steps:?}"
+    );
+    for label in ["1e0", "1e1", "1e2", "1e3", "iterations (log scale)"] {
+        assert!(drawn.has_text(label), "{label}");
+    }
+    // The y axis stays linear: it labels zero and negative values.
+    let ticks = drawn.y_ticks();
+    assert!(ticks.contains(&0.0) && ticks[0] <= -0.2, "{ticks:?}");
+    let (width, height, _) = decode_png(&render_with(PlotFormat::Png, "t", &SWEEP, &curves));
+    assert_eq!((width, height), (1200, 700));
+}
+
+#[test]
+fn log_x_edge_cases_render_without_panicking() {
+    for points in [
+        vec![],
+        vec![(0.0, 1.0), (-1.0, 2.0)],
+        vec![(5.0, 1.0)],
+        vec![(1e-300, 1.0), (1e300, 2.0)],
+        vec![(3.0, 1.0), (3.0, 2.0)],
+    ] {
+        let curves = [curve("edge", points)];
+        let document =
+            String::from_utf8(render_with(PlotFormat::Svg, "edge", &SWEEP, &curves)).unwrap();
+        parse(&document);
+        assert!(!document.contains("NaN") && !document.contains("inf"));
+        render_with(PlotFormat::Png, "edge", &SWEEP, &curves);
+    }
 }

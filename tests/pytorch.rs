@@ -832,3 +832,38 @@ fn deeply_nested_pickles_do_not_overflow_the_stack() {
     write_zip(&path, &[("archive/data.pkl", p.finish())], &[]);
     assert_rejected(&path, None, &["tuple of 1 item", "not a dict of tensors"]);
 }
+
+#[test]
+fn one_storage_under_many_names_is_bounded() {
+    // Tied weights (one storage, two names) are read; a storage under 17 names, which would let
+    // a small file make an output that grows with the square of its size, is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let shared = |names: usize| {
+        let storage = Storage::new("FloatStorage", "0", 4);
+        let mut p = Pickle::new(2);
+        p.op(b'}').op(b'(');
+        for i in 0..names {
+            p.str(&format!("w{i}")).tensor(&storage, 0, &[4], &[1]);
+        }
+        p.op(b'u');
+        let path = dir.path().join(format!("shared{names}.pth"));
+        write_zip(
+            &path,
+            &[
+                ("archive/data.pkl", p.finish()),
+                ("archive/data/0", f32_bytes([1., 2., 3., 4.])),
+            ],
+            &[],
+        );
+        path
+    };
+    let tied = read_pth(&shared(2), None, None).unwrap();
+    assert_eq!(tied.tensors.len(), 2);
+    assert_eq!(tied.tensors[0].data, tied.tensors[1].data);
+    assert_eq!(read_pth(&shared(16), None, None).unwrap().tensors.len(), 16);
+    assert_rejected(
+        &shared(17),
+        None,
+        &["tensor 'w16'", "more than 16 times the 16 bytes", "clone()"],
+    );
+}

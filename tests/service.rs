@@ -5,28 +5,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use common::hub_cache::{cache_file, set_ref};
 use common::server::{Options, Server};
-use common::small_network;
+use common::{cs_init_ok, small_network};
 use cs_init::checkpoint::{serialize, Dtype, SafetensorsFile};
 use serde_json::{json, Value};
-
-fn cli(args: &[&str], dir: &Path) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cs-init"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn network_bytes() -> Vec<u8> {
     let metadata = BTreeMap::from([
@@ -93,7 +79,7 @@ fn upload_job_events_download_match_the_command_line() {
     let served = download(&server, &job);
     // The command line on the same bytes with the same settings writes the same bytes.
     std::fs::write(dir.path().join("net.safetensors"), &bytes).unwrap();
-    cli(
+    cs_init_ok(
         &[
             "net.safetensors",
             "--iters",
@@ -366,7 +352,7 @@ fn kill_9_mid_layer_loses_nothing_and_the_job_completes_the_same() {
         .join("uploads/.0123456789abcdef0123456789abcdef.partial")
         .exists());
     let served = download(&server, &done);
-    cli(
+    cs_init_ok(
         &[
             "cnn2",
             "--iters",

@@ -50,6 +50,42 @@ fn every_network_maps_images_to_ten_logits_in_both_modes() {
     assert_eq!(resnet18.conv_weights().len(), 20);
 }
 
+#[test]
+fn conv_inputs_are_what_each_conv_sees() {
+    let images = Tensor::randn(0f32, 1.0, (2, 3, 32, 32), &Device::Cpu).unwrap();
+    let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    for architecture in [
+        Architecture::Cnn1,
+        Architecture::Resnet20,
+        Architecture::Resnet18,
+    ] {
+        let network = Network::new(architecture, 0, &Device::Cpu).unwrap();
+        let inputs = network.conv_inputs(&images, false).unwrap();
+        let mut names: Vec<&str> = inputs.iter().map(|(n, _)| n.as_str()).collect();
+        let convs = network.conv_weights();
+        let mut expected: Vec<&str> = convs.iter().map(|(n, _)| n.as_str()).collect();
+        names.sort();
+        expected.sort();
+        assert_eq!(names, expected, "{architecture}: one input per conv");
+        assert_eq!(flat(&inputs[0].1), flat(&images), "{architecture}");
+        for (name, x) in &inputs {
+            let (_, weight) = convs.iter().find(|(n, _)| n == name).unwrap();
+            assert_eq!(x.dim(0).unwrap(), 2);
+            assert_eq!(x.dim(1).unwrap(), weight.dim(1).unwrap(), "{name}");
+        }
+        // A plain forward records nothing, and a second capture starts empty.
+        network.forward_t(&images, false).unwrap();
+        assert_eq!(
+            network.conv_inputs(&images, false).unwrap().len(),
+            convs.len()
+        );
+    }
+    // The second conv of CNN1 sees the first block's output.
+    let cnn = Network::new(Architecture::Cnn1, 0, &Device::Cpu).unwrap();
+    let inputs = cnn.conv_inputs(&images, false).unwrap();
+    assert_eq!(inputs[1].1.dims(), [2, 64, 17, 17]);
+}
+
 fn tensors(network: &Network) -> Vec<(String, Vec<f32>)> {
     network
         .params

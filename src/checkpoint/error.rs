@@ -36,8 +36,59 @@ pub enum CheckpointError {
     #[error("{}: already exists; pass --force to overwrite it, or choose another path with -o", path.display())]
     OutputExists { path: PathBuf },
 
-    #[error("{0}")]
-    Input(String),
+    /// INPUT names no file, directory or built-in network.
+    #[error("{input}: no such file or directory, and not a built-in architecture ({builtins})")]
+    NoSuchInput { input: String, builtins: String },
+
+    #[error("{input}: not a built-in architecture ({builtins})")]
+    UnknownBuiltIn { input: String, builtins: String },
+
+    #[error("{}: a directory without {index}; pass a .safetensors file or a sharded checkpoint's directory", path.display())]
+    DirectoryWithoutIndex { path: PathBuf, index: &'static str },
+
+    #[error("built-in {arch}: {reason}")]
+    BuiltIn { arch: String, reason: String },
+
+    #[error("{input}: {why}; expected hf://OWNER/NAME[@REVISION][/PATH]")]
+    BadHubReference { input: String, why: String },
+
+    /// A Hub file could not be found or downloaded.
+    #[error("{reference} ({file}): {why}")]
+    Hub {
+        reference: String,
+        file: String,
+        why: String,
+    },
+
+    #[error("{reference}: the repository has neither {single} nor {index}; name a file with {reference}/FILE")]
+    NoCheckpointInRepo {
+        reference: String,
+        single: &'static str,
+        index: &'static str,
+    },
+
+    #[error("{reference}: the Hub cache's ref {} holds '{content}', not a commit hash; the cache is damaged: delete that file (it is downloaded again when needed)", ref_path.display())]
+    DamagedHubCache {
+        reference: String,
+        ref_path: PathBuf,
+        content: String,
+    },
+
+    #[error("{}: not a PyTorch checkpoint: {reason}", path.display())]
+    NotPyTorch { path: PathBuf, reason: String },
+
+    #[error("{}: unreadable PyTorch checkpoint: {reason}", path.display())]
+    UnreadablePyTorch { path: PathBuf, reason: String },
+
+    /// The file reads, but holds no state dict as asked (`--key`, `--strip-prefix`).
+    #[error("{}: {reason}", path.display())]
+    StateDict { path: PathBuf, reason: String },
+
+    #[error("{}: is a directory; give a file name", path.display())]
+    OutputIsDirectory { path: PathBuf },
+
+    #[error("{}: will not replace it ({why}); remove it yourself or choose another -o", path.display())]
+    WillNotReplace { path: PathBuf, why: String },
 
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

@@ -29,9 +29,10 @@ impl HubSource {
     pub fn parse(input: &str) -> Option<Result<Self>> {
         let rest = input.strip_prefix("hf://")?;
         let bad = |why: &str| {
-            Some(Err(CheckpointError::Input(format!(
-                "{input}: {why}; expected hf://OWNER/NAME[@REVISION][/PATH]"
-            ))))
+            Some(Err(CheckpointError::BadHubReference {
+                input: input.into(),
+                why: why.into(),
+            }))
         };
         let mut parts = rest.splitn(3, '/');
         let (Some(owner), Some(name_rev)) = (parts.next(), parts.next()) else {
@@ -48,11 +49,14 @@ impl HubSource {
         if revision.contains("..") || revision.starts_with('.') {
             return bad("the revision must be a branch, tag or commit name");
         }
+        // `.` components too: `hf://o/n/./.` would name the snapshot directory, not a file.
         if path
             .as_deref()
-            .is_some_and(|p| p.split('/').any(|c| c == ".." || c.is_empty()))
+            .is_some_and(|p| p.split('/').any(|c| c == ".." || c == "." || c.is_empty()))
         {
-            return bad("the path inside the repository must be plain");
+            return bad(
+                "the path inside the repository must be plain (no '.', '..' or empty parts)",
+            );
         }
         Some(Ok(Self {
             repo: format!("{owner}/{name}"),
@@ -75,6 +79,49 @@ impl HubSource {
             .unwrap_or_default();
         format!("hf://{}@{}{path}", self.repo, self.revision)
     }
+
+    /// The repository's directory in the Hub cache `cache`: `models--OWNER--NAME`.
+    pub fn cache_dir(&self, cache: &Path) -> PathBuf {
+        cache.join(format!("models--{}", self.repo.replace('/', "--")))
+    }
+
+    /// Where the cache keeps `file` (a plain relative path) of this revision:
+    /// `snapshots/COMMIT/FILE`, where COMMIT is what `refs/REVISION` holds (`ref_contents`, the
+    /// file's text), or the revision itself when there is no such ref (a commit hash given as
+    /// the revision). The cache is another program's data: a ref that is not a plain commit
+    /// name is refused, so that no path leaves the repository's snapshots.
+    pub fn cache_path(
+        &self,
+        cache: &Path,
+        ref_contents: Option<&str>,
+        file: &str,
+    ) -> Result<PathBuf> {
+        let dir = self.cache_dir(cache);
+        let commit = match ref_contents {
+            Some(text) => plain_commit(text.trim()).ok_or_else(|| {
+                let shown: String = text.trim().chars().take(80).collect();
+                CheckpointError::DamagedHubCache {
+                    reference: self.describe(),
+                    ref_path: dir.join("refs").join(&self.revision),
+                    content: shown,
+                }
+            })?,
+            None => self.revision.as_str(),
+        };
+        Ok(dir.join("snapshots").join(commit).join(file))
+    }
+}
+
+/// `text` when it is a commit name that is one plain path component: letters, digits, `-`, `_`
+/// and `.`, not starting with a dot (a 40-hex-digit hash, as the Hub clients write).
+fn plain_commit(text: &str) -> Option<&str> {
+    let plain = !text.is_empty()
+        && text.len() <= 255
+        && !text.starts_with('.')
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    plain.then_some(text)
 }
 
 /// The Hub settings of the environment, as the Python client reads them.
@@ -91,6 +138,11 @@ pub struct HubEnv {
 }
 
 impl HubEnv {
+    /// The token, for callers that must keep it out of what they show (the service's redaction).
+    pub(crate) fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     pub fn from_env() -> Self {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let home = var("HF_HOME").map(PathBuf::from).unwrap_or_else(|| {
@@ -139,10 +191,10 @@ pub fn fetch(source: &HubSource, env: &HubEnv, progress: bool) -> Result<HubFile
         };
     }
     // Cached files first, so that a cached checkpoint never touches the network.
-    if let Some(index) = fetcher.cached(INDEX_FILE) {
+    if let Some(index) = fetcher.cached(INDEX_FILE)? {
         return fetcher.sharded(&index);
     }
-    if let Some(file) = fetcher.cached(SINGLE_FILE) {
+    if let Some(file) = fetcher.cached(SINGLE_FILE)? {
         return Ok(HubFiles::File(file));
     }
     if env.offline {
@@ -157,12 +209,11 @@ pub fn fetch(source: &HubSource, env: &HubEnv, progress: bool) -> Result<HubFile
     }
     match fetcher.download(SINGLE_FILE)? {
         Some(file) => Ok(HubFiles::File(file)),
-        None => Err(CheckpointError::Input(format!(
-            "{}: the repository has neither {SINGLE_FILE} nor {INDEX_FILE}; name a file with hf://{}@{}/FILE",
-            source.describe(),
-            source.repo,
-            source.revision
-        ))),
+        None => Err(CheckpointError::NoCheckpointInRepo {
+            reference: source.describe(),
+            single: SINGLE_FILE,
+            index: INDEX_FILE,
+        }),
     }
 }
 
@@ -174,20 +225,18 @@ struct Fetcher<'a> {
 
 impl Fetcher<'_> {
     fn repo_dir(&self) -> PathBuf {
-        self.env
-            .cache
-            .join(format!("models--{}", self.source.repo.replace('/', "--")))
+        self.source.cache_dir(&self.env.cache)
     }
 
     /// A file of the revision in the cache: through `refs/REVISION`, or a snapshot named by a
     /// commit hash given as the revision.
-    fn cached(&self, file: &str) -> Option<PathBuf> {
-        let dir = self.repo_dir();
-        let commit = std::fs::read_to_string(dir.join("refs").join(&self.source.revision))
-            .map(|c| c.trim().to_string())
-            .unwrap_or_else(|_| self.source.revision.clone());
-        let path = dir.join("snapshots").join(commit).join(file);
-        path.is_file().then_some(path)
+    fn cached(&self, file: &str) -> Result<Option<PathBuf>> {
+        let reference = self.repo_dir().join("refs").join(&self.source.revision);
+        let contents = std::fs::read_to_string(reference).ok();
+        let path = self
+            .source
+            .cache_path(&self.env.cache, contents.as_deref(), file)?;
+        Ok(path.is_file().then_some(path))
     }
 
     /// Downloads `file`; `None` when the repository has no such file.
@@ -218,7 +267,7 @@ impl Fetcher<'_> {
 
     /// A file that must exist: cached, or downloaded when allowed.
     fn required(&self, file: &str) -> Result<PathBuf> {
-        if let Some(path) = self.cached(file) {
+        if let Some(path) = self.cached(file)? {
             return Ok(path);
         }
         if self.env.offline {
@@ -249,7 +298,11 @@ impl Fetcher<'_> {
     }
 
     fn error(&self, file: &str, why: &str) -> CheckpointError {
-        CheckpointError::Input(format!("{} ({file}): {why}", self.source.describe()))
+        CheckpointError::Hub {
+            reference: self.source.describe(),
+            file: file.into(),
+            why: why.into(),
+        }
     }
 }
 
@@ -283,6 +336,33 @@ mod tests {
             "hf://o/n/../x",
         ] {
             assert!(HubSource::parse(bad).unwrap().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cache_paths_stay_in_the_snapshots() {
+        let source = HubSource::parse("hf://o/n@main/sub/w.safetensors")
+            .unwrap()
+            .unwrap();
+        let cache = Path::new("/hub");
+        let commit = "0123456789abcdef0123456789abcdef01234567";
+        assert_eq!(
+            source
+                .cache_path(cache, Some(&format!("{commit}\n")), "w.safetensors")
+                .unwrap(),
+            Path::new("/hub/models--o--n/snapshots")
+                .join(commit)
+                .join("w.safetensors")
+        );
+        // No ref: the revision names the snapshot (a commit given as the revision).
+        assert_eq!(
+            source.cache_path(cache, None, "x").unwrap(),
+            Path::new("/hub/models--o--n/snapshots/main/x")
+        );
+        // A ref is another program's file: its text is never a way out of the snapshots.
+        for text in ["../../../etc", "/etc", "a/b", "", ".hidden", "main\0"] {
+            let e = source.cache_path(cache, Some(text), "x").unwrap_err();
+            assert!(e.to_string().contains("not a commit hash"), "{text:?}: {e}");
         }
     }
 }

@@ -3,7 +3,6 @@
 
 mod error;
 mod hub;
-mod pickle;
 mod pytorch;
 mod reader;
 mod sharded;
@@ -13,7 +12,7 @@ mod writer;
 
 pub use error::CheckpointError;
 pub use hub::{HubEnv, HubSource};
-pub use pytorch::{check_pth, looks_like_pth, read_pth, PthCheckpoint, PthTensor};
+pub use pytorch::{check_pth, looks_like_pth, read_pth, read_pth_bytes, PthCheckpoint, PthTensor};
 pub use reader::{SafetensorsFile, TensorInfo};
 pub use sharded::{index_json, ShardIndex, INDEX_FILE};
 pub use source::{

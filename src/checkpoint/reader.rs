@@ -27,8 +27,15 @@ pub struct TensorInfo {
 }
 
 impl TensorInfo {
+    /// The number of elements. A valid file may give an empty tensor dimensions whose product
+    /// overflows (`[2^40, 2^40, 0]`): the zero is looked for first.
     pub fn elements(&self) -> usize {
-        self.shape.iter().product()
+        if self.shape.contains(&0) {
+            return 0;
+        }
+        self.shape
+            .iter()
+            .fold(1, |n: usize, &d| n.saturating_mul(d))
     }
 }
 

@@ -69,11 +69,9 @@ impl Input {
             return name
                 .parse::<Architecture>()
                 .map(Input::BuiltIn)
-                .map_err(|_| {
-                    CheckpointError::Input(format!(
-                        "{input}: not a built-in architecture ({})",
-                        built_in_names()
-                    ))
+                .map_err(|_| CheckpointError::UnknownBuiltIn {
+                    input: input.into(),
+                    builtins: built_in_names(),
                 });
         }
         let path = Path::new(input);
@@ -82,10 +80,10 @@ impl Input {
             if index.is_file() {
                 return Ok(Input::Sharded(ShardIndex::open(&index)?));
             }
-            return Err(CheckpointError::Input(format!(
-                "{}: a directory without {INDEX_FILE}; pass a .safetensors file or a sharded checkpoint's directory",
-                path.display()
-            )));
+            return Err(CheckpointError::DirectoryWithoutIndex {
+                path: path.into(),
+                index: INDEX_FILE,
+            });
         }
         if path.is_file() {
             if input.ends_with(".index.json") {
@@ -96,10 +94,10 @@ impl Input {
         if let Ok(arch) = input.parse::<Architecture>() {
             return Ok(Input::BuiltIn(arch));
         }
-        Err(CheckpointError::Input(format!(
-            "{input}: no such file or directory, and not a built-in architecture ({})",
-            built_in_names()
-        )))
+        Err(CheckpointError::NoSuchInput {
+            input: input.into(),
+            builtins: built_in_names(),
+        })
     }
 
     /// A single file: PyTorch by its extension (or, without a known one, its first bytes),
@@ -165,7 +163,7 @@ impl Input {
                     .iter()
                     .map(|s| SafetensorsFile::open(&index.shard_path(s)))
                     .collect::<Result<_>>()?;
-                check_weight_map(index, &files)?;
+                index.check_shards(&files)?;
                 Ok(Opened {
                     files,
                     notes: Vec::new(),
@@ -202,9 +200,10 @@ pub fn built_in_file(arch: Architecture, seed: u64) -> Result<SafetensorsFile> {
 
 /// A built-in network, freshly initialized with `seed`, serialized as safetensors.
 pub fn built_in_bytes(arch: Architecture, seed: u64) -> Result<Vec<u8>> {
-    let tensors = arch
-        .tensors(seed)
-        .map_err(|e| CheckpointError::Input(e.to_string()))?;
+    let tensors = arch.tensors(seed).map_err(|e| CheckpointError::BuiltIn {
+        arch: arch.to_string(),
+        reason: e.to_string(),
+    })?;
     let mut entries = Vec::with_capacity(tensors.len());
     for (name, tensor) in tensors {
         let (dtype, bytes) = match tensor.dtype() {
@@ -217,9 +216,10 @@ pub fn built_in_bytes(arch: Architecture, seed: u64) -> Result<Vec<u8>> {
             }
             candle_core::DType::F32 => (Dtype::F32, tensor_to_bytes(&tensor)?),
             other => {
-                return Err(CheckpointError::Input(format!(
-                    "built-in {arch}: unexpected dtype {other:?} for {name}"
-                )));
+                return Err(CheckpointError::BuiltIn {
+                    arch: arch.to_string(),
+                    reason: format!("unexpected dtype {other:?} for {name}"),
+                });
             }
         };
         entries.push((name, dtype, tensor.dims().to_vec(), bytes));
@@ -242,6 +242,12 @@ fn open_pth(path: &Path, options: &PthOptions) -> Result<Opened> {
     if let Some(prefix) = &checkpoint.stripped_prefix {
         notes.push(format!("prefix '{prefix}' removed from tensor names"));
     }
+    if let Some(prefix) = &checkpoint.shared_prefix {
+        notes.push(format!(
+            "every tensor name starts with '{prefix}' (a wrapper's attribute, as in a Lightning checkpoint); \
+             --strip-prefix {prefix} removes it so that the names are the bare network's"
+        ));
+    }
     for (key, what) in &checkpoint.dropped {
         notes.push(format!("non-tensor entry '{key}' ({what}) dropped"));
     }
@@ -257,45 +263,4 @@ fn open_pth(path: &Path, options: &PthOptions) -> Result<Opened> {
         files: vec![file],
         notes,
     })
-}
-
-/// The index and its shards must agree exactly: every tensor the index names is in the shard it
-/// names, and every tensor of a shard is named by the index for that shard. Anything else (a
-/// tensor in two shards, a stray tensor) would make the output ambiguous.
-fn check_weight_map(index: &ShardIndex, shards: &[SafetensorsFile]) -> Result<()> {
-    let bad = |reason: String| CheckpointError::BadIndex {
-        path: index.path().into(),
-        reason,
-    };
-    if index.weight_map().is_empty() {
-        return Err(bad("its weight_map names no tensor".into()));
-    }
-    for (name, shard) in index.weight_map() {
-        let file = &shards[index.shards().binary_search(shard).expect("shard listed")];
-        if file.tensor(name).is_none() {
-            return Err(bad(format!(
-                "names '{name}' in {shard}, which has no such tensor"
-            )));
-        }
-    }
-    for (shard, file) in index.shards().iter().zip(shards) {
-        for tensor in file.tensors() {
-            match index.weight_map().get(&tensor.name) {
-                Some(listed) if listed == shard => {}
-                Some(listed) => {
-                    return Err(bad(format!(
-                        "'{}' is in {shard} but the index puts it in {listed}",
-                        tensor.name
-                    )))
-                }
-                None => {
-                    return Err(bad(format!(
-                        "{shard} holds '{}', which the index does not list",
-                        tensor.name
-                    )))
-                }
-            }
-        }
-    }
-    Ok(())
 }

@@ -96,10 +96,7 @@ impl OutputFile {
     /// Starts an output at `path`. Fails now if it exists and `overwrite` is false.
     pub fn create(path: &Path, overwrite: bool) -> Result<Self> {
         if path.is_dir() {
-            return Err(CheckpointError::Input(format!(
-                "{}: is a directory; give a file name",
-                path.display()
-            )));
+            return Err(CheckpointError::OutputIsDirectory { path: path.into() });
         }
         if !overwrite && path.exists() {
             return Err(CheckpointError::OutputExists { path: path.into() });
@@ -354,11 +351,9 @@ impl OutputDir {
 }
 
 fn check_replaceable(path: &Path) -> Result<()> {
-    let refuse = |why: String| {
-        CheckpointError::Input(format!(
-            "{}: will not replace it ({why}); remove it yourself or choose another -o",
-            path.display()
-        ))
+    let refuse = |why: String| CheckpointError::WillNotReplace {
+        path: path.into(),
+        why,
     };
     if !path.is_dir() {
         return Err(refuse("it is not a directory".into()));

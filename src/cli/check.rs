@@ -7,7 +7,7 @@ use clap::Args;
 use super::output::Exit;
 use super::{check_settings, resolve_input, PthArgs, SelectionArgs, VariantArg};
 use crate::checkpoint::tensor_from_bytes;
-use crate::plan::plan;
+use crate::plan::plan_files;
 use crate::run::RunSettings;
 use crate::similarity::{fused, literal, portable, KernelGeometry};
 use crate::Variant;
@@ -48,8 +48,10 @@ pub fn run(args: CheckArgs, quiet: bool) -> anyhow::Result<Exit> {
     let variant: Variant = args.variant.into();
     let mut worst: f64 = 0.0;
     let mut checked = 0;
-    for file in input.open(0)?.files {
-        for (tensor, entry) in file.tensors().iter().zip(plan(file.tensors(), &selection)) {
+    let files = input.open(0)?.files;
+    let tensors: Vec<_> = files.iter().map(|f| f.tensors()).collect();
+    for (file, plan) in files.iter().zip(plan_files(&tensors, &selection)) {
+        for (tensor, entry) in file.tensors().iter().zip(plan) {
             if !entry.optimize {
                 continue;
             }

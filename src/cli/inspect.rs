@@ -11,7 +11,7 @@ use super::{
 };
 use crate::checkpoint::tensor_from_bytes;
 use crate::metrics::LayerMetrics;
-use crate::plan::{plan, ConvKind};
+use crate::plan::{plan_files, ConvKind};
 use crate::report::{render, shape, SCHEMA_VERSION};
 use crate::run::RunSettings;
 use crate::Variant;
@@ -105,8 +105,10 @@ fn inspect(
             eprintln!("cs-init: {note}");
         }
     }
-    for file in opened.files {
-        for (tensor, entry) in file.tensors().iter().zip(plan(file.tensors(), selection)) {
+    let tensors: Vec<_> = opened.files.iter().map(|f| f.tensors()).collect();
+    let plans = plan_files(&tensors, selection);
+    for (file, plan) in opened.files.iter().zip(plans) {
+        for (tensor, entry) in file.tensors().iter().zip(plan) {
             let (Some(kind), true) = (entry.kind, entry.optimize) else {
                 continue;
             };
@@ -143,7 +145,7 @@ fn inspect(
             vec![
                 l.name.clone(),
                 shape(&l.shape),
-                format!("{:?}", l.kind).to_lowercase(),
+                l.kind.name().to_string(),
                 format!("{:.4e}", l.metrics.loss),
                 format!("{:.4e}", l.metrics.scale_free),
                 format!("{:.4}", l.metrics.kernel_cosine),

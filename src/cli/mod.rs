@@ -18,7 +18,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::device::DeviceChoice;
 use crate::plan::KernelLayout;
-use crate::probe::Padding;
+use crate::probe::{Padding, ProbeNoise};
 use crate::run::{CheckedSettings, RunSettings, SettingsError};
 use crate::Variant;
 
@@ -171,6 +171,17 @@ struct ProbeArgs {
     /// Padding of the probe's convolution (stride 1).
     #[arg(long, value_enum, default_value_t = PaddingArg::Same)]
     probe_padding: PaddingArg,
+
+    /// Noise without --probe-images: uniform U(0,1), or centered U(-1/2,1/2) (the same draws
+    /// without their mean).
+    #[arg(long, value_enum, default_value_t = NoiseArg::Uniform)]
+    probe_noise: NoiseArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum NoiseArg {
+    Uniform,
+    Centered,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -190,6 +201,10 @@ impl ProbeArgs {
             PaddingArg::Same => Padding::Same,
             PaddingArg::Valid => Padding::Valid,
             PaddingArg::Full => Padding::Full,
+        };
+        settings.probe_noise = match self.probe_noise {
+            NoiseArg::Uniform => ProbeNoise::Uniform,
+            NoiseArg::Centered => ProbeNoise::Centered,
         };
     }
 }

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::output::{print_json, Exit};
 use super::{check_settings, resolve_input, PthArgs, SelectionArgs};
-use crate::plan::{plan, PlanEntry};
+use crate::plan::{plan_files, PlanEntry};
 use crate::report::{plan_table, SCHEMA_VERSION};
 use crate::run::RunSettings;
 
@@ -47,10 +47,10 @@ pub fn run(args: PlanArgs) -> anyhow::Result<Exit> {
     let input = resolve_input(&args.input, &checked, true)?;
     let selection = checked.selection;
     let opened = input.open(0)?;
-    let entries: Vec<PlanEntry> = opened
-        .files
-        .iter()
-        .flat_map(|f| plan(f.tensors(), &selection))
+    let tensors: Vec<_> = opened.files.iter().map(|f| f.tensors()).collect();
+    let entries: Vec<PlanEntry> = plan_files(&tensors, &selection)
+        .into_iter()
+        .flatten()
         .collect();
     let optimized = entries.iter().filter(|e| e.optimize).count();
     if args.json {

@@ -3,16 +3,23 @@
 //! ([`write_plot`]); other plots, such as the test accuracy of several training runs per epoch,
 //! choose their axis labels and a linear y axis ([`write_plot_with`] and [`Axes`]).
 //!
-//! The plot is laid out once as a list of shapes in pixel coordinates, which is then
-//! either written out as SVG or rasterized and encoded as PNG, so that both formats show the
-//! same picture. The rasterizer and its bitmap font live here so that writing a PNG needs no
-//! drawing library, system font or other file at run time.
+//! The plot is laid out once as a list of shapes in pixel coordinates (axes, ticks and legend
+//! are this module's choices), which plotters then draws with its SVG backend, or its bitmap
+//! backend and an embedded font (DejaVu Sans Mono, `font/`) for PNG, so that both formats show
+//! the same picture and nothing depends on the system's fonts.
 
-use std::ffi::OsString;
-use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use plotters::backend::{BitMapBackend, DrawingBackend, SVGBackend};
+use plotters::coord::Shift;
+use plotters::drawing::{DrawingArea, DrawingAreaErrorKind, IntoDrawingArea};
+use plotters::element::{Circle, PathElement, Text as TextElement};
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use plotters::style::{Color, FontStyle, FontTransform, IntoFont, RGBColor, ShapeStyle, WHITE};
+
+use crate::checkpoint::OutputFile;
 
 /// One line of the plot.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,8 +27,8 @@ pub struct Curve {
     /// The legend entry, usually the layer's name (or the training run's).
     pub label: String,
     /// (x, y) pairs in drawing order, such as (iteration, loss). A point with a non-finite
-    /// coordinate, or on a log y axis a non-positive y, cannot be shown: it is skipped and the
-    /// line breaks there. On a linear y axis every finite point is shown, zero and negative too.
+    /// coordinate, or a non-positive one on a log axis, cannot be shown: it is skipped and the
+    /// line breaks there. On linear axes every finite point is shown, zero and negative too.
     pub points: Vec<(f64, f64)>,
 }
 
@@ -34,13 +41,24 @@ pub enum YScale {
     Linear,
 }
 
-/// The axes of a plot: their labels, and the scale of the y axis. The x axis is always linear.
+/// How the x axis maps values to positions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XScale {
+    /// Linear, labeled at round numbers.
+    Linear,
+    /// log10, labeled at powers of ten; for iteration counts spread over decades. A point with
+    /// a non-positive x cannot be shown.
+    Log,
+}
+
+/// The axes of a plot: their labels and scales.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Axes<'a> {
     /// The label under the x axis, such as "iteration" or "epoch".
     pub x_label: &'a str,
     /// The label beside the y axis, reading upwards.
     pub y_label: &'a str,
+    pub x_scale: XScale,
     pub y_scale: YScale,
 }
 
@@ -50,6 +68,7 @@ impl Axes<'static> {
     pub const LOSS: Axes<'static> = Axes {
         x_label: "iteration",
         y_label: "L_CS (log scale)",
+        x_scale: XScale::Linear,
         y_scale: YScale::Log,
     };
 }
@@ -78,8 +97,8 @@ impl PlotFormat {
 /// Renders the loss-curve plot (with [`Axes::LOSS`]) in the format chosen by `path`'s
 /// extension and writes it to `path`.
 ///
-/// The plot is written to a temporary file in the same directory and renamed over `path`, so
-/// that a failed write leaves no partial file and readers never see a half-written one.
+/// The plot goes through [`OutputFile`], like every file cs-init writes: a temporary file renamed
+/// over `path` when complete, deleted on failure or Ctrl-C.
 pub fn write_plot(path: &Path, title: &str, curves: &[Curve]) -> io::Result<()> {
     write_plot_with(path, title, &Axes::LOSS, curves)
 }
@@ -96,7 +115,9 @@ pub fn write_plot_with(path: &Path, title: &str, axes: &Axes, curves: &[Curve]) 
             ),
         )
     })?;
-    write_atomically(path, &render_with(format, title, axes, curves))
+    let mut out = OutputFile::create(path, true).map_err(io::Error::other)?;
+    out.write_all(&render_with(format, title, axes, curves))?;
+    out.commit().map_err(io::Error::other)
 }
 
 /// The loss-curve plot as bytes, for tests and for writing atomically.
@@ -108,38 +129,9 @@ pub fn render(format: PlotFormat, title: &str, curves: &[Curve]) -> Vec<u8> {
 pub fn render_with(format: PlotFormat, title: &str, axes: &Axes, curves: &[Curve]) -> Vec<u8> {
     let shapes = layout(title, axes, curves);
     match format {
-        PlotFormat::Svg => svg(title, &shapes),
+        PlotFormat::Svg => svg(&shapes),
         PlotFormat::Png => png(&shapes),
     }
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    // The process id and a counter keep concurrent writers, in this process or another, off
-    // each other's temporary files; `create_new` makes sure none is clobbered anyway.
-    static WRITES: AtomicU64 = AtomicU64::new(0);
-    let mut name = OsString::from(".");
-    name.push(path.file_name().unwrap_or_default());
-    name.push(format!(
-        ".{}-{}.tmp",
-        std::process::id(),
-        WRITES.fetch_add(1, Ordering::Relaxed)
-    ));
-    let temporary = path.with_file_name(name);
-    let result = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&temporary)
-        .and_then(|mut file| {
-            file.write_all(bytes)?;
-            file.sync_all()
-        })
-        .and_then(|()| fs::rename(&temporary, path));
-    if result.is_err() {
-        // Best effort: the temporary file may not even exist, and the error worth reporting
-        // is the one that got us here.
-        let _ = fs::remove_file(&temporary);
-    }
-    result
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -151,7 +143,8 @@ const PLOT_TOP: f64 = 50.0;
 const PLOT_BOTTOM: f64 = HEIGHT as f64 - 70.0;
 /// The x of the baseline of the y axis's label, which reads upwards with its glyphs to the left.
 const Y_LABEL_BASELINE: f64 = 30.0;
-/// The font scale of the title, the axis labels and the tick labels: the bitmap font doubled.
+/// The font scale of the title, the axis labels and the tick labels (a scale is 6 pixels of
+/// advance and 7 of capital height).
 const TEXT_SCALE: u32 = 2;
 const TEXT_COLOR: Rgb = Rgb(0x22, 0x22, 0x22);
 const GRID: Stroke = Stroke {
@@ -219,7 +212,7 @@ struct Text {
     /// The anchor point on the baseline.
     at: Point,
     content: String,
-    /// The size in multiples of the bitmap font's pixels.
+    /// The size in scales: 6 pixels of advance, 7 of capital height each.
     scale: u32,
     anchor: Anchor,
     color: Rgb,
@@ -264,11 +257,15 @@ impl Frame {
 fn layout(title: &str, axes: &Axes, curves: &[Curve]) -> Vec<Shape> {
     let runs: Vec<Vec<Vec<Point>>> = curves
         .iter()
-        .map(|c| drawable_runs(&c.points, axes.y_scale))
+        .map(|c| drawable_runs(&c.points, axes))
         .collect();
     let data = || runs.iter().flatten().flatten();
-    let x_axis = LinearAxis::new(data().map(|p| p.0));
-    let y_axis = YAxis::new(axes.y_scale, data().map(|p| p.1));
+    // Unlike the y axis, a linear x axis ends at the data: iterations and epochs start at 0.
+    let x_axis = match axes.x_scale {
+        XScale::Linear => Axis::Linear(LinearAxis::new(data().map(|p| p.0))),
+        XScale::Log => Axis::Log(LogAxis::new(data().map(|p| p.0))),
+    };
+    let y_axis = Axis::new(axes.y_scale, data().map(|p| p.1));
     let legend = Legend::new(curves, PLOT_BOTTOM - PLOT_TOP);
 
     let y_labels = y_axis.labels();
@@ -301,12 +298,17 @@ fn layout(title: &str, axes: &Axes, curves: &[Curve]) -> Vec<Shape> {
     let scale = f64::from(TEXT_SCALE);
 
     // Grid, then the curves over it, then the frame and the ticks over the curves' ends.
-    let x_ticks: Vec<(f64, f64)> = x_axis
-        .ticks()
+    let x_pixel = |value| crisp(frame.at(x_axis.fraction(value), 0.0).0);
+    let x_ticks: Vec<(f64, String)> = x_axis
+        .labels()
         .into_iter()
-        .map(|v| (crisp(frame.at(x_axis.fraction(v), 0.0).0), v))
+        .map(|(v, label)| (x_pixel(v), label))
         .collect();
-    for &(x, _) in &x_ticks {
+    for x in x_ticks
+        .iter()
+        .map(|t| t.0)
+        .chain(x_axis.gridded_minors().into_iter().map(x_pixel))
+    {
         shapes.push(Shape::Line((x, frame.top), (x, frame.bottom), GRID));
     }
     let y_pixel = |value| crisp(frame.at(0.0, y_axis.fraction(value)).1);
@@ -357,14 +359,18 @@ fn layout(title: &str, axes: &Axes, curves: &[Curve]) -> Vec<Shape> {
     ] {
         shapes.push(Shape::Line(from, to, AXIS));
     }
-    for (x, value) in x_ticks {
+    for (x, label) in x_ticks {
         shapes.push(Shape::Line((x, bottom), (x, bottom + 6.0), AXIS));
         shapes.push(text(
             (x, bottom + 10.0 + 7.0 * scale),
-            x_axis.label(value),
+            label,
             Anchor::Middle,
             false,
         ));
+    }
+    for value in x_axis.minors() {
+        let x = x_pixel(value);
+        shapes.push(Shape::Line((x, bottom), (x, bottom + 3.0), AXIS));
     }
     for (value, label) in y_labels {
         let y = y_pixel(value);
@@ -410,27 +416,22 @@ fn layout(title: &str, axes: &Axes, curves: &[Curve]) -> Vec<Shape> {
     shapes
 }
 
-/// Splits a curve into runs of drawable points, as (x, y) with y as the y axis takes it (log10
-/// of the value on a log scale): a point that the axes cannot show ends the run before it, so
-/// that the line breaks instead of bridging it.
-fn drawable_runs(points: &[(f64, f64)], y_scale: YScale) -> Vec<Vec<Point>> {
+/// Splits a curve into runs of drawable points, as (x, y) the way the axes take them (log10 of
+/// the value on a log scale): a point that the axes cannot show ends the run before it, so that
+/// the line breaks instead of bridging it.
+fn drawable_runs(points: &[(f64, f64)], axes: &Axes) -> Vec<Vec<Point>> {
+    let x_log = axes.x_scale == XScale::Log;
+    let y_log = axes.y_scale == YScale::Log;
     let drawable = |&(x, y): &(f64, f64)| {
-        x.is_finite()
-            && y.is_finite()
-            && match y_scale {
-                YScale::Log => y > 0.0,
-                YScale::Linear => true,
-            }
+        x.is_finite() && y.is_finite() && (!x_log || x > 0.0) && (!y_log || y > 0.0)
     };
+    let axis = |v: f64, log: bool| if log { v.log10() } else { v };
     points
         .split(|point| !drawable(point))
         .filter(|run| !run.is_empty())
         .map(|run| {
             run.iter()
-                .map(|&(x, y)| match y_scale {
-                    YScale::Log => (x, y.log10()),
-                    YScale::Linear => (x, y),
-                })
+                .map(|&(x, y)| (axis(x, x_log), axis(y, y_log)))
                 .collect()
         })
         .collect()
@@ -451,8 +452,7 @@ fn crisp(v: f64) -> f64 {
     v.floor() + 0.5
 }
 
-/// The width of `chars` characters of the bitmap font (also the advance of SVG's monospace
-/// font at the size the SVG gives it).
+/// The width of `chars` characters of the monospace font at `scale`.
 fn text_width(chars: usize, scale: u32) -> f64 {
     chars as f64 * 6.0 * f64::from(scale)
 }
@@ -472,8 +472,7 @@ fn fit(text: &str, chars: usize) -> String {
     cut
 }
 
-/// A linear axis over the data's range, with ticks at round numbers: the x axis, and a linear
-/// y axis.
+/// A linear axis over the data's range, with ticks at round numbers.
 struct LinearAxis {
     min: f64,
     max: f64,
@@ -539,34 +538,35 @@ impl LinearAxis {
     }
 }
 
-/// The y axis, in the scale the plot asks for. Its values are the y of [`drawable_runs`]: log10
-/// of the data on a log scale.
-enum YAxis {
+/// An axis in the scale the plot asks for. Its values are those of [`drawable_runs`]: log10 of
+/// the data on a log scale.
+enum Axis {
     Log(LogAxis),
     Linear(LinearAxis),
 }
 
-impl YAxis {
-    fn new(scale: YScale, values: impl Iterator<Item = f64>) -> YAxis {
+impl Axis {
+    /// A y axis.
+    fn new(scale: YScale, values: impl Iterator<Item = f64>) -> Axis {
         match scale {
-            YScale::Log => YAxis::Log(LogAxis::new(values)),
-            YScale::Linear => YAxis::Linear(LinearAxis::new(values).out_to_ticks()),
+            YScale::Log => Axis::Log(LogAxis::new(values)),
+            YScale::Linear => Axis::Linear(LinearAxis::new(values).out_to_ticks()),
         }
     }
 
     fn fraction(&self, value: f64) -> f64 {
         match self {
-            YAxis::Log(axis) => axis.fraction(value),
-            YAxis::Linear(axis) => axis.fraction(value),
+            Axis::Log(axis) => axis.fraction(value),
+            Axis::Linear(axis) => axis.fraction(value),
         }
     }
 
     /// The labeled ticks: (value, label).
     fn labels(&self) -> Vec<(f64, String)> {
         match self {
-            YAxis::Log(axis) => axis.labels(),
+            Axis::Log(axis) => axis.labels(),
             // A range from -MAX to MAX has an infinite step, whose multiple 0 * step is NaN.
-            YAxis::Linear(axis) => axis
+            Axis::Linear(axis) => axis
                 .ticks()
                 .into_iter()
                 .filter(|v| v.is_finite() && axis.fraction(*v).is_finite())
@@ -578,22 +578,22 @@ impl YAxis {
     /// The unlabeled ticks.
     fn minors(&self) -> Vec<f64> {
         match self {
-            YAxis::Log(axis) => axis.minors(),
-            YAxis::Linear(_) => Vec::new(),
+            Axis::Log(axis) => axis.minors(),
+            Axis::Linear(_) => Vec::new(),
         }
     }
 
     /// The grid lines besides those at the labeled ticks.
     fn gridded_minors(&self) -> Vec<f64> {
         match self {
-            YAxis::Log(axis) => axis.gridded_minors(),
-            YAxis::Linear(_) => Vec::new(),
+            Axis::Log(axis) => axis.gridded_minors(),
+            Axis::Linear(_) => Vec::new(),
         }
     }
 }
 
-/// The loss axis: log10, over whole decades so that both ends are labeled. Values are log10
-/// of the losses.
+/// A log axis (the loss axis, or iterations): log10, over whole decades so that both ends are
+/// labeled. Values are log10 of the data.
 struct LogAxis {
     /// The exponents of the ends.
     low: f64,
@@ -700,6 +700,8 @@ const LEGEND_MAX_COLUMNS: usize = 4;
 const LEGEND_MAX_CHARS: usize = 40;
 /// The length of the line drawn in a legend entry: long enough to show every dash pattern.
 const SWATCH: f64 = 30.0;
+/// Its width: a little more than a curve's, so that its color reads at a glance.
+const SWATCH_WIDTH: f64 = 3.0;
 /// The space between the swatch and the label, plus the space between columns.
 const LEGEND_GAPS: f64 = 6.0 + 12.0;
 
@@ -787,7 +789,14 @@ impl Legend {
         };
         for (i, (curve, curve_runs)) in curves.iter().zip(runs).take(self.shown).enumerate() {
             let (x, y) = slot(i);
-            out.push(Shape::Line((x, y), (x + SWATCH, y), style(i)));
+            out.push(Shape::Curve {
+                lines: vec![vec![(x, y), (x + SWATCH, y)]],
+                dots: Vec::new(),
+                stroke: Stroke {
+                    width: SWATCH_WIDTH,
+                    ..style(i)
+                },
+            });
             let color = if curve_runs.is_empty() {
                 Rgb(0x99, 0x99, 0x99)
             } else {
@@ -803,288 +812,216 @@ impl Legend {
 }
 
 // ---------------------------------------------------------------------------------------------
-// SVG
+// Drawing
 
-fn svg(title: &str, shapes: &[Shape]) -> Vec<u8> {
-    let mut out = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
-         <svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{HEIGHT}\" \
-         viewBox=\"0 0 {WIDTH} {HEIGHT}\" font-family=\"monospace\">\n\
-         <title>{}</title>\n\
-         <rect width=\"{WIDTH}\" height=\"{HEIGHT}\" fill=\"#ffffff\"/>\n\
-         <g stroke-linecap=\"round\" stroke-linejoin=\"round\">\n",
-        escape(title)
-    );
+/// PNGs are drawn at this many times their size and scaled down, which smooths lines and text.
+const SUPERSAMPLING: u32 = 2;
+
+/// The font of every text: monospace, so that the layout knows every label's width.
+const FONT: &str = "monospace";
+
+fn svg(shapes: &[Shape]) -> Vec<u8> {
+    let mut out = String::new();
+    {
+        let area = SVGBackend::with_string(&mut out, (WIDTH, HEIGHT)).into_drawing_area();
+        draw(&area, shapes, 1.0, Glyphs::Whole).expect("drawing into a String cannot fail");
+        area.present().expect("drawing into a String cannot fail");
+    }
+    out.into_bytes()
+}
+
+fn png(shapes: &[Shape]) -> Vec<u8> {
+    let (w, h) = (WIDTH * SUPERSAMPLING, HEIGHT * SUPERSAMPLING);
+    let mut large = vec![0u8; (w * h * 3) as usize];
+    {
+        let area = BitMapBackend::with_buffer(&mut large, (w, h)).into_drawing_area();
+        draw(&area, shapes, f64::from(SUPERSAMPLING), Glyphs::OneByOne)
+            .expect("drawing into memory cannot fail");
+        area.present().expect("drawing into memory cannot fail");
+    }
+    let pixels = downsample(&large, w as usize, SUPERSAMPLING as usize);
+    let mut bytes = Vec::new();
+    let mut encoder = png::Encoder::new(&mut bytes, WIDTH, HEIGHT);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().expect("writing to memory");
+    writer.write_image_data(&pixels).expect("writing to memory");
+    writer.finish().expect("writing to memory");
+    bytes
+}
+
+/// An RGB image `factor` times smaller, each pixel the mean of its block.
+fn downsample(rgb: &[u8], width: usize, factor: usize) -> Vec<u8> {
+    let (small_width, small_height) = (width / factor, rgb.len() / 3 / width / factor);
+    let mut out = Vec::with_capacity(small_width * small_height * 3);
+    for y in 0..small_height {
+        for x in 0..small_width {
+            for channel in 0..3 {
+                let sum: usize = (0..factor * factor)
+                    .map(|k| {
+                        let (dy, dx) = (k / factor, k % factor);
+                        usize::from(
+                            rgb[((y * factor + dy) * width + x * factor + dx) * 3 + channel],
+                        )
+                    })
+                    .sum();
+                out.push((sum / (factor * factor)) as u8);
+            }
+        }
+    }
+    out
+}
+
+const FONT_BYTES: &[u8] = include_bytes!("font/DejaVuSansMono-subset.ttf");
+
+/// The embedded font, registered once for plotters' glyph renderer.
+fn register_font() {
+    static REGISTERED: OnceLock<()> = OnceLock::new();
+    REGISTERED.get_or_init(|| {
+        plotters::style::register_font(FONT, FontStyle::Normal, FONT_BYTES)
+            .unwrap_or_else(|_| panic!("the embedded font is a valid TrueType font"));
+    });
+}
+
+/// How a text reaches the backend.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Glyphs {
+    /// As one string: the SVG viewer lays it out.
+    Whole,
+    /// Glyph by glyph, each at its place in the font: plotters' own glyph renderer (0.3.7)
+    /// draws every glyph from the pen position without its left side bearing, which makes a
+    /// monospace "1.0" read "1. 0".
+    OneByOne,
+}
+
+/// Where each character of `text` starts, along the line from its start, at `size` pixels:
+/// the pen position plus the glyph's left side bearing.
+fn glyph_offsets(text: &str, size: f64) -> (Vec<(char, f64)>, f64) {
+    use ab_glyph::{Font, ScaleFont};
+    let font = ab_glyph::FontRef::try_from_slice(FONT_BYTES).expect("the embedded font is valid");
+    let font = font.as_scaled(size as f32);
+    let mut pen = 0.0f64;
+    let offsets = text
+        .chars()
+        .map(|c| {
+            let glyph = font.scaled_glyph(c);
+            let id = glyph.id;
+            let bearing = font
+                .outline_glyph(glyph)
+                .map_or(0.0, |g| f64::from(g.px_bounds().min.x));
+            let at = (c, pen + bearing);
+            pen += f64::from(font.h_advance(id));
+            at
+        })
+        .collect();
+    (offsets, pen)
+}
+
+fn color(rgb: Rgb) -> RGBColor {
+    RGBColor(rgb.0, rgb.1, rgb.2)
+}
+
+/// Draws the shapes, every coordinate and size times `zoom`.
+fn draw<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    shapes: &[Shape],
+    zoom: f64,
+    glyphs: Glyphs,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    register_font();
+    let at = |p: Point| ((p.0 * zoom).round() as i32, (p.1 * zoom).round() as i32);
+    let line_style = |stroke: &Stroke| ShapeStyle {
+        color: color(stroke.color).to_rgba(),
+        filled: false,
+        stroke_width: (stroke.width * zoom).round().max(1.0) as u32,
+    };
+    area.fill(&WHITE)?;
     for shape in shapes {
-        out += &match shape {
-            Shape::Line(from, to, stroke) => format!(
-                "<line x1=\"{:.1}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\"{}/>\n",
-                from.0,
-                from.1,
-                to.0,
-                to.1,
-                stroke_attributes(stroke)
-            ),
+        match shape {
+            Shape::Line(from, to, stroke) => area.draw(&PathElement::new(
+                vec![at(*from), at(*to)],
+                line_style(stroke),
+            ))?,
             Shape::Curve {
                 lines,
                 dots,
                 stroke,
             } => {
-                let mut elements = String::new();
-                if !lines.is_empty() {
-                    let mut d = String::new();
-                    for line in lines {
-                        for (i, p) in line.iter().enumerate() {
-                            let command = if i == 0 { 'M' } else { 'L' };
-                            d += &format!("{command}{:.1} {:.1}", p.0, p.1);
-                        }
+                for line in lines {
+                    for piece in dashes(line, stroke.dash) {
+                        let points: Vec<_> = piece.into_iter().map(at).collect();
+                        area.draw(&PathElement::new(points, line_style(stroke)))?;
                     }
-                    elements += &format!(
-                        "<path d=\"{d}\" fill=\"none\"{}/>\n",
-                        stroke_attributes(stroke)
-                    );
                 }
-                for (x, y) in dots {
-                    elements += &format!(
-                        "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"{DOT_RADIUS}\" fill=\"{}\"/>\n",
-                        hex(stroke.color)
-                    );
+                for &dot in dots {
+                    let radius = (DOT_RADIUS * zoom).round() as i32;
+                    area.draw(&Circle::new(at(dot), radius, color(stroke.color).filled()))?;
                 }
-                elements
             }
             Shape::Text(text) => {
-                let anchor = match text.anchor {
-                    Anchor::Start => "start",
-                    Anchor::Middle => "middle",
-                    Anchor::End => "end",
-                };
-                let (x, y) = text.at;
-                let rotation = if text.vertical {
-                    format!(" transform=\"rotate(-90 {x:.1} {y:.1})\"")
+                // Control characters (a tab, a bell in a tensor name) are no XML and no glyph.
+                let content: String = text
+                    .content
+                    .chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .collect();
+                // The layout gives the baseline; plotters places the middle of the letters.
+                let middle = 3.5 * f64::from(text.scale);
+                let (x, y) = if text.vertical {
+                    (text.at.0 - middle, text.at.1)
                 } else {
-                    String::new()
+                    (text.at.0, text.at.1 - middle)
                 };
-                format!(
-                    "<text x=\"{x:.1}\" y=\"{y:.1}\" font-size=\"{}\" text-anchor=\"{anchor}\" \
-                     fill=\"{}\"{rotation}>{}</text>\n",
-                    // Monospace fonts advance about 0.6 em, which makes a character as wide
-                    // as one of the bitmap font's, six pixels a scale.
-                    10 * text.scale,
-                    hex(text.color),
-                    escape(&text.content)
-                )
-            }
-        };
-    }
-    out += "</g>\n</svg>\n";
-    out.into_bytes()
-}
-
-fn stroke_attributes(stroke: &Stroke) -> String {
-    let mut attributes = format!(
-        " stroke=\"{}\" stroke-width=\"{}\"",
-        hex(stroke.color),
-        stroke.width
-    );
-    if !stroke.dash.is_empty() {
-        let dash: Vec<String> = stroke.dash.iter().map(f64::to_string).collect();
-        attributes += &format!(" stroke-dasharray=\"{}\"", dash.join(" "));
-    }
-    attributes
-}
-
-fn hex(color: Rgb) -> String {
-    format!("#{:02x}{:02x}{:02x}", color.0, color.1, color.2)
-}
-
-/// `text` made safe for XML content and attribute values. Control characters are not allowed
-/// in XML 1.0 even as references, so they become '?', as they do in the PNG's font.
-fn escape(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => escaped += "&amp;",
-            '<' => escaped += "&lt;",
-            '>' => escaped += "&gt;",
-            '"' => escaped += "&quot;",
-            '\'' => escaped += "&apos;",
-            c if c.is_control() || c == '\u{fffe}' || c == '\u{ffff}' => escaped.push('?'),
-            c => escaped.push(c),
-        }
-    }
-    escaped
-}
-
-// ---------------------------------------------------------------------------------------------
-// PNG
-
-fn png(shapes: &[Shape]) -> Vec<u8> {
-    let mut canvas = Canvas::new(WIDTH as usize, HEIGHT as usize);
-    for shape in shapes {
-        match shape {
-            Shape::Line(from, to, stroke) => canvas.stroke(&[vec![*from, *to]], &[], stroke),
-            Shape::Curve {
-                lines,
-                dots,
-                stroke,
-            } => canvas.stroke(lines, dots, stroke),
-            Shape::Text(text) => canvas.text(text),
-        }
-    }
-    let mut bytes = Vec::new();
-    let mut encoder = png::Encoder::new(&mut bytes, WIDTH, HEIGHT);
-    encoder.set_color(png::ColorType::Rgb);
-    encoder.set_depth(png::BitDepth::Eight);
-    // Encoding can only fail on a write error or a buffer of the wrong size, and this one
-    // writes to memory a buffer made for the size in the header.
-    let mut writer = encoder
-        .write_header()
-        .expect("writing a PNG header to memory cannot fail");
-    writer
-        .write_image_data(&canvas.rgb)
-        .expect("the canvas has the size in the PNG header");
-    writer
-        .finish()
-        .expect("finishing a PNG in memory cannot fail");
-    bytes
-}
-
-/// An RGB image that lines are drawn on with anti-aliasing.
-struct Canvas {
-    width: usize,
-    height: usize,
-    rgb: Vec<u8>,
-    /// How much of each pixel the stroke being drawn covers, from 0 to 1. A stroke's coverage
-    /// is collected first and blended once, so that where its segments overlap (at every joint
-    /// of a polyline) the edges are not blended twice and darkened.
-    coverage: Vec<f32>,
-    /// The pixels with non-zero coverage, so that blending does not scan the whole canvas.
-    touched: Vec<usize>,
-}
-
-impl Canvas {
-    fn new(width: usize, height: usize) -> Canvas {
-        Canvas {
-            width,
-            height,
-            rgb: vec![0xff; width * height * 3],
-            coverage: vec![0.0; width * height],
-            touched: Vec::new(),
-        }
-    }
-
-    /// Draws `lines` with `stroke`, and a dot of its color at each of `dots`.
-    fn stroke(&mut self, lines: &[Vec<Point>], dots: &[Point], stroke: &Stroke) {
-        let half_width = stroke.width / 2.0;
-        for &dot in dots {
-            // A disc is a segment of length zero as wide as the disc.
-            self.cover_segment(dot, dot, DOT_RADIUS);
-        }
-        for line in lines {
-            for piece in dashes(line, stroke.dash) {
-                match piece[..] {
-                    [single] => self.cover_segment(single, single, half_width),
-                    _ => {
-                        for pair in piece.windows(2) {
-                            self.cover_segment(pair[0], pair[1], half_width);
-                        }
-                    }
-                }
-            }
-        }
-        let color = [stroke.color.0, stroke.color.1, stroke.color.2];
-        for &i in &self.touched {
-            let alpha = self.coverage[i];
-            self.coverage[i] = 0.0;
-            for (channel, target) in self.rgb[3 * i..3 * i + 3].iter_mut().zip(color) {
-                let blended = f32::from(*channel) * (1.0 - alpha) + f32::from(target) * alpha;
-                *channel = blended.round() as u8;
-            }
-        }
-        self.touched.clear();
-    }
-
-    /// Covers the pixels within `half_width` of the segment from `a` to `b` (round caps),
-    /// each by the part of it inside the line, approximated from its center's distance.
-    fn cover_segment(&mut self, a: Point, b: Point, half_width: f64) {
-        let reach = half_width + 1.0;
-        let (dx, dy) = (b.0 - a.0, b.1 - a.1);
-        let length_squared = dx * dx + dy * dy;
-        let rows = pixel_range(a.1.min(b.1) - reach, a.1.max(b.1) + reach, self.height);
-        for row in rows {
-            let cy = row as f64 + 0.5;
-            // The part of the segment within reach of this row, to visit only the pixels near
-            // it and not the whole bounding box of a long diagonal.
-            let (t0, t1) = if dy.abs() < 1e-9 {
-                (0.0, 1.0)
-            } else {
-                let (ta, tb) = ((cy - reach - a.1) / dy, (cy + reach - a.1) / dy);
-                (ta.min(tb).max(0.0), ta.max(tb).min(1.0))
-            };
-            let (xa, xb) = (a.0 + dx * t0, a.0 + dx * t1);
-            for column in pixel_range(xa.min(xb) - reach, xa.max(xb) + reach, self.width) {
-                let cx = column as f64 + 0.5;
-                let t = if length_squared > 0.0 {
-                    (((cx - a.0) * dx + (cy - a.1) * dy) / length_squared).clamp(0.0, 1.0)
-                } else {
-                    0.0
-                };
-                let distance = (cx - a.0 - t * dx).hypot(cy - a.1 - t * dy);
-                let cover = (half_width + 0.5 - distance).clamp(0.0, 1.0) as f32;
-                if cover > 0.0 {
-                    let i = row * self.width + column;
-                    if self.coverage[i] == 0.0 {
-                        self.touched.push(i);
-                    }
-                    self.coverage[i] = self.coverage[i].max(cover);
-                }
-            }
-        }
-    }
-
-    fn text(&mut self, text: &Text) {
-        let scale = f64::from(text.scale);
-        let length = text.content.chars().count();
-        let start = match text.anchor {
-            Anchor::Start => 0.0,
-            Anchor::Middle => -text_width(length, text.scale) / 2.0,
-            Anchor::End => -text_width(length, text.scale),
-        };
-        for (i, c) in text.content.chars().enumerate() {
-            for (column, bits) in glyph(c).iter().enumerate() {
-                for row in (0..8).filter(|row| bits >> row & 1 == 1) {
-                    // Along the text from the anchor, and down from the baseline, which lies
-                    // under the seventh row: the eighth holds descenders.
-                    let along = start + (6 * i + column) as f64 * scale;
-                    let down = (row as f64 - 7.0) * scale;
-                    let corner = if text.vertical {
-                        (text.at.0 + down, text.at.1 - along - scale)
+                // Monospace fonts advance about 0.6 em, so a character is six pixels a scale
+                // wide, as the layout counts; plotters' SVG divides the size by 1.24.
+                let size = 12.4 * f64::from(text.scale) * zoom;
+                let style = |h_pos| {
+                    let style = (FONT, size)
+                        .into_font()
+                        .color(&color(text.color))
+                        .pos(Pos::new(h_pos, VPos::Center));
+                    if text.vertical {
+                        style.transform(FontTransform::Rotate270)
                     } else {
-                        (text.at.0 + along, text.at.1 + down)
+                        style
+                    }
+                };
+                if glyphs == Glyphs::Whole {
+                    let h_pos = match text.anchor {
+                        Anchor::Start => HPos::Left,
+                        Anchor::Middle => HPos::Center,
+                        Anchor::End => HPos::Right,
                     };
-                    self.fill_square(corner, text.scale as usize, text.color);
+                    area.draw(&TextElement::new(content, at((x, y)), style(h_pos)))?;
+                    continue;
+                }
+                let (offsets, width) = glyph_offsets(&content, size);
+                let start = match text.anchor {
+                    Anchor::Start => 0.0,
+                    Anchor::Middle => -width / 2.0,
+                    Anchor::End => -width,
+                } / zoom;
+                // plotters' renderer puts the baseline 0.5 - 1/2.48 of the size below the point
+                // it centers on (ab_glyph.rs), not where the layout's middle is.
+                let baseline_offset = (0.5 - 1.0 / 2.48) * size / zoom;
+                for (c, offset) in offsets {
+                    let along = start + offset / zoom;
+                    // A vertical text reads upwards.
+                    let point = if text.vertical {
+                        (x, y - along)
+                    } else {
+                        (x + along, text.at.1 - baseline_offset)
+                    };
+                    area.draw(&TextElement::new(
+                        c.to_string(),
+                        at(point),
+                        style(HPos::Left),
+                    ))?;
                 }
             }
         }
     }
-
-    fn fill_square(&mut self, corner: Point, size: usize, color: Rgb) {
-        let (x, y) = (corner.0.round(), corner.1.round());
-        for row in pixel_range(y, y + size as f64, self.height) {
-            for column in pixel_range(x, x + size as f64, self.width) {
-                let i = 3 * (row * self.width + column);
-                self.rgb[i..i + 3].copy_from_slice(&[color.0, color.1, color.2]);
-            }
-        }
-    }
-}
-
-/// The pixels whose centers may lie between `from` and `to`, within `0..limit`.
-fn pixel_range(from: f64, to: f64, limit: usize) -> std::ops::Range<usize> {
-    // Float-to-int casts saturate, and NaN becomes 0, so any input gives a valid range.
-    let start = from.floor().max(0.0) as usize;
-    let end = (to.ceil().max(0.0) as usize).min(limit);
-    start.min(end)..end
+    Ok(())
 }
 
 /// The pieces of the polyline `points` that are drawn with the dash pattern `dash` (on, off,
@@ -1127,113 +1064,3 @@ fn dashes(points: &[Point], dash: &[f64]) -> Vec<Vec<Point>> {
     }
     pieces
 }
-
-/// The columns of the bitmap font's glyph for `c`, bit 0 at the top; '?' for characters it
-/// lacks.
-fn glyph(c: char) -> [u8; 5] {
-    let index = match c {
-        ' '..='~' => c as usize - ' ' as usize,
-        _ => '?' as usize - ' ' as usize,
-    };
-    FONT[index]
-}
-
-/// The classic 5x7 LCD font for ASCII 32 to 126: five columns per character, bit 0 at the
-/// top, bit 7 for descenders.
-const FONT: [[u8; 5]; 95] = [
-    [0x00, 0x00, 0x00, 0x00, 0x00], // ' '
-    [0x00, 0x00, 0x5f, 0x00, 0x00], // !
-    [0x00, 0x07, 0x00, 0x07, 0x00], // "
-    [0x14, 0x7f, 0x14, 0x7f, 0x14], // #
-    [0x24, 0x2a, 0x7f, 0x2a, 0x12], // $
-    [0x23, 0x13, 0x08, 0x64, 0x62], // %
-    [0x36, 0x49, 0x56, 0x20, 0x50], // &
-    [0x00, 0x08, 0x07, 0x03, 0x00], // '
-    [0x00, 0x1c, 0x22, 0x41, 0x00], // (
-    [0x00, 0x41, 0x22, 0x1c, 0x00], // )
-    [0x2a, 0x1c, 0x7f, 0x1c, 0x2a], // *
-    [0x08, 0x08, 0x3e, 0x08, 0x08], // +
-    [0x00, 0x80, 0x70, 0x30, 0x00], // ,
-    [0x08, 0x08, 0x08, 0x08, 0x08], // -
-    [0x00, 0x00, 0x60, 0x60, 0x00], // .
-    [0x20, 0x10, 0x08, 0x04, 0x02], // /
-    [0x3e, 0x51, 0x49, 0x45, 0x3e], // 0
-    [0x00, 0x42, 0x7f, 0x40, 0x00], // 1
-    [0x72, 0x49, 0x49, 0x49, 0x46], // 2
-    [0x21, 0x41, 0x49, 0x4d, 0x33], // 3
-    [0x18, 0x14, 0x12, 0x7f, 0x10], // 4
-    [0x27, 0x45, 0x45, 0x45, 0x39], // 5
-    [0x3c, 0x4a, 0x49, 0x49, 0x31], // 6
-    [0x41, 0x21, 0x11, 0x09, 0x07], // 7
-    [0x36, 0x49, 0x49, 0x49, 0x36], // 8
-    [0x46, 0x49, 0x49, 0x29, 0x1e], // 9
-    [0x00, 0x00, 0x14, 0x00, 0x00], // :
-    [0x00, 0x40, 0x34, 0x00, 0x00], // ;
-    [0x00, 0x08, 0x14, 0x22, 0x41], // <
-    [0x14, 0x14, 0x14, 0x14, 0x14], // =
-    [0x00, 0x41, 0x22, 0x14, 0x08], // >
-    [0x02, 0x01, 0x59, 0x09, 0x06], // ?
-    [0x3e, 0x41, 0x5d, 0x59, 0x4e], // @
-    [0x7c, 0x12, 0x11, 0x12, 0x7c], // A
-    [0x7f, 0x49, 0x49, 0x49, 0x36], // B
-    [0x3e, 0x41, 0x41, 0x41, 0x22], // C
-    [0x7f, 0x41, 0x41, 0x41, 0x3e], // D
-    [0x7f, 0x49, 0x49, 0x49, 0x41], // E
-    [0x7f, 0x09, 0x09, 0x09, 0x01], // F
-    [0x3e, 0x41, 0x41, 0x51, 0x73], // G
-    [0x7f, 0x08, 0x08, 0x08, 0x7f], // H
-    [0x00, 0x41, 0x7f, 0x41, 0x00], // I
-    [0x20, 0x40, 0x41, 0x3f, 0x01], // J
-    [0x7f, 0x08, 0x14, 0x22, 0x41], // K
-    [0x7f, 0x40, 0x40, 0x40, 0x40], // L
-    [0x7f, 0x02, 0x1c, 0x02, 0x7f], // M
-    [0x7f, 0x04, 0x08, 0x10, 0x7f], // N
-    [0x3e, 0x41, 0x41, 0x41, 0x3e], // O
-    [0x7f, 0x09, 0x09, 0x09, 0x06], // P
-    [0x3e, 0x41, 0x51, 0x21, 0x5e], // Q
-    [0x7f, 0x09, 0x19, 0x29, 0x46], // R
-    [0x26, 0x49, 0x49, 0x49, 0x32], // S
-    [0x03, 0x01, 0x7f, 0x01, 0x03], // T
-    [0x3f, 0x40, 0x40, 0x40, 0x3f], // U
-    [0x1f, 0x20, 0x40, 0x20, 0x1f], // V
-    [0x3f, 0x40, 0x38, 0x40, 0x3f], // W
-    [0x63, 0x14, 0x08, 0x14, 0x63], // X
-    [0x03, 0x04, 0x78, 0x04, 0x03], // Y
-    [0x61, 0x59, 0x49, 0x4d, 0x43], // Z
-    [0x00, 0x7f, 0x41, 0x41, 0x41], // [
-    [0x02, 0x04, 0x08, 0x10, 0x20], // \
-    [0x00, 0x41, 0x41, 0x41, 0x7f], // ]
-    [0x04, 0x02, 0x01, 0x02, 0x04], // ^
-    [0x40, 0x40, 0x40, 0x40, 0x40], // _
-    [0x00, 0x03, 0x07, 0x08, 0x00], // `
-    [0x20, 0x54, 0x54, 0x78, 0x40], // a
-    [0x7f, 0x28, 0x44, 0x44, 0x38], // b
-    [0x38, 0x44, 0x44, 0x44, 0x28], // c
-    [0x38, 0x44, 0x44, 0x28, 0x7f], // d
-    [0x38, 0x54, 0x54, 0x54, 0x18], // e
-    [0x00, 0x08, 0x7e, 0x09, 0x02], // f
-    [0x18, 0xa4, 0xa4, 0x9c, 0x78], // g
-    [0x7f, 0x08, 0x04, 0x04, 0x78], // h
-    [0x00, 0x44, 0x7d, 0x40, 0x00], // i
-    [0x20, 0x40, 0x40, 0x3d, 0x00], // j
-    [0x7f, 0x10, 0x28, 0x44, 0x00], // k
-    [0x00, 0x41, 0x7f, 0x40, 0x00], // l
-    [0x7c, 0x04, 0x78, 0x04, 0x78], // m
-    [0x7c, 0x08, 0x04, 0x04, 0x78], // n
-    [0x38, 0x44, 0x44, 0x44, 0x38], // o
-    [0xfc, 0x18, 0x24, 0x24, 0x18], // p
-    [0x18, 0x24, 0x24, 0x18, 0xfc], // q
-    [0x7c, 0x08, 0x04, 0x04, 0x08], // r
-    [0x48, 0x54, 0x54, 0x54, 0x24], // s
-    [0x04, 0x04, 0x3f, 0x44, 0x24], // t
-    [0x3c, 0x40, 0x40, 0x20, 0x7c], // u
-    [0x1c, 0x20, 0x40, 0x20, 0x1c], // v
-    [0x3c, 0x40, 0x30, 0x40, 0x3c], // w
-    [0x44, 0x28, 0x10, 0x28, 0x44], // x
-    [0x4c, 0x90, 0x90, 0x90, 0x7c], // y
-    [0x44, 0x64, 0x54, 0x4c, 0x44], // z
-    [0x00, 0x08, 0x36, 0x41, 0x00], // {
-    [0x00, 0x00, 0x77, 0x00, 0x00], // |
-    [0x00, 0x41, 0x36, 0x08, 0x00], // }
-    [0x02, 0x01, 0x02, 0x04, 0x02], // ~
-];

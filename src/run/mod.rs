@@ -35,7 +35,7 @@ use crate::checkpoint::{
     index_json, Input, Opened, OutputDir, OutputFile, ResolveOptions, INDEX_FILE,
 };
 use crate::minimize::Engine;
-use crate::plan::{plan, PlanEntry};
+use crate::plan::{plan_files, PlanEntry};
 use crate::probe::Probe;
 use crate::report::{ReportSettings, RunReport, Totals};
 use crate::sharding::Sharding;
@@ -85,11 +85,8 @@ pub fn prepare(
     };
     let input = Input::resolve(input, &options)?;
     let opened = input.open(settings.seed)?;
-    let plans: Vec<Vec<PlanEntry>> = opened
-        .files
-        .iter()
-        .map(|f| plan(f.tensors(), &settings.selection))
-        .collect();
+    let tensors: Vec<_> = opened.files.iter().map(|f| f.tensors()).collect();
+    let plans: Vec<Vec<PlanEntry>> = plan_files(&tensors, &settings.selection);
     let selected = plans.iter().flatten().filter(|e| e.optimize).count();
     if selected == 0 {
         return Err(no_conv_layers(&input, &plans));

@@ -11,7 +11,7 @@ use crate::checkpoint::PthOptions;
 use crate::minimize::Settings;
 use crate::optim::{AdamConfig, OptimizerConfig, SgdConfig};
 use crate::plan::{KernelLayout, Selection};
-use crate::probe::{Padding, ProbeSettings, ProbeSource};
+use crate::probe::{Padding, ProbeNoise, ProbeSettings, ProbeSource};
 use crate::Variant;
 
 /// Which optimizer minimizes L_CS.
@@ -68,6 +68,10 @@ pub struct RunSettings {
     /// PNG/JPEG images from this folder instead of U(0,1) noise.
     #[cfg_attr(feature = "serve", schema(value_type = Option<String>))]
     pub probe_images: Option<PathBuf>,
+    /// The probe's noise without `probe_images`: `uniform` U(0,1), or `centered` U(-1/2,1/2),
+    /// the same draws without their mean.
+    #[cfg_attr(feature = "serve", schema(value_type = String, example = "uniform"))]
+    pub probe_noise: ProbeNoise,
     /// Padding of the probe's convolution: `same`, `valid` or `full`.
     #[cfg_attr(feature = "serve", schema(value_type = String, example = "same"))]
     pub probe_padding: Padding,
@@ -96,6 +100,7 @@ impl Default for RunSettings {
             probe_batch: 4,
             probe_size: "16x16".into(),
             probe_images: None,
+            probe_noise: ProbeNoise::default(),
             probe_padding: Padding::default(),
             max_shard_size: None,
         }
@@ -181,11 +186,18 @@ impl RunSettings {
                 return Err(SettingsError::new("probe_batch", "must be at least 1"));
             }
             let (height, width) = parse_probe_size(&self.probe_size)
-                .map_err(|m| SettingsError::new("probe_size", m))?;
+                .map_err(|e| SettingsError::new("probe_size", e.to_string()))?;
             Some(ProbeSettings {
-                source: match &self.probe_images {
-                    Some(dir) => ProbeSource::Images { dir: dir.clone() },
-                    None => ProbeSource::Random { seed: self.seed },
+                source: match (&self.probe_images, self.probe_noise) {
+                    (Some(_), ProbeNoise::Centered) => {
+                        return Err(SettingsError::new(
+                            "probe_noise",
+                            "centered noise replaces the probe's images; give one or the other",
+                        ))
+                    }
+                    (Some(dir), ProbeNoise::Uniform) => ProbeSource::Images { dir: dir.clone() },
+                    (None, ProbeNoise::Uniform) => ProbeSource::Random { seed: self.seed },
+                    (None, ProbeNoise::Centered) => ProbeSource::Centered { seed: self.seed },
                 },
                 batch: self.probe_batch as usize,
                 height,
@@ -200,7 +212,7 @@ impl RunSettings {
             .as_deref()
             .map(crate::sharding::parse_size)
             .transpose()
-            .map_err(|m| SettingsError::new("max_shard_size", m))?;
+            .map_err(|e| SettingsError::new("max_shard_size", e.to_string()))?;
         Ok(CheckedSettings {
             minimize: Settings {
                 variant: self.variant,
@@ -233,14 +245,19 @@ fn regexes(field: &'static str, patterns: &[String]) -> Result<Vec<Regex>, Setti
         .collect()
 }
 
+/// A probe size that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}': expected HxW with positive sizes, e.g. 32x32")]
+pub struct ProbeSizeError(pub String);
+
 /// `HxW` with positive sizes, or one number for a square.
-pub fn parse_probe_size(s: &str) -> Result<(usize, usize), String> {
+pub fn parse_probe_size(s: &str) -> Result<(usize, usize), ProbeSizeError> {
     let parse = |v: &str| v.trim().parse::<usize>().ok().filter(|&n| n > 0);
     match s.split_once(['x', 'X']) {
         Some((h, w)) => parse(h).zip(parse(w)),
         None => parse(s).map(|n| (n, n)),
     }
-    .ok_or_else(|| format!("'{s}': expected HxW with positive sizes, e.g. 32x32"))
+    .ok_or_else(|| ProbeSizeError(s.into()))
 }
 
 #[cfg(test)]
@@ -271,6 +288,10 @@ mod tests {
             (r#"{"exclude": ["[a"]}"#, "exclude"),
             (r#"{"probe_batch": 0}"#, "probe_batch"),
             (r#"{"probe_size": "0x3"}"#, "probe_size"),
+            (
+                r#"{"probe_images": "imgs", "probe_noise": "centered"}"#,
+                "probe_noise",
+            ),
             (r#"{"max_shard_size": "5 parsecs"}"#, "max_shard_size"),
         ];
         for (json, field) in cases {
@@ -290,6 +311,21 @@ mod tests {
         ] {
             assert!(serde_json::from_str::<RunSettings>(json).is_err(), "{json}");
         }
+    }
+
+    #[test]
+    fn probe_noise_chooses_the_source() {
+        let source = |json: &str| check(json).unwrap().probe.unwrap().source;
+        assert_eq!(source(r#"{"seed": 3}"#), ProbeSource::Random { seed: 3 });
+        assert_eq!(
+            source(r#"{"seed": 3, "probe_noise": "centered"}"#),
+            ProbeSource::Centered { seed: 3 }
+        );
+        assert_eq!(
+            source(r#"{"probe_images": "imgs", "probe_noise": "uniform"}"#),
+            ProbeSource::Images { dir: "imgs".into() }
+        );
+        assert!(serde_json::from_str::<RunSettings>(r#"{"probe_noise": "gaussian"}"#).is_err());
     }
 
     #[test]

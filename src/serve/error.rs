@@ -78,9 +78,19 @@ impl From<std::io::Error> for ServiceError {
 pub fn run_error_code(e: &RunError) -> &'static str {
     match e {
         RunError::Settings(_) => "invalid_setting",
-        RunError::Checkpoint(CheckpointError::NotInHubCache { .. }) => "input_unavailable",
-        RunError::Checkpoint(CheckpointError::Io { .. }) => "input_unreadable",
-        RunError::Checkpoint(_) => "bad_input",
+        RunError::Checkpoint(e) => match e {
+            CheckpointError::NotInHubCache { .. }
+            | CheckpointError::Hub { .. }
+            | CheckpointError::NoCheckpointInRepo { .. } => "input_unavailable",
+            CheckpointError::NoSuchInput { .. }
+            | CheckpointError::UnknownBuiltIn { .. }
+            | CheckpointError::DirectoryWithoutIndex { .. } => "input_not_found",
+            CheckpointError::Io { .. } => "input_unreadable",
+            CheckpointError::OutputExists { .. }
+            | CheckpointError::OutputIsDirectory { .. }
+            | CheckpointError::WillNotReplace { .. } => "output_conflict",
+            _ => "bad_input",
+        },
         RunError::NoConvLayers { .. } => "no_conv_layer",
         RunError::Device(_) => "device_unavailable",
         RunError::Output(_) => "output_conflict",

@@ -78,7 +78,11 @@ impl Service {
         if let Some(notice) = &opened.notice {
             tracing::warn!("{notice}");
         }
-        let mut secrets: Vec<String> = std::env::var("HF_TOKEN").ok().into_iter().collect();
+        let mut secrets: Vec<String> = HubEnv::from_env()
+            .token()
+            .map(str::to_string)
+            .into_iter()
+            .collect();
         secrets.extend(config.token.clone());
         secrets.retain(|s| !s.is_empty());
         let service = Arc::new(Self {

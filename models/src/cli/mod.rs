@@ -4,6 +4,7 @@ mod data_args;
 pub mod eval;
 pub mod init;
 pub mod plot;
+pub mod study;
 pub mod train;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +31,9 @@ pub enum Command {
     /// Plot test accuracy (or another --metric) per epoch from training logs, one line per arm
     /// (mean over seeds), and print a Markdown table of each arm's best and final value.
     Plot(plot::PlotArgs),
+    /// The feature-map similarity study: sweep cs-init settings, check Equation 3, report.
+    #[command(subcommand)]
+    Study(study::StudyCommand),
 }
 
 impl Command {
@@ -39,6 +43,7 @@ impl Command {
             Command::Train(args) => train::run(args),
             Command::Init(args) => init::run(args),
             Command::Plot(args) => plot::run(args),
+            Command::Study(command) => command.run(),
         }
     }
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use cs_init::report::plot::{write_plot_with, Axes, Curve, YScale};
+use cs_init::report::plot::{write_plot_with, Axes, Curve, XScale, YScale};
 
 #[derive(Args)]
 pub struct PlotArgs {
@@ -178,6 +178,7 @@ pub fn run(args: PlotArgs) -> Result<()> {
     let axes = Axes {
         x_label: "epoch",
         y_label: args.metric.label(),
+        x_scale: XScale::Linear,
         y_scale: YScale::Linear,
     };
     write_plot_with(&args.output, &args.title, &axes, &curves)

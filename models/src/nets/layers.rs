@@ -1,5 +1,6 @@
 //! The layers the networks are built from, with PyTorch's initializations.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -79,8 +80,28 @@ impl Conv {
     }
 }
 
+thread_local! {
+    /// The input of every conv forward on this thread, by weight name, while
+    /// [`capture_conv_inputs`] runs.
+    static CAPTURED: RefCell<Option<Vec<(String, Tensor)>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` and returns its result with the input of every conv it ran on this thread (the
+/// networks run their layers on the calling thread), in the order they ran.
+pub fn capture_conv_inputs<T>(f: impl FnOnce() -> T) -> (T, Vec<(String, Tensor)>) {
+    let outer = CAPTURED.replace(Some(Vec::new()));
+    let result = f();
+    let captured = CAPTURED.replace(outer).unwrap_or_default();
+    (result, captured)
+}
+
 impl Module for Conv {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        CAPTURED.with_borrow_mut(|captured| {
+            if let Some(list) = captured {
+                list.push((self.weight_name.clone(), x.clone()));
+            }
+        });
         if x.device().is_cpu() && x.dtype() == DType::F32 {
             let op = Conv2dOp {
                 stride: self.stride,

@@ -141,6 +141,15 @@ impl Network {
         result
     }
 
+    /// The input of every conv layer on `images`, by weight name, in forward order: what each
+    /// layer sees inside the network. `train` selects batch statistics in batch norm, as for
+    /// [`Network::forward_t`] (and updates the running ones).
+    pub fn conv_inputs(&self, images: &Tensor, train: bool) -> Result<Vec<(String, Tensor)>> {
+        let (logits, inputs) = layers::capture_conv_inputs(|| self.forward_t(images, train));
+        logits?;
+        Ok(inputs)
+    }
+
     /// The conv weights by name, in forward order.
     pub fn conv_weights(&self) -> Vec<(String, Var)> {
         self.net

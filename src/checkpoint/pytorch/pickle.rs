@@ -1,46 +1,50 @@
 //! A small pickle virtual machine: the part of Python's pickle protocols 2 to 5 that `torch.save`
-//! writes. Nothing is ever imported or executed: the few globals a checkpoint needs (tensors,
-//! `OrderedDict`) are interpreted by [`Hooks`], and every other object becomes an opaque
-//! [`Value::Object`] that can be described and left out.
+//! writes. Nothing is ever imported or executed: the globals a format needs are interpreted by
+//! its [`Hooks`], which build values of their own type (`X`, e.g. PyTorch's storages and
+//! tensors), and every other object becomes an opaque [`Value::Object`] that can be described and
+//! left out. The machine knows nothing of any format.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::rc::Rc;
 
-use super::pytorch::{StorageRef, TensorRef};
-
 /// A Python object rebuilt from a pickle. Containers are shared (`Rc`) because the memo hands
 /// the same object out again, and mutable (`RefCell`) because a pickle fills a list or dict after
-/// memoizing it.
+/// memoizing it. `X` is what the hooks build.
 #[derive(Clone)]
-pub(super) enum Value {
+pub(crate) enum Value<X> {
     None,
     Bool(bool),
     Int(i128),
     Float(f64),
     Str(Rc<str>),
     Bytes(Rc<[u8]>),
-    Tuple(Rc<Items>),
-    List(Rc<RefCell<Items>>),
-    Dict(Rc<RefCell<Entries>>),
+    Tuple(Rc<Items<X>>),
+    List(Rc<RefCell<Items<X>>>),
+    Dict(Rc<RefCell<Entries<X>>>),
     Global(Rc<Global>),
     /// An object of a class this reader does not model, named by its class.
     Object(Rc<str>),
-    Storage(Rc<StorageRef>),
-    Tensor(Rc<TensorRef>),
+    /// An object the hooks built.
+    Extension(X),
+}
+
+/// What hooks build: it only needs to describe itself in messages.
+pub(crate) trait Extension: Clone {
+    fn describe(&self) -> String;
 }
 
 /// The elements of a tuple or list.
-pub(super) struct Items(pub(super) Vec<Value>);
+pub(crate) struct Items<X>(pub(crate) Vec<Value<X>>);
 
 /// The entries of a dict, in insertion order.
-pub(super) struct Entries(pub(super) Vec<(Value, Value)>);
+pub(crate) struct Entries<X>(pub(crate) Vec<(Value<X>, Value<X>)>);
 
 /// A class or function named by a GLOBAL opcode.
-pub(super) struct Global {
-    pub(super) module: String,
-    pub(super) name: String,
+pub(crate) struct Global {
+    pub(crate) module: String,
+    pub(crate) name: String,
 }
 
 impl fmt::Display for Global {
@@ -50,25 +54,38 @@ impl fmt::Display for Global {
 }
 
 /// What the machine cannot know by itself: how to load persistent ids and call globals.
-pub(super) trait Hooks {
+pub(crate) trait Hooks {
+    type Extension: Extension;
     /// The object a BINPERSID id stands for.
-    fn persistent_load(&mut self, pid: Value) -> Result<Value, String>;
+    fn persistent_load(
+        &mut self,
+        pid: Value<Self::Extension>,
+    ) -> Result<Value<Self::Extension>, String>;
     /// The result of calling `global` with `args` (REDUCE, NEWOBJ), or `None` for a global the
-    /// hooks do not know, which then becomes an opaque object.
-    fn call(&mut self, global: &Global, args: &[Value]) -> Result<Option<Value>, String>;
+    /// hooks do not know, which then becomes an opaque object. A list or dict returned must be
+    /// new, not nested in another value: the machine registers it (see [`Loaded`]).
+    fn call(
+        &mut self,
+        global: &Global,
+        args: &[Value<Self::Extension>],
+    ) -> Result<Option<Value<Self::Extension>>, String>;
 }
 
-impl Value {
-    fn tuple(items: Vec<Value>) -> Self {
+impl<X: Extension> Value<X> {
+    fn tuple(items: Vec<Value<X>>) -> Self {
         Value::Tuple(Rc::new(Items(items)))
     }
 
-    pub(super) fn empty_dict() -> Self {
-        Value::Dict(Rc::new(RefCell::new(Entries(Vec::new()))))
+    pub(crate) fn dict(entries: Vec<(Value<X>, Value<X>)>) -> Self {
+        Value::Dict(Rc::new(RefCell::new(Entries(entries))))
+    }
+
+    fn empty_list() -> Self {
+        Value::List(Rc::new(RefCell::new(Items(Vec::new()))))
     }
 
     /// A short description for messages, e.g. "int 91" or "dict with 3 entries".
-    pub(super) fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Value::None => "None".into(),
             Value::Bool(b) => format!("bool {}", if *b { "True" } else { "False" }),
@@ -84,8 +101,7 @@ impl Value {
             Value::Dict(d) => format!("dict with {}", count(d.borrow().0.len(), "entry")),
             Value::Global(g) => format!("global {g}"),
             Value::Object(class) => format!("{class} object"),
-            Value::Storage(s) => format!("storage '{}'", s.key),
-            Value::Tensor(t) => t.describe(),
+            Value::Extension(x) => x.describe(),
         }
     }
 }
@@ -101,13 +117,13 @@ fn count(n: usize, noun: &str) -> String {
 // A pickle can nest containers arbitrarily deep (one byte per level with TUPLE1), and the
 // default recursive drop would overflow the stack on such input. Containers therefore hand their
 // elements to a loop that takes apart every container it owns the last reference to.
-impl Drop for Items {
+impl<X> Drop for Items<X> {
     fn drop(&mut self) {
         drop_iteratively(std::mem::take(&mut self.0));
     }
 }
 
-impl Drop for Entries {
+impl<X> Drop for Entries<X> {
     fn drop(&mut self) {
         let pending = std::mem::take(&mut self.0)
             .into_iter()
@@ -117,7 +133,7 @@ impl Drop for Entries {
     }
 }
 
-fn drop_iteratively(mut pending: Vec<Value>) {
+fn drop_iteratively<X>(mut pending: Vec<Value<X>>) {
     while let Some(value) = pending.pop() {
         match value {
             Value::Tuple(t) => {
@@ -173,55 +189,97 @@ opcodes! {
     FRAME = 0x95, BYTEARRAY8 = 0x96, NEXT_BUFFER = 0x97, READONLY_BUFFER = 0x98,
 }
 
+/// The object a pickle rebuilt, with every list and dict made on the way.
+///
+/// A pickle can make a container hold itself (a list appended to itself through the memo), and
+/// reference counting alone would never free such a cycle: a reader fed strangers' files would
+/// leak with every one. Dropping a `Loaded` empties every container it made, which breaks every
+/// cycle (a cycle must pass through a list or dict: a tuple is complete before it exists).
+/// Values cloned out of it must therefore not be used once it is gone.
+pub(crate) struct Loaded<X> {
+    pub(crate) value: Value<X>,
+    containers: Vec<Value<X>>,
+}
+
+impl<X> Drop for Loaded<X> {
+    fn drop(&mut self) {
+        // The registry keeps every container alive while they are emptied, so taking the
+        // contents apart never recurses into another container.
+        let mut contents = Vec::new();
+        for container in &self.containers {
+            match container {
+                Value::List(l) => contents.append(&mut std::mem::take(&mut l.borrow_mut().0)),
+                Value::Dict(d) => {
+                    for (k, v) in std::mem::take(&mut d.borrow_mut().0) {
+                        contents.push(k);
+                        contents.push(v);
+                    }
+                }
+                _ => {}
+            }
+        }
+        drop(contents);
+    }
+}
+
 /// Runs the pickle at the start of `data` up to its STOP opcode. Returns the object and the
 /// number of bytes the pickle took. `origin` is where `data` starts in its file, so that errors
 /// give file offsets.
-pub(super) fn load(
+pub(crate) fn load<H: Hooks>(
     data: &[u8],
     origin: usize,
-    hooks: &mut impl Hooks,
-) -> Result<(Value, usize), String> {
+    hooks: &mut H,
+) -> Result<(Loaded<H::Extension>, usize), String> {
     let mut machine = Machine {
         data,
         pos: 0,
         stack: Vec::new(),
         marks: Vec::new(),
         memo: HashMap::new(),
+        containers: Vec::new(),
         hooks,
     };
-    loop {
+    let result = loop {
         let at = machine.pos;
         let Some(&op) = data.get(at) else {
-            return Err(format!(
+            break Err(format!(
                 "truncated file: the pickle ends at byte {} without its STOP opcode",
                 origin + at
             ));
         };
         machine.pos += 1;
         match machine.step(op) {
-            Ok(Some(value)) => return Ok((value, machine.pos)),
+            Ok(Some(value)) => break Ok(value),
             Ok(None) => {}
             Err(e) => {
                 let name = opcode_name(op).map_or_else(|| format!("0x{op:02x}"), String::from);
-                return Err(format!("pickle opcode {name} at byte {}: {e}", origin + at));
+                break Err(format!("pickle opcode {name} at byte {}: {e}", origin + at));
             }
         }
-    }
+    };
+    let loaded = Loaded {
+        value: result.as_ref().map_or(Value::None, Value::clone),
+        containers: std::mem::take(&mut machine.containers),
+    };
+    // On error too, `loaded` is dropped here and takes apart what was built.
+    result.map(|_| (loaded, machine.pos))
 }
 
-struct Machine<'a, H> {
+struct Machine<'a, H: Hooks> {
     data: &'a [u8],
     pos: usize,
-    stack: Vec<Value>,
+    stack: Vec<Value<H::Extension>>,
     /// The stacks below each MARK.
-    marks: Vec<Vec<Value>>,
-    memo: HashMap<u32, Value>,
+    marks: Vec<Vec<Value<H::Extension>>>,
+    memo: HashMap<u32, Value<H::Extension>>,
+    /// Every list and dict made, for [`Loaded`].
+    containers: Vec<Value<H::Extension>>,
     hooks: &'a mut H,
 }
 
 impl<'a, H: Hooks> Machine<'a, H> {
     /// Executes one opcode; returns the pickled object at STOP.
-    fn step(&mut self, op: u8) -> Result<Option<Value>, String> {
+    fn step(&mut self, op: u8) -> Result<Option<Value<H::Extension>>, String> {
         let value = match op {
             PROTO => {
                 self.take(1)?;
@@ -237,8 +295,34 @@ impl<'a, H: Hooks> Machine<'a, H> {
                 return Ok(None);
             }
             STOP => return self.pop().map(Some),
-            EMPTY_DICT => Value::empty_dict(),
-            EMPTY_LIST => Value::List(Rc::new(RefCell::new(Items(Vec::new())))),
+            // Python's pickler writes POP and POP_MARK for tuples that contain themselves.
+            POP => {
+                if self.stack.pop().is_none() {
+                    self.pop_mark()?;
+                }
+                return Ok(None);
+            }
+            POP_MARK => {
+                self.pop_mark()?;
+                return Ok(None);
+            }
+            DUP => self.stack.last().ok_or("the stack is empty")?.clone(),
+            // Sets (protocol 4 on, e.g. in a training checkpoint's hyperparameters) hold nothing a
+            // checkpoint reader uses: they stay opaque, their items dropped.
+            EMPTY_SET => Value::Object("set".into()),
+            ADDITEMS => {
+                self.pop_mark()?;
+                return match self.stack.last().ok_or("the stack is empty")? {
+                    Value::Object(_) => Ok(None),
+                    other => Err(format!("cannot add items to a {}", other.describe())),
+                };
+            }
+            FROZENSET => {
+                self.pop_mark()?;
+                Value::Object("frozenset".into())
+            }
+            EMPTY_DICT => self.register(Value::dict(Vec::new())),
+            EMPTY_LIST => self.register(Value::empty_list()),
             EMPTY_TUPLE => Value::tuple(Vec::new()),
             TUPLE => Value::tuple(self.pop_mark()?),
             TUPLE1 | TUPLE2 | TUPLE3 => Value::tuple(self.pop_n(usize::from(op - TUPLE1) + 1)?),
@@ -356,7 +440,19 @@ impl<'a, H: Hooks> Machine<'a, H> {
         Ok(None)
     }
 
-    fn call(&mut self, callable: Value, args: Value) -> Result<Value, String> {
+    /// Records a new list or dict for [`Loaded`]; other values pass through.
+    fn register(&mut self, value: Value<H::Extension>) -> Value<H::Extension> {
+        if matches!(value, Value::List(_) | Value::Dict(_)) {
+            self.containers.push(value.clone());
+        }
+        value
+    }
+
+    fn call(
+        &mut self,
+        callable: Value<H::Extension>,
+        args: Value<H::Extension>,
+    ) -> Result<Value<H::Extension>, String> {
         let Value::Tuple(args) = args else {
             return Err(format!(
                 "the arguments are a {}, not a tuple",
@@ -369,7 +465,7 @@ impl<'a, H: Hooks> Machine<'a, H> {
             ));
         };
         if let Some(value) = self.hooks.call(&global, &args.0)? {
-            return Ok(value);
+            return Ok(self.register(value));
         }
         // Protocol 2 pickles some classes as `copyreg._reconstructor(cls, base, state)`:
         // the class is the interesting name.
@@ -380,7 +476,7 @@ impl<'a, H: Hooks> Machine<'a, H> {
         Ok(Value::Object(class.into()))
     }
 
-    fn set_items(&mut self, items: Vec<Value>) -> Result<(), String> {
+    fn set_items(&mut self, items: Vec<Value<H::Extension>>) -> Result<(), String> {
         if !items.len().is_multiple_of(2) {
             return Err("an odd number of items for key-value pairs".into());
         }
@@ -399,7 +495,7 @@ impl<'a, H: Hooks> Machine<'a, H> {
         }
     }
 
-    fn append(&mut self, mut items: Vec<Value>) -> Result<(), String> {
+    fn append(&mut self, mut items: Vec<Value<H::Extension>>) -> Result<(), String> {
         match self.stack.last().ok_or("the stack is empty")? {
             Value::List(list) => {
                 list.borrow_mut().0.append(&mut items);
@@ -411,11 +507,11 @@ impl<'a, H: Hooks> Machine<'a, H> {
         }
     }
 
-    fn pop(&mut self) -> Result<Value, String> {
+    fn pop(&mut self) -> Result<Value<H::Extension>, String> {
         self.stack.pop().ok_or_else(|| "the stack is empty".into())
     }
 
-    fn pop_n(&mut self, n: usize) -> Result<Vec<Value>, String> {
+    fn pop_n(&mut self, n: usize) -> Result<Vec<Value<H::Extension>>, String> {
         let at = self
             .stack
             .len()
@@ -425,7 +521,7 @@ impl<'a, H: Hooks> Machine<'a, H> {
     }
 
     /// The values above the last MARK, which is removed.
-    fn pop_mark(&mut self) -> Result<Vec<Value>, String> {
+    fn pop_mark(&mut self) -> Result<Vec<Value<H::Extension>>, String> {
         let below = self.marks.pop().ok_or("no MARK before it")?;
         Ok(std::mem::replace(&mut self.stack, below))
     }
@@ -468,7 +564,7 @@ impl<'a, H: Hooks> Machine<'a, H> {
         usize::try_from(len).map_err(|_| format!("length {len} too large"))
     }
 
-    fn string(&mut self, len: usize) -> Result<Value, String> {
+    fn string(&mut self, len: usize) -> Result<Value<H::Extension>, String> {
         let text = std::str::from_utf8(self.take(len)?)
             .map_err(|e| format!("the string is not UTF-8: {e}"))?;
         Ok(Value::Str(text.into()))
@@ -491,7 +587,7 @@ impl<'a, H: Hooks> Machine<'a, H> {
 
 /// A LONG1/LONG4 integer: little-endian two's complement. Wider than 128 bits, which no
 /// checkpoint needs, it becomes an opaque object.
-fn decode_long(bytes: &[u8]) -> Value {
+fn decode_long<X>(bytes: &[u8]) -> Value<X> {
     if bytes.len() > 16 {
         return Value::Object(format!("int of {} bytes", bytes.len()).into());
     }
@@ -499,4 +595,96 @@ fn decode_long(bytes: &[u8]) -> Value {
     let mut wide = [if negative { 0xff } else { 0 }; 16];
     wide[..bytes.len()].copy_from_slice(bytes);
     Value::Int(i128::from_le_bytes(wide))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone)]
+    struct Nothing;
+
+    impl Extension for Nothing {
+        fn describe(&self) -> String {
+            "nothing".into()
+        }
+    }
+
+    struct NoHooks;
+
+    impl Hooks for NoHooks {
+        type Extension = Nothing;
+        fn persistent_load(&mut self, _: Value<Nothing>) -> Result<Value<Nothing>, String> {
+            Err("no persistent ids".into())
+        }
+        fn call(
+            &mut self,
+            _: &Global,
+            _: &[Value<Nothing>],
+        ) -> Result<Option<Value<Nothing>>, String> {
+            Ok(None)
+        }
+    }
+
+    fn run(pickle: &[u8]) -> Result<Loaded<Nothing>, String> {
+        load(pickle, 0, &mut NoHooks).map(|(loaded, _)| loaded)
+    }
+
+    #[test]
+    fn containers_holding_themselves_are_freed() {
+        // l = []; l.append(l); d = {}; d['d'] = d; (l, d), through the memo as pickle writes it.
+        let pickle = b"\x80\x02]q\x00h\x00a}q\x01X\x01\x00\x00\x00dh\x01s\x86.";
+        let loaded = run(pickle).unwrap();
+        let Value::Tuple(pair) = &loaded.value else {
+            panic!("not a tuple: {}", loaded.value.describe());
+        };
+        let (Value::List(list), Value::Dict(dict)) = (&pair.0[0], &pair.0[1]) else {
+            panic!("not a list and a dict");
+        };
+        assert!(matches!(&list.borrow().0[0], Value::List(inner) if Rc::ptr_eq(inner, list)));
+        let (list, dict) = (Rc::downgrade(list), Rc::downgrade(dict));
+        drop(loaded);
+        assert!(
+            list.upgrade().is_none() && dict.upgrade().is_none(),
+            "a cycle leaked"
+        );
+    }
+
+    #[test]
+    fn a_failed_pickle_frees_its_cycles_too() {
+        let kept = std::cell::RefCell::new(None);
+        struct Keep<'a>(&'a std::cell::RefCell<Option<std::rc::Weak<RefCell<Items<Nothing>>>>>);
+        impl Hooks for Keep<'_> {
+            type Extension = Nothing;
+            fn persistent_load(&mut self, pid: Value<Nothing>) -> Result<Value<Nothing>, String> {
+                if let Value::List(l) = &pid {
+                    *self.0.borrow_mut() = Some(Rc::downgrade(l));
+                }
+                Err("stop here".into())
+            }
+            fn call(
+                &mut self,
+                _: &Global,
+                _: &[Value<Nothing>],
+            ) -> Result<Option<Value<Nothing>>, String> {
+                Ok(None)
+            }
+        }
+        // l = []; l.append(l); then BINPERSID on it fails.
+        let e = load(b"\x80\x02]q\x00h\x00ah\x00Q.", 0, &mut Keep(&kept))
+            .err()
+            .unwrap();
+        assert!(e.contains("BINPERSID") && e.contains("stop here"), "{e}");
+        let weak = kept.borrow_mut().take().expect("the hook saw the list");
+        assert!(weak.upgrade().is_none(), "a cycle leaked");
+    }
+
+    #[test]
+    fn pop_pop_mark_and_dup() {
+        // (1, 2) built, duplicated, popped; a MARK with an int above it dropped by POP_MARK;
+        // POP on an empty stack removes the last MARK.
+        let loaded = run(b"\x80\x02K\x01K\x02\x862\x30(K\x091(0.").unwrap();
+        assert_eq!(loaded.value.describe(), "tuple of 2 items");
+        assert!(run(b"\x80\x020.").err().unwrap().contains("no MARK"));
+    }
 }
