@@ -65,14 +65,14 @@ pub(super) fn embedding(kernel: &[usize]) -> (Vec<usize>, usize) {
 fn fft_length(n: usize) -> usize {
     let smooth = |mut m: usize| {
         for f in [2, 3, 5] {
-            while m % f == 0 {
+            while m.is_multiple_of(f) {
                 m /= f;
             }
         }
         m == 1
     };
     (n.max(2)..)
-        .find(|&m| m % 2 == 0 && smooth(m))
+        .find(|&m| m.is_multiple_of(2) && smooth(m))
         .expect("smooth numbers are unbounded")
 }
 
