@@ -214,18 +214,6 @@ fn rounded(value: serde_json::Value) -> serde_json::Value {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn rounding_keeps_six_significant_digits_and_integers() {
-        let value = serde_json::json!({"a": [0.123456789, 12345678.9, 3], "b": {"c": -1.0e-9}});
-        assert_eq!(
-            super::rounded(value),
-            serde_json::json!({"a": [0.123457, 12345700.0, 3], "b": {"c": -1.0e-9}})
-        );
-    }
-}
-
 /// Opens `path` for writing, naming it in the error.
 fn create(path: &PathBuf) -> Result<std::fs::File> {
     std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))
@@ -303,4 +291,16 @@ fn run_images(args: ImagesArgs) -> Result<()> {
     export_images(&images, &args.output)?;
     eprintln!("{} images in {}", images.len(), args.output.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rounding_keeps_six_significant_digits_and_integers() {
+        let value = serde_json::json!({"a": [0.123456789, 12345678.9, 3], "b": {"c": -1.0e-9}});
+        assert_eq!(
+            super::rounded(value),
+            serde_json::json!({"a": [0.123457, 12345700.0, 3], "b": {"c": -1.0e-9}})
+        );
+    }
 }
