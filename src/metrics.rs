@@ -6,6 +6,7 @@
 
 use candle_core::{DType, Tensor};
 
+use crate::probe::UpperGram;
 use crate::similarity::{conv_similarity_value, KernelGeometry, Variant};
 use crate::Result;
 
@@ -109,12 +110,10 @@ pub fn kernel_cosine(weight: &Tensor) -> Result<f64> {
     if s < 2 {
         return Ok(0.0);
     }
-    let unit = rows(&unit_filters(&weight)?)?;
-    let cos = unit.matmul(&unit.t()?)?.abs()?.to_dtype(DType::F64)?;
-    // Sum of all |cos| minus the diagonal, halved for i < j.
-    let all = cos.sum_all()?.to_scalar::<f64>()?;
-    let diagonal: f64 = (0..s)
-        .map(|i| cos.get(i)?.get(i)?.to_scalar::<f64>())
-        .sum::<candle_core::Result<f64>>()?;
-    Ok((all - diagonal) / 2.0 / (s * (s - 1) / 2) as f64)
+    let unit = rows(&unit_filters(&weight)?)?.unsqueeze(0)?;
+    let mut total = 0.0;
+    UpperGram::new(&unit)?.for_each(|_, _, row| {
+        total += row.iter().map(|c| c.abs()).sum::<f64>();
+    })?;
+    Ok(total / (s * (s - 1) / 2) as f64)
 }

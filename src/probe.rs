@@ -82,30 +82,81 @@ pub struct FeatureSimilarity {
 impl FeatureSimilarity {
     /// The figures of inner products `[B, S, S]` (`S >= 2`).
     pub fn from_gram(gram: &Tensor) -> Result<Self> {
-        let gram = gram.to_dtype(DType::F64)?.to_vec3::<f64>()?;
-        let s = gram.first().map_or(0, Vec::len);
-        if s < 2 {
+        let (b, s, _) = gram.dims3()?;
+        let mut sums = PairSums::new(b, s)?;
+        let g = gram.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+        for g in g.chunks_exact(s * s) {
+            let energies: Vec<f64> = (0..s).map(|i| g[i * s + i]).collect();
+            for i in 0..s {
+                sums.row(&energies, i, &g[i * s + i + 1..(i + 1) * s]);
+            }
+            sums.energy += energies.iter().sum::<f64>();
+        }
+        Ok(sums.figures())
+    }
+
+    /// The figures of feature maps `[B, S, N]`, without the whole Gram matrix: blocks of rows
+    /// against the rows from theirs on (`UpperGram`), half the multiply-adds of `maps mapsᵀ`.
+    fn from_maps(maps: &Tensor) -> Result<Self> {
+        let (b, s, _) = maps.dims3()?;
+        let mut sums = PairSums::new(b, s)?;
+        let energies = maps
+            .to_dtype(DType::F64)?
+            .sqr()?
+            .sum(2)?
+            .flatten_all()?
+            .to_vec1::<f64>()?;
+        sums.energy = energies.iter().sum();
+        UpperGram::new(maps)?.for_each(|bi, i, row| {
+            sums.row(&energies[bi * s..(bi + 1) * s], i, row);
+        })?;
+        Ok(sums.figures())
+    }
+}
+
+/// The sums behind [`FeatureSimilarity`], added row by row in a fixed order.
+struct PairSums {
+    batch: usize,
+    filters: usize,
+    cosine: f64,
+    inner: f64,
+    energy: f64,
+}
+
+impl PairSums {
+    fn new(batch: usize, filters: usize) -> Result<Self> {
+        if filters < 2 {
             return Err(Error::Probe(format!(
-                "feature-map similarity needs at least 2 filters, got {s}"
+                "feature-map similarity needs at least 2 filters, got {filters}"
             )));
         }
-        let (mut cosine, mut inner, mut energy) = (0.0, 0.0, 0.0);
-        for g in &gram {
-            for i in 0..s {
-                energy += g[i][i];
-                for j in i + 1..s {
-                    inner += g[i][j].abs();
-                    let norms = (g[i][i] * g[j][j]).sqrt();
-                    if norms > 0.0 {
-                        cosine += g[i][j].abs() / norms;
-                    }
-                }
+        Ok(Self {
+            batch,
+            filters,
+            cosine: 0.0,
+            inner: 0.0,
+            energy: 0.0,
+        })
+    }
+
+    /// `row[k] = G_b[i, i + 1 + k]`, `energies[i] = G_b[i, i]`.
+    fn row(&mut self, energies: &[f64], i: usize, row: &[f64]) {
+        for (&g, &e) in row.iter().zip(&energies[i + 1..]) {
+            self.inner += g.abs();
+            let norms = (energies[i] * e).sqrt();
+            if norms > 0.0 {
+                self.cosine += g.abs() / norms;
             }
         }
-        let pairs = (gram.len() * s * (s - 1) / 2) as f64;
-        let (mean_abs_inner, mean_energy) = (inner / pairs, energy / (gram.len() * s) as f64);
-        Ok(Self {
-            cosine: cosine / pairs,
+    }
+
+    fn figures(&self) -> FeatureSimilarity {
+        let s = self.filters;
+        let pairs = (self.batch * s * (s - 1) / 2) as f64;
+        let (mean_abs_inner, mean_energy) =
+            (self.inner / pairs, self.energy / (self.batch * s) as f64);
+        FeatureSimilarity {
+            cosine: self.cosine / pairs,
             inner: if mean_energy > 0.0 {
                 mean_abs_inner / mean_energy
             } else {
@@ -113,7 +164,50 @@ impl FeatureSimilarity {
             },
             mean_abs_inner,
             mean_energy,
+        }
+    }
+}
+
+/// The strict upper triangle of `rows rowsᵀ` for rows `[B, S, N]`, computed in blocks of
+/// [`UpperGram::BLOCK`] rows against the rows after the block's first: a Gram matrix is
+/// symmetric, and the wide layers' `S² N` is most of what the probe and the kernel cosine cost.
+/// The products run in the rows' dtype (f32 for f32 weights: the figures are means of ratios,
+/// where f32's rounding is far below the digits reported).
+pub(crate) struct UpperGram {
+    rows: Tensor,
+}
+
+impl UpperGram {
+    const BLOCK: usize = 256;
+
+    pub(crate) fn new(rows: &Tensor) -> Result<Self> {
+        Ok(Self {
+            rows: rows.contiguous()?,
         })
+    }
+
+    /// Calls `visit(b, i, row)` with `row[k] = <rows[b, i], rows[b, i + 1 + k]>` for every `b`
+    /// and `i`, in that order.
+    pub(crate) fn for_each(&self, mut visit: impl FnMut(usize, usize, &[f64])) -> Result<()> {
+        let (b, s, _) = self.rows.dims3()?;
+        for start in (0..s).step_by(Self::BLOCK) {
+            let n = Self::BLOCK.min(s - start);
+            let block = self.rows.narrow(1, start, n)?.contiguous()?;
+            let rest = self.rows.narrow(1, start, s - start)?.contiguous()?;
+            let products = block
+                .matmul(&rest.transpose(1, 2)?.contiguous()?)?
+                .to_dtype(DType::F64)?
+                .flatten_all()?
+                .to_vec1::<f64>()?;
+            let width = s - start;
+            for bi in 0..b {
+                for r in 0..n {
+                    let row = &products[(bi * n + r) * width..(bi * n + r + 1) * width];
+                    visit(bi, start + r, &row[r + 1..]);
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -193,14 +287,23 @@ impl Probe {
         weight: &Tensor,
         layer: u64,
     ) -> Result<Option<FeatureSimilarity>> {
-        self.inner_products(weight, layer)?
-            .map(|gram| FeatureSimilarity::from_gram(&gram))
-            .transpose()
+        self.with_maps(weight, layer, |maps| FeatureSimilarity::from_maps(&maps))
     }
 
     /// `<F_i, F_j>` for every input of `layer` and filter pair, `[B, S, S]` in f64 (see
     /// [`feature_gram`]). `None` for weights that are not conv2d or have a single filter.
     pub fn inner_products(&self, weight: &Tensor, layer: u64) -> Result<Option<Tensor>> {
+        self.with_maps(weight, layer, |maps| gram(&maps))
+    }
+
+    /// `use_maps` of the feature maps `[B, S, N]` of a conv2d weight on the inputs of `layer`;
+    /// `None` for weights that are not conv2d or have a single filter.
+    fn with_maps<R>(
+        &self,
+        weight: &Tensor,
+        layer: u64,
+        use_maps: impl FnOnce(Tensor) -> Result<R>,
+    ) -> Result<Option<R>> {
         let &[s, c, _, _] = weight.dims() else {
             return Ok(None);
         };
@@ -208,20 +311,32 @@ impl Probe {
             return Ok(None);
         }
         let x = self.inputs(c, layer)?;
-        feature_gram(weight, &x, self.settings.padding)
-            .map(Some)
-            .map_err(|e| match e {
-                Error::Probe(m) => Error::Probe(format!("{m}; use a larger --probe-size")),
-                other => other,
-            })
+        let maps = feature_maps(weight, &x, self.settings.padding).map_err(|e| match e {
+            Error::Probe(m) => Error::Probe(format!("{m}; use a larger --probe-size")),
+            other => other,
+        })?;
+        use_maps(maps).map(Some)
     }
 }
 
 /// `<F_i, F_j>` for every input and filter pair, `[B, S, S]` in f64: the feature maps
 /// `F_i = sum_c x[b, c] ⊛ weight[i, c]` of a conv2d weight `[S, C, kh, kw]` on `inputs`
-/// `[B, C, H, W]` zero-padded as `padding` says, stride 1. The convolution runs in f64 for an f64
-/// weight and in f32 otherwise.
+/// `[B, C, H, W]` zero-padded as `padding` says, stride 1. The convolution and the products run
+/// in f64 for an f64 weight and in f32 otherwise.
 pub fn feature_gram(weight: &Tensor, inputs: &Tensor, padding: Padding) -> Result<Tensor> {
+    gram(&feature_maps(weight, inputs, padding)?)
+}
+
+/// `maps mapsᵀ` of `[B, S, N]`, in f64.
+fn gram(maps: &Tensor) -> Result<Tensor> {
+    Ok(maps
+        .matmul(&maps.transpose(1, 2)?.contiguous()?)?
+        .to_dtype(DType::F64)?)
+}
+
+/// The feature maps `[B, S, H' W']` of [`feature_gram`], in f64 for an f64 weight and in f32
+/// otherwise.
+fn feature_maps(weight: &Tensor, inputs: &Tensor, padding: Padding) -> Result<Tensor> {
     let (_, _, kh, kw) = weight.dims4()?;
     let dtype = if weight.dtype() == DType::F64 {
         DType::F64
@@ -237,11 +352,9 @@ pub fn feature_gram(weight: &Tensor, inputs: &Tensor, padding: Padding) -> Resul
             inputs.dim(3)?
         )));
     }
-    let maps = x
-        .conv2d(&weight.to_dtype(dtype)?, 0, 1, 1, 1)?
+    Ok(x.conv2d(&weight.to_dtype(dtype)?, 0, 1, 1, 1)?
         .flatten_from(2)?
-        .to_dtype(DType::F64)?;
-    Ok(maps.matmul(&maps.transpose(1, 2)?.contiguous()?)?)
+        .contiguous()?)
 }
 
 /// Pads `[B, C, H, W]` for a `kh x kw` kernel.

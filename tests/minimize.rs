@@ -13,6 +13,8 @@ use common::{
     values,
 };
 use cs_init::optim::{Adam, AdamConfig, OptimizerConfig, Sgd, SgdConfig};
+use cs_init::similarity::fused::{Iterations, Path};
+use cs_init::similarity::KernelGeometry;
 use cs_init::{minimize, Engine, Settings, Variant};
 
 /// `W = [a, b]` as two 1x1 single-channel filters: L_CS = (ab)², gradient (2ab², 2a²b).
@@ -354,5 +356,149 @@ fn half_precision_weights_come_back_in_their_dtype() {
         };
         assert_eq!(out.engine, expected, "{dtype:?}");
         assert!(out.trace.losses.last().unwrap() < &out.trace.losses[0]);
+    }
+}
+
+/// `iterations` steps of one layer on `path`: the losses seen and the final weights.
+fn run_path<T: cs_init::similarity::fused::Real>(
+    path: Path,
+    weight: &[T],
+    dims: &[usize],
+    settings: &Settings,
+) -> (Vec<f64>, Vec<T>) {
+    let geometry = KernelGeometry::from_dims(dims).unwrap();
+    let mut run = Iterations::on(
+        path,
+        weight,
+        &geometry,
+        settings.variant,
+        &settings.optimizer,
+        settings.keep_norm,
+    );
+    assert_eq!(run.path(), path);
+    let mut losses = Vec::new();
+    for step in 0..=settings.iterations {
+        losses.push(run.loss());
+        if step < settings.iterations {
+            run.step(step + 1);
+        }
+    }
+    assert!(run.finite());
+    let mut out = weight.to_vec();
+    run.write_back(&mut out);
+    (losses, out)
+}
+
+fn path_settings() -> Vec<Settings> {
+    let mut all = Vec::new();
+    for variant in Variant::ALL {
+        for (optimizer, keep_norm) in [
+            (OptimizerConfig::default(), false),
+            (OptimizerConfig::default(), true),
+            (
+                OptimizerConfig::Sgd(SgdConfig {
+                    lr: 0.01,
+                    momentum: 0.0,
+                }),
+                false,
+            ),
+            (
+                OptimizerConfig::Sgd(SgdConfig {
+                    lr: 0.002,
+                    momentum: 0.9,
+                }),
+                true,
+            ),
+        ] {
+            all.push(Settings {
+                variant,
+                iterations: 12,
+                optimizer,
+                keep_norm,
+            });
+        }
+    }
+    all
+}
+
+#[test]
+fn every_path_follows_the_same_trajectory() {
+    for (n, dims) in [
+        vec![19, 1, 5, 5],
+        vec![5, 3, 40],
+        vec![6, 18, 3, 3],
+        vec![3, 2, 2, 3, 3],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let w64 = values(&kaiming(dims, 40 + n as u64));
+        let w32: Vec<f32> = w64.iter().map(|&x| x as f32).collect();
+        let start: Vec<f64> = w32.iter().map(|&x| f64::from(x)).collect();
+        for settings in path_settings() {
+            let (losses, reference) = run_path(Path::Channels, &w64, dims, &settings);
+            let (_, reference32) = run_path(Path::Channels, &w32, dims, &settings);
+            let update = |w: &[f64], start: &[f64]| -> Vec<f64> {
+                w.iter().zip(start).map(|(a, b)| a - b).collect()
+            };
+            let widen = |w: &[f32]| -> Vec<f64> { w.iter().map(|&x| f64::from(x)).collect() };
+            for path in [Path::Filters, Path::Spectral] {
+                let (other_losses, other) = run_path(path, &w64, dims, &settings);
+                for (a, b) in other_losses.iter().zip(&losses) {
+                    assert!(
+                        (a - b).abs() <= 1e-9 * b.abs(),
+                        "{path:?} {dims:?} {settings:?}: loss {a} vs {b}"
+                    );
+                }
+                let diff = relative_norm(&update(&other, &w64), &update(&reference, &w64));
+                assert!(diff <= 1e-9, "{path:?} f64 {dims:?} {settings:?}: {diff:e}");
+                let (_, other32) = run_path(path, &w32, dims, &settings);
+                let diff = relative_norm(
+                    &update(&widen(&other32), &start),
+                    &update(&widen(&reference32), &start),
+                );
+                assert!(diff <= 1e-3, "{path:?} f32 {dims:?} {settings:?}: {diff:e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn every_path_is_bit_identical_across_runs_and_thread_counts() {
+    let settings = Settings {
+        iterations: 5,
+        keep_norm: true,
+        ..Settings::default()
+    };
+    // Enough filters for several rayon tasks and several fixed loss chunks.
+    for dims in [vec![150, 1, 7, 7], vec![140, 2, 30], vec![70, 24, 3, 3]] {
+        let w: Vec<f32> = values(&kaiming(&dims, 7))
+            .iter()
+            .map(|&x| x as f32)
+            .collect();
+        for path in Path::ALL {
+            for variant in [Variant::Paper, Variant::AdjacentSameChannel] {
+                let settings = Settings {
+                    variant,
+                    ..settings.clone()
+                };
+                let run = |threads| {
+                    cs_init::run::with_threads(Some(threads), || {
+                        run_path(path, &w, &dims, &settings)
+                    })
+                    .unwrap()
+                };
+                let bits = |(losses, w): (Vec<f64>, Vec<f32>)| {
+                    (
+                        losses.iter().map(|l| l.to_bits()).collect::<Vec<_>>(),
+                        w.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                    )
+                };
+                let one = bits(run(1));
+                assert_eq!(one, bits(run(2)), "{path:?} {dims:?} {variant}");
+                assert_eq!(one, bits(run(3)), "{path:?} {dims:?} {variant}");
+                assert_eq!(one, bits(run(2)), "{path:?} {dims:?} {variant}: rerun");
+            }
+        }
     }
 }

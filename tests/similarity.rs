@@ -8,6 +8,7 @@ mod common;
 
 use candle_core::{DType, Tensor, Var};
 use common::{on_test_device, relative, relative_norm, scalar, uniform, values};
+use cs_init::similarity::fused::Path;
 use cs_init::similarity::{fused, literal, portable, KernelGeometry, Variant};
 
 /// At least 50 shapes: the edge cases the issue names, then random ones.
@@ -241,4 +242,144 @@ fn non_conv_shapes_are_rejected_with_the_shape() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("[4, 4]"), "{err}");
+}
+
+/// Shapes where the paths differ most: long 1-D kernels, large 2-D and 3-D kernels, depthwise
+/// and few-channel weights, odd sizes, filter counts that leave a partial block of 16.
+fn path_shapes() -> Vec<Vec<usize>> {
+    vec![
+        vec![3, 1, 256],     // a long 1-D kernel, one channel
+        vec![4, 2, 37],      // odd 1-D length
+        vec![6, 1, 7, 7],    // depthwise 7x7
+        vec![17, 1, 3, 3],   // depthwise, one full block and one filter
+        vec![3, 2, 11, 11],  // 11x11
+        vec![4, 3, 7, 7],    // a 3-channel stem
+        vec![2, 3, 3, 7, 7], // 3x7x7 3-D stem
+        vec![3, 2, 5, 4],    // odd, non-square
+        vec![2, 1, 64, 1],   // a [k, 1] kernel
+        vec![18, 20, 3, 3],  // a partial SIMD row of channels
+    ]
+}
+
+#[test]
+fn every_path_matches_the_literal_definition() {
+    for (n, dims) in path_shapes().iter().enumerate() {
+        let geometry = KernelGeometry::from_dims(dims).unwrap();
+        let w64 = uniform(dims, 700 + n as u64);
+        let w32 = w64.to_dtype(DType::F32).unwrap();
+        let rounded = w32.to_dtype(DType::F64).unwrap();
+        let data32 = w32.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for variant in Variant::ALL {
+            let exact = literal::conv_similarity_value(&on_test_device(&w64), variant).unwrap();
+            let exact32 =
+                literal::conv_similarity_value(&on_test_device(&rounded), variant).unwrap();
+            for path in Path::ALL {
+                let got = fused::loss_on(path, &values(&w64), &geometry, variant);
+                assert!(
+                    relative(got, exact) <= 1e-10,
+                    "{path:?} f64 {dims:?} {variant}: {got} vs {exact}"
+                );
+                let got = fused::loss_on(path, &data32, &geometry, variant);
+                assert!(
+                    relative(got, exact32) <= 1e-4,
+                    "{path:?} f32 {dims:?} {variant}: {got} vs {exact32}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn every_path_has_the_gradient_of_the_literal_definition() {
+    for (n, dims) in path_shapes().iter().enumerate() {
+        let geometry = KernelGeometry::from_dims(dims).unwrap();
+        let w = uniform(dims, 800 + n as u64);
+        let w32 = w.to_dtype(DType::F32).unwrap();
+        let data32 = w32.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for variant in Variant::ALL {
+            let expected = autograd(
+                |w| literal::conv_similarity(w, variant).unwrap(),
+                &on_test_device(&w),
+            );
+            let expected32 = autograd(
+                |w| literal::conv_similarity(w, variant).unwrap(),
+                &on_test_device(&w32.to_dtype(DType::F64).unwrap()),
+            );
+            for path in Path::ALL {
+                let (_, got) = fused::loss_and_gradient_on(path, &values(&w), &geometry, variant);
+                let err = relative_norm(&got, &expected);
+                assert!(err < 1e-10, "{path:?} f64 {dims:?} {variant}: {err:e}");
+                let (_, got) = fused::loss_and_gradient_on(path, &data32, &geometry, variant);
+                let got: Vec<f64> = got.iter().map(|&g| f64::from(g)).collect();
+                let err = relative_norm(&got, &expected32);
+                assert!(err < 1e-4, "{path:?} f32 {dims:?} {variant}: {err:e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn every_path_matches_central_finite_differences() {
+    for (n, dims) in [
+        vec![3, 1, 16],
+        vec![2, 2, 3, 3],
+        vec![17, 1, 2, 2],
+        vec![2, 2, 2, 1, 3],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let data = values(&uniform(dims, 900 + n as u64));
+        let geometry = KernelGeometry::from_dims(dims).unwrap();
+        for variant in Variant::ALL {
+            for path in Path::ALL {
+                let h = 1e-5;
+                let numeric: Vec<f64> = (0..data.len())
+                    .map(|k| {
+                        let (mut plus, mut minus) = (data.clone(), data.clone());
+                        plus[k] += h;
+                        minus[k] -= h;
+                        (fused::loss_on(path, &plus, &geometry, variant)
+                            - fused::loss_on(path, &minus, &geometry, variant))
+                            / (2.0 * h)
+                    })
+                    .collect();
+                let (_, gradient) = fused::loss_and_gradient_on(path, &data, &geometry, variant);
+                let err = relative_norm(&gradient, &numeric);
+                assert!(err < 1e-7, "{path:?} {dims:?} {variant}: {err:e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_custom_op_runs_the_chosen_path() {
+    for (n, dims) in [vec![20, 1, 7, 7], vec![3, 1, 200], vec![5, 2, 48, 1]]
+        .iter()
+        .enumerate()
+    {
+        let w = uniform(dims, 950 + n as u64);
+        let geometry = KernelGeometry::from_dims(dims).unwrap();
+        assert_ne!(
+            Path::choose(&geometry, Variant::Paper),
+            Path::Channels,
+            "{dims:?}"
+        );
+        let expected = autograd(|w| literal::conv_similarity(w, Variant::Paper).unwrap(), &w);
+        let through_op = autograd(|w| cs_init::conv_similarity(w, Variant::Paper).unwrap(), &w);
+        let err = relative_norm(&through_op, &expected);
+        assert!(err < 1e-10, "{dims:?}: {err:e}");
+    }
+}
+
+#[test]
+fn the_cost_model_picks_the_path_the_shape_needs() {
+    let choose =
+        |dims: &[usize]| Path::choose(&KernelGeometry::from_dims(dims).unwrap(), Variant::Paper);
+    assert_eq!(choose(&[512, 512, 3, 3]), Path::Channels);
+    assert_eq!(choose(&[768, 1, 7, 7]), Path::Filters);
+    assert_eq!(choose(&[64, 3, 7, 7]), Path::Filters);
+    assert_eq!(choose(&[208, 8, 3, 3]), Path::Filters);
+    assert_eq!(choose(&[258, 1, 256]), Path::Spectral);
+    assert_eq!(choose(&[1024, 1, 512, 1]), Path::Spectral);
 }

@@ -1,0 +1,116 @@
+//! The per-filter records `R_i` of every path (autocorrelations over half shifts, or power
+//! spectra over the bins of a real FFT) and what is computed from them alone: their sum `T`,
+//! L_CS, and each filter's gradient weights `dL/dR_i`.
+//!
+//! Every reduction here has a fixed order that depends only on the layer's shape, never on how
+//! rayon splits the work, so results are bit-identical for any thread count.
+
+use rayon::prelude::*;
+
+use super::Real;
+
+/// Filters per partial sum of the loss.
+const LOSS_CHUNK: usize = 64;
+/// Record entries per parallel task of `T = sum_i R_i`.
+const TOTAL_CHUNK: usize = 4096;
+
+/// The shape of a layer's records.
+pub(super) struct RecordSpace {
+    pub filters: usize,
+    pub record_len: usize,
+    /// The weight of each record entry in an inner product of two records: 1 or 2 for half
+    /// shifts (the zero shift counts once, every other for itself and its mirror), `w_f / N` for
+    /// spectral bins.
+    pub weights: Vec<f64>,
+    /// Adjacent variants pair filter `i` with `i + 1` only.
+    pub adjacent: bool,
+}
+
+impl RecordSpace {
+    fn dot<T: Real>(&self, a: &[T], b: &[T]) -> f64 {
+        a.iter()
+            .zip(b)
+            .zip(&self.weights)
+            .map(|((&x, &y), &w)| w * x.widen() * y.widen())
+            .sum()
+    }
+
+    /// `T = sum_i R_i`, for all-pairs variants.
+    pub fn total<T: Real>(&self, records: &[T], total: &mut [T]) {
+        if self.adjacent {
+            return;
+        }
+        let len = self.record_len;
+        total
+            .par_chunks_mut(TOTAL_CHUNK)
+            .enumerate()
+            .for_each(|(b, out)| {
+                out.fill(T::zero());
+                for record in records.chunks_exact(len) {
+                    for (o, &r) in out.iter_mut().zip(&record[b * TOTAL_CHUNK..]) {
+                        *o += r;
+                    }
+                }
+            });
+    }
+
+    /// L_CS from the records (and their sum), accumulated in f64: partial sums over fixed chunks
+    /// of filters, added in order.
+    pub fn loss<T: Real>(&self, records: &[T], total: &[T]) -> f64 {
+        let len = self.record_len;
+        if self.adjacent {
+            let pairs = self.filters.saturating_sub(1);
+            let partial: Vec<f64> = (0..pairs.div_ceil(LOSS_CHUNK))
+                .into_par_iter()
+                .map(|chunk| {
+                    (chunk * LOSS_CHUNK..((chunk + 1) * LOSS_CHUNK).min(pairs))
+                        .map(|i| {
+                            self.dot(
+                                &records[i * len..(i + 1) * len],
+                                &records[(i + 1) * len..(i + 2) * len],
+                            )
+                        })
+                        .sum()
+                })
+                .collect();
+            partial.iter().sum()
+        } else {
+            let partial: Vec<f64> = records
+                .par_chunks(LOSS_CHUNK * len)
+                .map(|chunk| chunk.chunks_exact(len).map(|r| self.dot(r, r)).sum())
+                .collect();
+            let own: f64 = partial.iter().sum();
+            0.5 * (self.dot(total, total) - own)
+        }
+    }
+
+    /// `2 dL/dR_i` (unweighted), the gradient weights of filter `i`: `2 (T - R_i)`, or
+    /// `2 (R_{i-1} + R_{i+1})` for adjacent variants. The factor 2 of the gradient is applied
+    /// here once instead of in every gradient term.
+    #[inline(always)]
+    pub fn gradient_weights<T: Real>(&self, records: &[T], total: &[T], i: usize, g: &mut [T]) {
+        let len = self.record_len;
+        let two = T::one() + T::one();
+        if self.adjacent {
+            g.fill(T::zero());
+            if i > 0 {
+                for (g, &r) in g.iter_mut().zip(&records[(i - 1) * len..i * len]) {
+                    *g += r;
+                }
+            }
+            if i + 1 < self.filters {
+                for (g, &r) in g.iter_mut().zip(&records[(i + 1) * len..(i + 2) * len]) {
+                    *g += r;
+                }
+            }
+            for g in g.iter_mut() {
+                *g *= two;
+            }
+        } else {
+            let own = &records[i * len..(i + 1) * len];
+            for ((g, &t), &r) in g.iter_mut().zip(total).zip(own) {
+                *g = two * (t - r);
+            }
+        }
+    }
+}
