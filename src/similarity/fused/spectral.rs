@@ -8,7 +8,9 @@
 //! and zeros elsewhere: the squared norms agree. Zero-padded to `N >= 2 L - 1` (`L` the embedded
 //! length), circular correlation equals linear correlation, and Parseval gives
 //!
-//!     ||a ⊛ b||² = (1/N) sum_f |A_f|² |B_f|²,
+//! ```text
+//! ||a ⊛ b||² = (1/N) sum_f |A_f|² |B_f|²,
+//! ```
 //!
 //! so everything the direct kernels do with autocorrelations `R_i` works with the power spectra
 //! `P_i(f) = sum_c |A_ic(f)|²` over the `N/2 + 1` bins of a real FFT (bin weights in
