@@ -21,11 +21,11 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/heap.rs"]
+mod heap;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::{Path as FsPath, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use common::kaiming;
@@ -33,30 +33,6 @@ use cs_init::optim::{OptimizerConfig, SgdConfig};
 use cs_init::similarity::fused::{Iterations, Path};
 use cs_init::similarity::{KernelGeometry, Variant};
 use cs_init::Settings;
-
-/// Counts live heap bytes so each path's peak extra memory can be measured.
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-        PEAK.fetch_max(now, Ordering::Relaxed);
-        // SAFETY: the caller's layout is passed on as is.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        // SAFETY: `ptr` came from `System.alloc` with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
 
 const NETWORKS: [(&str, &str); 10] = [
     ("resnet18", "ResNet-18"),
@@ -358,19 +334,18 @@ fn memory() {
                         momentum: 0.0,
                     }),
                 ] {
-                    let base = LIVE.load(Ordering::Relaxed);
-                    PEAK.store(base, Ordering::Relaxed);
-                    let mut run =
-                        Iterations::on(path, &data, &geometry, variant, &optimizer, false);
-                    for step in 1..=2 {
-                        run.loss();
-                        run.step(step);
-                    }
-                    let mut out = data.clone();
-                    run.write_back(&mut out);
-                    drop(run);
+                    let peak = heap::peak_extra_bytes(|| {
+                        let mut run =
+                            Iterations::on(path, &data, &geometry, variant, &optimizer, false);
+                        for step in 1..=2 {
+                            run.loss();
+                            run.step(step);
+                        }
+                        let mut out = data.clone();
+                        run.write_back(&mut out);
+                    });
                     // The copy written back is the caller's, not the engine's.
-                    let extra = PEAK.load(Ordering::Relaxed) - base - data.len() * 4;
+                    let extra = peak - data.len() * 4;
                     row += &format!(" {:.2}x |", extra as f64 / (data.len() * 4) as f64);
                 }
                 println!("{row}");

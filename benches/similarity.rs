@@ -8,36 +8,15 @@
 // The tests' helpers: the same weights, shapes and conversions as the engine-agreement tests.
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/heap.rs"]
+mod heap;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use candle_core::{DType, Tensor, Var};
 use common::{kaiming, resnet18_conv_shapes, values};
 use cs_init::similarity::{fused, literal, portable, KernelGeometry, Variant};
 use cs_init::{minimize, Engine, Settings};
-
-/// Counts live heap bytes so the engine's peak extra memory can be measured.
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-        PEAK.fetch_max(now, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
 
 /// Median seconds of `runs` calls of `f` after one warm-up call.
 fn median_seconds(runs: usize, mut f: impl FnMut()) -> f64 {
@@ -238,13 +217,15 @@ fn memory() {
                     keep_norm: false,
                 };
                 let mut w = data.clone();
-                let base = LIVE.load(Ordering::Relaxed);
-                PEAK.store(base, Ordering::Relaxed);
-                cs_init::minimize::fused::minimize(&mut w, &geometry, &settings, &mut |_, _| {
-                    std::ops::ControlFlow::Continue(())
-                })
-                .unwrap();
-                let extra = PEAK.load(Ordering::Relaxed) - base;
+                let extra = heap::peak_extra_bytes(|| {
+                    cs_init::minimize::fused::minimize(
+                        &mut w,
+                        &geometry,
+                        &settings,
+                        &mut |_, _| std::ops::ControlFlow::Continue(()),
+                    )
+                    .unwrap();
+                });
                 row += &format!(" {:.2}x |", extra as f64 / (data.len() * 4) as f64);
             }
             println!("{row}");

@@ -1,25 +1,29 @@
 //! `checkpoints/` is reproducible: the commands of its README write the same bytes again.
 //! (`resnet20.cs.safetensors` needs the `models` crate: `models/tests/checkpoints.rs`.)
 
-use std::path::Path;
-use std::process::Command;
+mod common;
 
 #[test]
 fn the_paper_networks_regenerate_byte_for_byte() {
-    let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../checkpoints");
+    let committed = common::repository().join("checkpoints");
     let dir = tempfile::tempdir().unwrap();
     for net in ["cnn1", "cnn2"] {
         let output = dir.path().join(format!("{net}.cs.safetensors"));
-        let out = Command::new(env!("CARGO_BIN_EXE_cs-init"))
-            .args(["--seed", "0", "--iters", "500", "--lr", "0.001", "-q", "-o"])
-            .arg(&output)
-            .arg(format!("builtin:{net}"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let builtin = format!("builtin:{net}");
+        common::cs_init_ok(
+            &[
+                "--seed",
+                "0",
+                "--iters",
+                "500",
+                "--lr",
+                "0.001",
+                "-q",
+                "-o",
+                output.to_str().unwrap(),
+                &builtin,
+            ],
+            dir.path(),
         );
         let want = std::fs::read(committed.join(format!("{net}.cs.safetensors"))).unwrap();
         assert!(

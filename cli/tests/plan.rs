@@ -12,19 +12,7 @@ fn plan_and_the_run_report_name_the_kind() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cs-init"))
-            .args(args)
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    };
+    let run = |args: &[&str]| common::cs_init_ok(args, dir.path());
     let input = path.to_str().unwrap();
     let plan: serde_json::Value = serde_json::from_slice(&run(&["plan", "--json", input])).unwrap();
     let kinds: Vec<(&str, &str)> = plan["tensors"]

@@ -21,11 +21,13 @@ pub fn cs_init(args: &[&str], dir: &Path) -> std::process::Output {
 }
 
 /// Runs the `cs-init` binary in `dir`; fails the test with its stderr unless it succeeds.
-pub fn cs_init_ok(args: &[&str], dir: &Path) {
+/// Returns its standard output.
+pub fn cs_init_ok(args: &[&str], dir: &Path) -> Vec<u8> {
     let out = cs_init(args, dir);
     assert!(
         out.status.success(),
         "cs-init {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    out.stdout
 }
