@@ -105,8 +105,9 @@ pub fn correlation_form(weight: &Tensor, input: &Tensor) -> Result<Vec<f64>> {
     Ok(out)
 }
 
-/// `sum_{y,x} a[y][x] · b[y+dy][x+dx]` over the positions where both are inside `h x w`.
-fn shifted_product(a: &[f64], b: &[f64], h: usize, w: usize, dy: isize, dx: isize) -> f64 {
+/// `sum_{y,x} a[y][x] · b[y+dy][x+dx]` over the positions where both are inside `h x w`: one
+/// entry of the cross-correlation of two `h x w` planes.
+pub fn shifted_product(a: &[f64], b: &[f64], h: usize, w: usize, dy: isize, dx: isize) -> f64 {
     let range = |len: usize, d: isize| {
         let lo = (-d).max(0) as usize;
         let hi = (len as isize - d.max(0)).max(lo as isize) as usize;

@@ -4,6 +4,7 @@
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor};
+use cs_init::reproduce::identity::shifted_product;
 use rayon::prelude::*;
 
 /// `sum_{c1,c2} < W[i,c1] ⊛ W[j,c2], (X[c1] ⊛ X[c2]) over |n| <= k - 1 >` for every filter pair,
@@ -57,23 +58,6 @@ pub fn correlation_gram(weight: &Tensor, input: &Tensor) -> Result<Tensor> {
         .to_dtype(DType::F64)?
         .reshape((s, n))?;
     Ok(w.matmul(&a)?.matmul(&w.t()?)?)
-}
-
-/// `sum_{y,x} a[y][x] · b[y+dy][x+dx]` over the positions where both are inside `h x w`.
-fn shifted_product(a: &[f64], b: &[f64], h: usize, w: usize, dy: isize, dx: isize) -> f64 {
-    let range = |len: usize, d: isize| {
-        let lo = (-d).max(0) as usize;
-        let hi = (len as isize - d.max(0)).max(lo as isize) as usize;
-        lo..hi
-    };
-    let (ys, xs) = (range(h, dy), range(w, dx));
-    ys.map(|y| {
-        let row_a = &a[y * w..][xs.clone()];
-        let start = (y as isize + dy) as usize * w + (xs.start as isize + dx) as usize;
-        let row_b = &b[start..][..xs.len()];
-        row_a.iter().zip(row_b).map(|(p, q)| p * q).sum::<f64>()
-    })
-    .sum()
 }
 
 /// How far measured inner products `[B, S, S]` are from Equation 3's `[S, S]` per input: the
