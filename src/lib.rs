@@ -36,6 +36,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod device;
 mod error;
+pub mod filter_sample;
 pub mod input;
 pub mod metrics;
 pub mod minimize;

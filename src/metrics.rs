@@ -6,6 +6,7 @@
 
 use candle_core::{DType, Tensor};
 
+use crate::filter_sample::FilterSample;
 use crate::probe::UpperGram;
 use crate::similarity::{conv_similarity_value, KernelGeometry, Variant};
 use crate::Result;
@@ -17,18 +18,29 @@ pub struct LayerMetrics {
     pub loss: f64,
     /// L_CS with every filter scaled to unit norm, divided by the number of filter pairs.
     pub scale_free: f64,
-    /// Mean absolute cosine between flattened filters, over all pairs `i < j`.
+    /// Mean absolute cosine between flattened filters, over all pairs `i < j` (or over the
+    /// pairs of a [`FilterSample`]).
     pub kernel_cosine: f64,
 }
 
 impl LayerMetrics {
     /// Measures a weight (`[S, C, k...]`, any float dtype and device), computing in f32 or f64.
     pub fn measure(weight: &Tensor, variant: Variant) -> Result<Self> {
+        Self::measure_sampled(weight, variant, &FilterSample::every())
+    }
+
+    /// [`LayerMetrics::measure`] with the kernel cosine over the pairs of `sample`'s filters;
+    /// L_CS and the scale-free similarity stay exact.
+    pub fn measure_sampled(
+        weight: &Tensor,
+        variant: Variant,
+        sample: &FilterSample,
+    ) -> Result<Self> {
         let weight = computable(weight)?;
         Ok(Self {
             loss: conv_similarity_value(&weight, variant)?,
             scale_free: scale_free_similarity(&weight, variant)?,
-            kernel_cosine: kernel_cosine(&weight)?,
+            kernel_cosine: kernel_cosine(&sample.select(&weight)?)?,
         })
     }
 }

@@ -192,13 +192,18 @@ impl UpperGram {
         let (b, s, _) = self.rows.dims3()?;
         for start in (0..s).step_by(Self::BLOCK) {
             let n = Self::BLOCK.min(s - start);
-            let block = self.rows.narrow(1, start, n)?.contiguous()?;
-            let rest = self.rows.narrow(1, start, s - start)?.contiguous()?;
-            let products = block
-                .matmul(&rest.transpose(1, 2)?.contiguous()?)?
-                .to_dtype(DType::F64)?
-                .flatten_all()?
-                .to_vec1::<f64>()?;
+            // Views, not copies: the matrix product reads strided and transposed operands.
+            let block = self.rows.narrow(1, start, n)?;
+            let rest = self.rows.narrow(1, start, s - start)?.transpose(1, 2)?;
+            let products = block.matmul(&rest)?.flatten_all()?;
+            let products: Vec<f64> = match products.dtype() {
+                DType::F32 => products
+                    .to_vec1::<f32>()?
+                    .into_iter()
+                    .map(f64::from)
+                    .collect(),
+                _ => products.to_dtype(DType::F64)?.to_vec1::<f64>()?,
+            };
             let width = s - start;
             for bi in 0..b {
                 for r in 0..n {

@@ -14,6 +14,7 @@ fn figures(loss: f64, feature_cosine: Option<f64>) -> Figures {
             kernel_cosine: 0.1,
         },
         feature_cosine,
+        kernel_cosine_sampled: None,
     }
 }
 

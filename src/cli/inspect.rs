@@ -12,7 +12,7 @@ use super::{
 use crate::checkpoint::tensor_from_bytes;
 use crate::metrics::LayerMetrics;
 use crate::plan::{plan_files, ConvKind};
-use crate::report::{render, shape, SCHEMA_VERSION};
+use crate::report::{render, shape, Figures, SCHEMA_VERSION};
 use crate::run::RunSettings;
 use crate::Variant;
 
@@ -57,6 +57,8 @@ struct LayerFigures {
     metrics: LayerMetrics,
     /// Mean |cos| between the feature maps of filter pairs on the probe's inputs (conv2d only).
     feature_cosine: Option<f64>,
+    /// The kernel cosine was estimated on this many filters (`null`: every pair).
+    kernel_cosine_sampled: Option<usize>,
 }
 
 #[derive(Serialize)]
@@ -65,6 +67,7 @@ struct InspectReport {
     input: String,
     variant: Variant,
     probe: Option<crate::probe::ProbeSettings>,
+    kernel_cosine_sample: Option<usize>,
     layers: Vec<LayerFigures>,
 }
 
@@ -117,15 +120,16 @@ fn inspect(
                 .permute(selection.layout.to_oihw_permutation(stored.rank()))?
                 .contiguous()?
                 .to_dtype(candle_core::DType::F32)?;
+            let layer = layers.len() as u64 + 1;
+            let figures =
+                Figures::measure(&weight, variant, probe.as_ref(), &checked.sampling, layer)?;
             layers.push(LayerFigures {
                 name: entry.name,
                 shape: entry.shape,
                 kind,
-                metrics: LayerMetrics::measure(&weight, variant)?,
-                feature_cosine: match &probe {
-                    Some(p) => p.feature_cosine(&weight, layers.len() as u64 + 1)?,
-                    None => None,
-                },
+                metrics: figures.metrics,
+                feature_cosine: figures.feature_cosine,
+                kernel_cosine_sampled: figures.kernel_cosine_sampled,
             });
         }
     }
@@ -135,6 +139,7 @@ fn inspect(
             input: input.describe(),
             variant,
             probe: probe.as_ref().map(|p| p.settings().clone()),
+            kernel_cosine_sample: checked.sampling.limit,
             layers,
         })?;
         return Ok(Exit::Success);
@@ -142,13 +147,19 @@ fn inspect(
     let rows: Vec<Vec<String>> = layers
         .iter()
         .map(|l| {
+            // `~`: estimated on a sample of the filters (--kernel-cosine-sample).
+            let mark = if l.kernel_cosine_sampled.is_some() {
+                "~"
+            } else {
+                ""
+            };
             vec![
                 l.name.clone(),
                 shape(&l.shape),
                 l.kind.name().to_string(),
                 format!("{:.4e}", l.metrics.loss),
                 format!("{:.4e}", l.metrics.scale_free),
-                format!("{:.4}", l.metrics.kernel_cosine),
+                format!("{mark}{:.4}", l.metrics.kernel_cosine),
                 l.feature_cosine.map_or("-".into(), |c| format!("{c:.4}")),
             ]
         })

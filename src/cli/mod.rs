@@ -153,7 +153,7 @@ impl From<VariantArg> for Variant {
 
 /// The feature-map probe.
 #[derive(Debug, Clone, Args)]
-#[command(next_help_heading = "Feature-map probe")]
+#[command(next_help_heading = "Similarity figures")]
 struct ProbeArgs {
     /// Do not measure feature-map similarity (it costs a convolution per layer).
     #[arg(long)]
@@ -180,6 +180,12 @@ struct ProbeArgs {
     /// without their mean), whose |cos| is close to the kernels' own cosine.
     #[arg(long, value_enum, default_value_t = NoiseArg::Uniform)]
     probe_noise: NoiseArg,
+
+    /// The kernel |cos| of a layer with more filters than N is estimated on N of them (the same
+    /// ones before and after; inspect marks it ~), since over every pair its cost grows with
+    /// the square of the filters. 0 measures every pair. The feature-map |cos| is always exact.
+    #[arg(long, default_value_t = crate::run::DEFAULT_KERNEL_COSINE_SAMPLE, value_name = "N")]
+    kernel_cosine_sample: u32,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -201,6 +207,7 @@ impl ProbeArgs {
         settings.probe_batch = self.probe_batch;
         settings.probe_size = self.probe_size.clone();
         settings.probe_images = self.probe_images.clone();
+        settings.kernel_cosine_sample = self.kernel_cosine_sample;
         settings.probe_padding = match self.probe_padding {
             PaddingArg::Same => Padding::Same,
             PaddingArg::Valid => Padding::Valid,

@@ -9,8 +9,13 @@ pub use table::{layer_table, plan_table, render, shape};
 
 use serde::Serialize;
 
+use candle_core::Tensor;
+
+use crate::filter_sample::PairSampling;
 use crate::metrics::{LayerMetrics, NormRatio};
 use crate::plan::ConvKind;
+use crate::probe::Probe;
+use crate::similarity::Variant;
 
 /// Version of the JSON report layout; bumped on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -61,6 +66,32 @@ pub struct Figures {
     pub metrics: LayerMetrics,
     /// Mean |cos| between the feature maps of filter pairs on the probe's inputs (conv2d only).
     pub feature_cosine: Option<f64>,
+    /// The kernel cosine was estimated on this many filters (`None`: over every pair).
+    pub kernel_cosine_sampled: Option<usize>,
+}
+
+impl Figures {
+    /// The figures of a weight (PyTorch layout) as the `layer`-th optimized layer: the probe's
+    /// inputs and the kernel cosine's filter sample depend on that index, so a layer's two
+    /// moments are measured on the same inputs and the same filters. The probe looks at every
+    /// filter: sampled, its error would be 20 times the input noise's (docs/math.md).
+    pub fn measure(
+        weight: &Tensor,
+        variant: Variant,
+        probe: Option<&Probe>,
+        sampling: &PairSampling,
+        layer: u64,
+    ) -> crate::Result<Self> {
+        let sample = sampling.for_layer(weight.dim(0)?, layer);
+        Ok(Figures {
+            metrics: LayerMetrics::measure_sampled(weight, variant, &sample)?,
+            feature_cosine: match probe {
+                Some(p) => p.feature_cosine(weight, layer)?,
+                None => None,
+            },
+            kernel_cosine_sampled: sample.sampled(),
+        })
+    }
 }
 
 /// The optimizer's work on a tensor.
@@ -193,6 +224,7 @@ struct LayerRecord {
     kernel_cosine_after: Option<f64>,
     feature_cosine_before: Option<f64>,
     feature_cosine_after: Option<f64>,
+    kernel_cosine_sampled: Option<usize>,
     iterations: usize,
     seconds: f64,
     curve: Option<Curve>,
@@ -215,6 +247,7 @@ impl From<LayerReport> for LayerRecord {
             kernel_cosine_after: figure(after, |f| Some(f.metrics.kernel_cosine)),
             feature_cosine_before: figure(before, |f| f.feature_cosine),
             feature_cosine_after: figure(after, |f| f.feature_cosine),
+            kernel_cosine_sampled: before.and_then(|f| f.kernel_cosine_sampled),
             iterations: l.work().map_or(0, |w| w.iterations),
             seconds: l.seconds(),
             curve: l.work().map(|w| w.curve.clone()),

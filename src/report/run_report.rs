@@ -18,6 +18,8 @@ pub struct ReportSettings {
     pub engine: &'static str,
     pub layout: KernelLayout,
     pub probe: Option<ProbeSettings>,
+    /// At most this many filters of a layer make its kernel |cos| (`null`: every filter).
+    pub kernel_cosine_sample: Option<usize>,
 }
 
 /// The JSON report.

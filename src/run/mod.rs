@@ -46,7 +46,10 @@ pub use digest::hex;
 pub use error::RunError;
 pub use observer::{LayerStart, Observer, Silent};
 pub use outputs::Destination;
-pub use settings::{parse_probe_size, CheckedSettings, OptimizerName, RunSettings, SettingsError};
+pub use settings::{
+    parse_probe_size, CheckedSettings, OptimizerName, RunSettings, SettingsError,
+    DEFAULT_KERNEL_COSINE_SAMPLE,
+};
 
 /// How the input may be fetched.
 #[derive(Debug, Clone, Copy, Default)]
@@ -222,6 +225,7 @@ impl Prepared {
                 .clone()
                 .map(|p| Probe::new(p, device))
                 .transpose()?,
+            sampling: self.settings.sampling,
         };
         let (layers, files) = self.write_checkpoint(&paths, &job, destination.force, observer)?;
 
@@ -247,6 +251,7 @@ impl Prepared {
                 engine: if device.is_cpu() { "fused" } else { "portable" },
                 layout: job.layout,
                 probe: job.probe.as_ref().map(|p| p.settings().clone()),
+                kernel_cosine_sample: job.sampling.limit,
             },
             totals,
             layers,

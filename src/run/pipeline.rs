@@ -15,7 +15,8 @@ use crate::checkpoint::{
     tensor_from_bytes, tensor_to_bytes, CheckpointError, HeaderEntry, SafetensorsFile,
     SafetensorsWriter, TensorInfo,
 };
-use crate::metrics::{LayerMetrics, NormRatio};
+use crate::filter_sample::PairSampling;
+use crate::metrics::NormRatio;
 use crate::minimize::{minimize_while, Engine, Minimized, Settings};
 use crate::plan::{ConvKind, KernelLayout, PlanEntry};
 use crate::probe::Probe;
@@ -29,6 +30,8 @@ pub struct Job {
     pub layout: KernelLayout,
     /// Measures feature-map similarity before and after, when set.
     pub probe: Option<Probe>,
+    /// Which filters the pairwise figures look at.
+    pub sampling: PairSampling,
 }
 
 /// How far a run is: tensors optimized so far, out of those selected (across output files).
@@ -138,13 +141,14 @@ pub fn process<W: Write>(
 impl Job {
     /// The figures of a weight (PyTorch layout, f32), the probe's with the inputs of `layer`.
     fn figures(&self, weight: &Tensor, layer: u64) -> Result<Figures, RunError> {
-        Ok(Figures {
-            metrics: LayerMetrics::measure(weight, self.settings.variant)?,
-            feature_cosine: match &self.probe {
-                Some(p) => p.feature_cosine(weight, layer)?,
-                None => None,
-            },
-        })
+        let (variant, probe) = (self.settings.variant, self.probe.as_ref());
+        Ok(Figures::measure(
+            weight,
+            variant,
+            probe,
+            &self.sampling,
+            layer,
+        )?)
     }
 
     /// Minimizes a weight, telling the observer of every iteration and stopping when it asks.

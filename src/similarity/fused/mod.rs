@@ -275,6 +275,22 @@ impl DirectTables {
     }
 }
 
+/// Below this estimated cost per iteration (cycles, [`Path::cost`]), a layer runs on the
+/// calling thread: waking a second one and splitting the work costs more than it saves (a few
+/// microseconds per parallel call, and a tiny layer makes two or three per iteration).
+const SERIAL_BELOW_CYCLES: f64 = 60_000.0;
+
+/// The fewest units one parallel task of this layer takes: all of them (no split) for a layer
+/// too small to share. Splitting never changes a result: units are independent and every
+/// reduction over them has a fixed order.
+fn min_units_per_task(path: Path, geometry: &KernelGeometry, variant: Variant) -> usize {
+    if path.cost(geometry, variant) < SERIAL_BELOW_CYCLES {
+        geometry.filters.max(1)
+    } else {
+        1
+    }
+}
+
 /// Calls `visit` with the kernel and record space of `path` for this layer.
 fn with_kernel<T: Real, V: Visit<T>>(
     path: Path,
@@ -282,16 +298,17 @@ fn with_kernel<T: Real, V: Visit<T>>(
     variant: Variant,
     visit: V,
 ) -> V::Output {
+    let min_units = min_units_per_task(path, geometry, variant);
     match path {
         Path::Channels => {
             let tables = DirectTables::new(geometry, variant);
             let space = tables.space(geometry.filters, variant);
-            visit.visit(Channels(tables), space)
+            visit.visit(Channels(tables), space, min_units)
         }
         Path::Filters => {
             let tables = DirectTables::new(geometry, variant);
             let space = tables.space(geometry.filters, variant);
-            visit.visit(Blocked(tables), space)
+            visit.visit(Blocked(tables), space, min_units)
         }
         Path::Spectral => {
             let per_channel = variant.same_channel_only();
@@ -308,7 +325,7 @@ fn with_kernel<T: Real, V: Visit<T>>(
                     .collect(),
                 adjacent: variant.adjacent_only(),
             };
-            visit.visit(kernel, space)
+            visit.visit(kernel, space, min_units)
         }
     }
 }
@@ -316,7 +333,13 @@ fn with_kernel<T: Real, V: Visit<T>>(
 /// What to do with a layer's kernel: a generic closure.
 trait Visit<T: Real> {
     type Output;
-    fn visit<K: Kernel<T> + 'static>(self, kernel: K, space: RecordSpace) -> Self::Output;
+    /// `min_units`: the fewest units one parallel task takes ([`min_units_per_task`]).
+    fn visit<K: Kernel<T> + 'static>(
+        self,
+        kernel: K,
+        space: RecordSpace,
+        min_units: usize,
+    ) -> Self::Output;
 }
 
 /// A layer prepared for one path: its kernel, its record space and its weights in units.
@@ -326,11 +349,19 @@ struct Layer<T, K> {
     /// `[units][unit_len]`.
     weights: Vec<T>,
     isa: Isa,
+    /// The fewest units one parallel task takes.
+    min_units: usize,
 }
 
 impl<T: Real, K: Kernel<T>> Layer<T, K> {
     /// Packs a PyTorch-layout (`[S][C][P]`) weight into the kernel's units.
-    fn new(weight: &[T], filter_len: usize, kernel: K, space: RecordSpace) -> Self {
+    fn new(
+        weight: &[T],
+        filter_len: usize,
+        kernel: K,
+        space: RecordSpace,
+        min_units: usize,
+    ) -> Self {
         let (per_unit, unit_len) = (kernel.unit_filters(), kernel.unit_len());
         let units = space.filters.div_ceil(per_unit);
         let mut weights = vec![T::zero(); units * unit_len];
@@ -345,6 +376,7 @@ impl<T: Real, K: Kernel<T>> Layer<T, K> {
             space,
             weights,
             isa: Isa::detect(),
+            min_units,
         }
     }
 
@@ -374,6 +406,7 @@ impl<T: Real, K: Kernel<T>> Layer<T, K> {
         self.weights
             .par_chunks(kernel.unit_len())
             .zip(records.par_chunks_mut(per_unit))
+            .with_min_len(self.min_units)
             .for_each_init(
                 || kernel.scratch(),
                 |scratch, (unit, records)| isa.records(kernel, unit, records, scratch),
@@ -395,6 +428,7 @@ impl<T: Real, K: Kernel<T>> Layer<T, K> {
             .par_chunks(kernel.unit_len())
             .zip(gradient.par_chunks_mut(kernel.unit_len()))
             .enumerate()
+            .with_min_len(self.min_units)
             .for_each_init(
                 || Scratch::new(kernel, len),
                 |scratch, (u, (unit, out))| {
@@ -425,8 +459,8 @@ pub fn loss_on<T: Real>(
     struct Loss<'a, T>(&'a [T], usize);
     impl<T: Real> Visit<T> for Loss<'_, T> {
         type Output = f64;
-        fn visit<K: Kernel<T>>(self, kernel: K, space: RecordSpace) -> f64 {
-            let layer = Layer::new(self.0, self.1, kernel, space);
+        fn visit<K: Kernel<T>>(self, kernel: K, space: RecordSpace, min_units: usize) -> f64 {
+            let layer = Layer::new(self.0, self.1, kernel, space, min_units);
             let len = layer.space.record_len;
             let mut records = vec![T::zero(); layer.space.filters * len];
             let mut total = vec![T::zero(); len];
@@ -459,8 +493,13 @@ pub fn loss_and_gradient_on<T: Real>(
     struct Gradient<'a, T>(&'a [T], usize);
     impl<T: Real> Visit<T> for Gradient<'_, T> {
         type Output = (f64, Vec<T>);
-        fn visit<K: Kernel<T>>(self, kernel: K, space: RecordSpace) -> (f64, Vec<T>) {
-            let layer = Layer::new(self.0, self.1, kernel, space);
+        fn visit<K: Kernel<T>>(
+            self,
+            kernel: K,
+            space: RecordSpace,
+            min_units: usize,
+        ) -> (f64, Vec<T>) {
+            let layer = Layer::new(self.0, self.1, kernel, space, min_units);
             let (loss, gradient) = layer.loss_and_gradient();
             let mut out = vec![T::zero(); self.0.len()];
             layer.unpack(&gradient, &mut out, self.1);
@@ -518,10 +557,15 @@ impl<T: Real> Iterations<T> {
         struct Prepare<'a, T>(&'a [T], usize, OptimizerConfig, bool);
         impl<T: Real> Visit<T> for Prepare<'_, T> {
             type Output = Box<dyn Stepper<T>>;
-            fn visit<K: Kernel<T> + 'static>(self, kernel: K, space: RecordSpace) -> Self::Output {
+            fn visit<K: Kernel<T> + 'static>(
+                self,
+                kernel: K,
+                space: RecordSpace,
+                min_units: usize,
+            ) -> Self::Output {
                 let Prepare(weight, filter_len, optimizer, keep_norm) = self;
                 Box::new(Fused::new(
-                    Layer::new(weight, filter_len, kernel, space),
+                    Layer::new(weight, filter_len, kernel, space, min_units),
                     optimizer,
                     keep_norm,
                 ))
@@ -639,6 +683,7 @@ impl<T: Real, K: Kernel<T>> Stepper<T> for Fused<T, K> {
             .zip(self.states.par_iter_mut())
             .zip(self.next_records.par_chunks_mut(per_unit * len))
             .enumerate()
+            .with_min_len(layer.min_units)
             .for_each_init(
                 || Scratch::new(kernel, len),
                 |scratch, (u, ((weights, state), next_records))| {
