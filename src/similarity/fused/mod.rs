@@ -278,7 +278,7 @@ impl DirectTables {
 /// Below this estimated cost per iteration (cycles, [`Path::cost`]), a layer runs on the
 /// calling thread: waking a second one and splitting the work costs more than it saves (a few
 /// microseconds per parallel call, and a tiny layer makes two or three per iteration).
-const SERIAL_BELOW_CYCLES: f64 = 60_000.0;
+const SERIAL_BELOW_CYCLES: f64 = 15_000.0;
 
 /// The fewest units one parallel task of this layer takes: all of them (no split) for a layer
 /// too small to share. Splitting never changes a result: units are independent and every
