@@ -87,8 +87,9 @@ impl FeatureSimilarity {
         let g = gram.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
         for g in g.chunks_exact(s * s) {
             let energies: Vec<f64> = (0..s).map(|i| g[i * s + i]).collect();
+            let scales = inverse_norms(&energies);
             for i in 0..s {
-                sums.row(&energies, i, &g[i * s + i + 1..(i + 1) * s]);
+                sums.row(&scales, i, &g[i * s + i + 1..(i + 1) * s]);
             }
             sums.energy += energies.iter().sum::<f64>();
         }
@@ -98,20 +99,100 @@ impl FeatureSimilarity {
     /// The figures of feature maps `[B, S, N]`, without the whole Gram matrix: blocks of rows
     /// against the rows from theirs on (`UpperGram`), half the multiply-adds of `maps mapsᵀ`.
     fn from_maps(maps: &Tensor) -> Result<Self> {
-        let (b, s, _) = maps.dims3()?;
+        Self::from_factors(maps, maps)
+    }
+
+    /// The figures of inner products `G_b = left_b right_bᵀ` (`[B, S, K]` each, `G_b` symmetric):
+    /// the maps twice, or [`PatchMoments`]' factors.
+    fn from_factors(left: &Tensor, right: &Tensor) -> Result<Self> {
+        let (b, s, _) = left.dims3()?;
         let mut sums = PairSums::new(b, s)?;
-        let energies = maps
-            .to_dtype(DType::F64)?
-            .sqr()?
+        let energies = (left.to_dtype(DType::F64)? * right.to_dtype(DType::F64)?)?
             .sum(2)?
             .flatten_all()?
             .to_vec1::<f64>()?;
         sums.energy = energies.iter().sum();
-        UpperGram::new(maps)?.for_each(|bi, i, row| {
-            sums.row(&energies[bi * s..(bi + 1) * s], i, row);
+        let scales = inverse_norms(&energies);
+        UpperGram::between(left, right)?.for_each(|bi, i, row| {
+            sums.row(&scales[bi * s..(bi + 1) * s], i, row);
         })?;
         Ok(sums.figures())
     }
+}
+
+/// The feature maps' inner products without the maps, for layers whose patches are shorter than
+/// their maps. With `P_b` the input's patches (`[K, N]`, `K = C kh kw` values for each of the `N`
+/// output positions), the maps are `F = W P_b` and `G_b = W (P_b P_bᵀ) Wᵀ`: the Gram matrix
+/// costs `S² K / 2` instead of `S² N / 2`, and the convolution `S K N` becomes `K² N`. A
+/// depthwise `3x3` layer on the default 16x16 probe has `K = 9` against `N = 256`.
+struct PatchMoments;
+
+impl PatchMoments {
+    /// Whether the factored form is the cheaper one for this layer and input.
+    fn pays(weight: &Tensor, inputs: &Tensor, padding: Padding) -> Result<bool> {
+        let (_, c, kh, kw) = weight.dims4()?;
+        let (oh, ow) = output_size(inputs, kh, kw, padding)?;
+        Ok(c * kh * kw < oh * ow)
+    }
+
+    /// The figures of the layer's feature maps on `inputs`, from `W Σ_b` and `W`.
+    fn similarity(weight: &Tensor, inputs: &Tensor, padding: Padding) -> Result<FeatureSimilarity> {
+        let (s, c, kh, kw) = weight.dims4()?;
+        let b = inputs.dim(0)?;
+        let dtype = compute_dtype(weight);
+        let moments = Self::moments(inputs, c, kh, kw, padding)?.to_dtype(dtype)?;
+        let k = c * kh * kw;
+        let rows = weight
+            .to_dtype(dtype)?
+            .reshape((1, s, k))?
+            .broadcast_as((b, s, k))?
+            .contiguous()?;
+        // `Σ_b` is symmetric, so `W Σ_b` needs no transpose.
+        let left = rows.matmul(&moments)?;
+        FeatureSimilarity::from_factors(&left, &rows)
+    }
+
+    /// `Σ_b = P_b P_bᵀ`, `[B, K, K]` in f64, the patch index ordered as a flattened filter
+    /// `(c, u, v)`.
+    fn moments(
+        inputs: &Tensor,
+        c: usize,
+        kh: usize,
+        kw: usize,
+        padding: Padding,
+    ) -> Result<Tensor> {
+        let (oh, ow) = output_size(inputs, kh, kw, padding)?;
+        let x = pad(&inputs.to_dtype(DType::F64)?, kh, kw, padding)?;
+        let (b, _, h, w) = x.dims4()?;
+        let x = x.flatten_all()?.to_vec1::<f64>()?;
+        let (k, n) = (c * kh * kw, oh * ow);
+        let mut patches = vec![0.0; b * k * n];
+        for (bi, image) in x.chunks_exact(c * h * w).enumerate() {
+            for ci in 0..c {
+                for u in 0..kh {
+                    for v in 0..kw {
+                        let row = ((bi * c + ci) * kh + u) * kw + v;
+                        let out = &mut patches[row * n..(row + 1) * n];
+                        for y in 0..oh {
+                            let line = &image[(ci * h + y + u) * w + v..][..ow];
+                            out[y * ow..(y + 1) * ow].copy_from_slice(line);
+                        }
+                    }
+                }
+            }
+        }
+        let patches = Tensor::from_vec(patches, (b, k, n), inputs.device())?;
+        Ok(patches.matmul(&patches.transpose(1, 2)?)?)
+    }
+}
+
+/// `1 / sqrt(e)` of every energy, 0 for a zero map (its pairs count as orthogonal): a cosine is
+/// then two multiplications instead of a square root and a division.
+fn inverse_norms(energies: &[f64]) -> Vec<f64> {
+    energies
+        .iter()
+        .map(|&e| if e > 0.0 { 1.0 / e.sqrt() } else { 0.0 })
+        .collect()
 }
 
 /// The sums behind [`FeatureSimilarity`], added row by row in a fixed order.
@@ -139,15 +220,15 @@ impl PairSums {
         })
     }
 
-    /// `row[k] = G_b[i, i + 1 + k]`, `energies[i] = G_b[i, i]`.
-    fn row(&mut self, energies: &[f64], i: usize, row: &[f64]) {
-        for (&g, &e) in row.iter().zip(&energies[i + 1..]) {
-            self.inner += g.abs();
-            let norms = (energies[i] * e).sqrt();
-            if norms > 0.0 {
-                self.cosine += g.abs() / norms;
-            }
+    /// `row[k] = G_b[i, i + 1 + k]`, `scales[i] = 1 / sqrt(G_b[i, i])` ([`inverse_norms`]).
+    fn row(&mut self, scales: &[f64], i: usize, row: &[f64]) {
+        let (mut inner, mut cosine) = (0.0, 0.0);
+        for (&g, &scale) in row.iter().zip(&scales[i + 1..]) {
+            inner += g.abs();
+            cosine += g.abs() * scale;
         }
+        self.inner += inner;
+        self.cosine += cosine * scales[i];
     }
 
     fn figures(&self) -> FeatureSimilarity {
@@ -174,27 +255,34 @@ impl PairSums {
 /// The products run in the rows' dtype (f32 for f32 weights: the figures are means of ratios,
 /// where f32's rounding is far below the digits reported).
 pub(crate) struct UpperGram {
-    rows: Tensor,
+    left: Tensor,
+    right: Tensor,
 }
 
 impl UpperGram {
     const BLOCK: usize = 256;
 
     pub(crate) fn new(rows: &Tensor) -> Result<Self> {
+        Self::between(rows, rows)
+    }
+
+    /// The strict upper triangle of `left rightᵀ`, which the caller knows to be symmetric.
+    fn between(left: &Tensor, right: &Tensor) -> Result<Self> {
         Ok(Self {
-            rows: rows.contiguous()?,
+            left: left.contiguous()?,
+            right: right.contiguous()?,
         })
     }
 
-    /// Calls `visit(b, i, row)` with `row[k] = <rows[b, i], rows[b, i + 1 + k]>` for every `b`
+    /// Calls `visit(b, i, row)` with `row[k] = <left[b, i], right[b, i + 1 + k]>` for every `b`
     /// and `i`, in that order.
     pub(crate) fn for_each(&self, mut visit: impl FnMut(usize, usize, &[f64])) -> Result<()> {
-        let (b, s, _) = self.rows.dims3()?;
+        let (b, s, _) = self.left.dims3()?;
         for start in (0..s).step_by(Self::BLOCK) {
             let n = Self::BLOCK.min(s - start);
             // Views, not copies: the matrix product reads strided and transposed operands.
-            let block = self.rows.narrow(1, start, n)?;
-            let rest = self.rows.narrow(1, start, s - start)?.transpose(1, 2)?;
+            let block = self.left.narrow(1, start, n)?;
+            let rest = self.right.narrow(1, start, s - start)?.transpose(1, 2)?;
             let products = block.matmul(&rest)?.flatten_all()?;
             let products: Vec<f64> = match products.dtype() {
                 DType::F32 => products
@@ -292,22 +380,30 @@ impl Probe {
         weight: &Tensor,
         layer: u64,
     ) -> Result<Option<FeatureSimilarity>> {
-        self.with_maps(weight, layer, |maps| FeatureSimilarity::from_maps(&maps))
+        let padding = self.settings.padding;
+        self.with_inputs(weight, layer, |x| {
+            if PatchMoments::pays(weight, &x, padding)? {
+                PatchMoments::similarity(weight, &x, padding)
+            } else {
+                FeatureSimilarity::from_maps(&feature_maps(weight, &x, padding)?)
+            }
+        })
     }
 
     /// `<F_i, F_j>` for every input of `layer` and filter pair, `[B, S, S]` in f64 (see
     /// [`feature_gram`]). `None` for weights that are not conv2d or have a single filter.
     pub fn inner_products(&self, weight: &Tensor, layer: u64) -> Result<Option<Tensor>> {
-        self.with_maps(weight, layer, |maps| gram(&maps))
+        let padding = self.settings.padding;
+        self.with_inputs(weight, layer, |x| gram(&feature_maps(weight, &x, padding)?))
     }
 
-    /// `use_maps` of the feature maps `[B, S, N]` of a conv2d weight on the inputs of `layer`;
-    /// `None` for weights that are not conv2d or have a single filter.
-    fn with_maps<R>(
+    /// `measure` of the inputs of `layer` for a conv2d weight; `None` for weights that are not
+    /// conv2d or have a single filter.
+    fn with_inputs<R>(
         &self,
         weight: &Tensor,
         layer: u64,
-        use_maps: impl FnOnce(Tensor) -> Result<R>,
+        measure: impl FnOnce(Tensor) -> Result<R>,
     ) -> Result<Option<R>> {
         let &[s, c, _, _] = weight.dims() else {
             return Ok(None);
@@ -316,11 +412,11 @@ impl Probe {
             return Ok(None);
         }
         let x = self.inputs(c, layer)?;
-        let maps = feature_maps(weight, &x, self.settings.padding).map_err(|e| match e {
+        let figures = measure(x).map_err(|e| match e {
             Error::Probe(m) => Error::Probe(format!("{m}; use a larger --probe-size")),
             other => other,
         })?;
-        use_maps(maps).map(Some)
+        Ok(Some(figures))
     }
 }
 
@@ -343,23 +439,38 @@ fn gram(maps: &Tensor) -> Result<Tensor> {
 /// otherwise.
 fn feature_maps(weight: &Tensor, inputs: &Tensor, padding: Padding) -> Result<Tensor> {
     let (_, _, kh, kw) = weight.dims4()?;
-    let dtype = if weight.dtype() == DType::F64 {
-        DType::F64
-    } else {
-        DType::F32
-    };
+    output_size(inputs, kh, kw, padding)?;
+    let dtype = compute_dtype(weight);
     let x = pad(&inputs.to_dtype(dtype)?, kh, kw, padding)?;
-    let (h, w) = (x.dim(2)?, x.dim(3)?);
-    if h < kh || w < kw {
-        return Err(Error::Probe(format!(
-            "the input ({}x{}) is smaller than the {kh}x{kw} kernel with {padding:?} padding",
-            inputs.dim(2)?,
-            inputs.dim(3)?
-        )));
-    }
     Ok(x.conv2d(&weight.to_dtype(dtype)?, 0, 1, 1, 1)?
         .flatten_from(2)?
         .contiguous()?)
+}
+
+/// f64 for an f64 weight, f32 otherwise.
+fn compute_dtype(weight: &Tensor) -> DType {
+    if weight.dtype() == DType::F64 {
+        DType::F64
+    } else {
+        DType::F32
+    }
+}
+
+/// The size of the feature maps of a `kh x kw` kernel on `inputs` `[B, C, H, W]`, stride 1.
+fn output_size(inputs: &Tensor, kh: usize, kw: usize, padding: Padding) -> Result<(usize, usize)> {
+    let (h, w) = (inputs.dim(2)?, inputs.dim(3)?);
+    let zeros = |k: usize| match padding {
+        Padding::Same => k - 1,
+        Padding::Valid => 0,
+        Padding::Full => 2 * (k - 1),
+    };
+    let (ph, pw) = (h + zeros(kh), w + zeros(kw));
+    if ph < kh || pw < kw {
+        return Err(Error::Probe(format!(
+            "the input ({h}x{w}) is smaller than the {kh}x{kw} kernel with {padding:?} padding"
+        )));
+    }
+    Ok((ph - kh + 1, pw - kw + 1))
 }
 
 /// Pads `[B, C, H, W]` for a `kh x kw` kernel.
@@ -445,6 +556,50 @@ mod tests {
             padding,
         };
         Probe::new(settings, &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn patch_moments_give_the_figures_of_the_maps() {
+        // Depthwise, pointwise, few-channel and non-square kernels, every padding, f32 and f64:
+        // the factored Gram against the maps' own.
+        let shapes = [
+            (9, 1, 3, 3),
+            (7, 2, 1, 1),
+            (5, 3, 3, 3),
+            (6, 1, 5, 5),
+            (4, 2, 1, 3),
+        ];
+        for (s, c, kh, kw) in shapes {
+            for padding in [Padding::Same, Padding::Valid, Padding::Full] {
+                for dtype in [DType::F32, DType::F64] {
+                    let w = Tensor::randn(0f64, 1., (s, c, kh, kw), &Device::Cpu)
+                        .unwrap()
+                        .to_dtype(dtype)
+                        .unwrap();
+                    let x = probe(padding).inputs(c, 2).unwrap();
+                    let direct =
+                        FeatureSimilarity::from_maps(&feature_maps(&w, &x, padding).unwrap())
+                            .unwrap();
+                    let factored = PatchMoments::similarity(&w, &x, padding).unwrap();
+                    let tol = if dtype == DType::F64 { 1e-10 } else { 1e-4 };
+                    for (a, b) in [
+                        (direct.cosine, factored.cosine),
+                        (direct.inner, factored.inner),
+                        (
+                            direct.mean_abs_inner / direct.mean_energy,
+                            factored.mean_abs_inner / direct.mean_energy,
+                        ),
+                        (1.0, factored.mean_energy / direct.mean_energy),
+                    ] {
+                        assert!(
+                            (a - b).abs() <= tol,
+                            "{:?} {padding:?} {dtype:?}: {a} vs {b}",
+                            (s, c, kh, kw)
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]
