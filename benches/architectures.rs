@@ -15,6 +15,10 @@
 //! - `--layer S,C,k... [--path channels|filters|spectral]`: instead, time one layer (for
 //!   profiling, e.g. under `valgrind --tool=callgrind`).
 //!
+//! Each network is also run as the whole command would run it (`cs-init INPUT --iters N`,
+//! default probe, through `cs_init::run` on a checkpoint of its conv weights), with the shares of
+//! minimizing, the probe and the metrics from the report's totals.
+//!
 //! The work rate of a layer is its time per multiply-add of the direct count `S·C·P²`, relative
 //! to that of `[512, 512, 3, 3]` measured in the same run: 1 is as efficient as the widest
 //! ResNet layer, 3 means three times slower per multiply-add.
@@ -30,6 +34,9 @@ use std::time::Instant;
 
 use common::kaiming;
 use cs_init::optim::{OptimizerConfig, SgdConfig};
+use cs_init::run::{
+    prepare, with_threads, Destination, Execution, InputAccess, RunSettings, Silent,
+};
 use cs_init::similarity::fused::{Iterations, Path};
 use cs_init::similarity::{KernelGeometry, Variant};
 use cs_init::Settings;
@@ -171,6 +178,62 @@ struct Row {
     seconds: f64,
     torch: Option<f64>,
     worst: (f64, String),
+    whole: Whole,
+}
+
+/// The whole command on one network: seconds, and where they went (from the report's totals).
+struct Whole {
+    seconds: f64,
+    optimize: f64,
+    probe: f64,
+    metrics: f64,
+    optimized: usize,
+}
+
+/// Runs the pipeline with the command line's defaults (`iterations` iterations) on a checkpoint
+/// holding the network's conv weights, timing everything from opening the input to the report.
+fn whole_command(convs: &[Conv], iterations: usize) -> Whole {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("network.safetensors");
+    let tensors: std::collections::HashMap<String, candle_core::Tensor> = convs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.name.clone(), kaiming(&c.dims, i as u64)))
+        .collect();
+    candle_core::safetensors::save(&tensors, &input).unwrap();
+    let settings = RunSettings {
+        iters: iterations,
+        ..RunSettings::default()
+    };
+    let execution = Execution {
+        destination: Destination {
+            checkpoint: Some(dir.path().join("out.safetensors")),
+            report: Some(dir.path().join("report.json")),
+            plot: None,
+            force: true,
+        },
+        device: candle_core::Device::Cpu,
+        command_line: "cargo bench --bench architectures".into(),
+        input_label: None,
+    };
+    // On a pool of its own, as the command line runs it: parallel calls made from outside a
+    // pool each wait for a wake-up, which costs a tiny layer more than its work.
+    let (outcome, seconds) = with_threads(None, || {
+        let start = Instant::now();
+        let prepared =
+            prepare(input.to_str().unwrap(), &settings, &InputAccess::default()).unwrap();
+        let outcome = prepared.execute(&execution, &mut Silent).unwrap();
+        (outcome, start.elapsed().as_secs_f64())
+    })
+    .unwrap();
+    let totals = &outcome.report.totals;
+    Whole {
+        seconds,
+        optimize: totals.optimize_seconds,
+        probe: totals.probe_seconds,
+        metrics: totals.metrics_seconds,
+        optimized: totals.optimized,
+    }
 }
 
 fn networks(only: Option<&[String]>, iterations: usize, torch_iterations: usize) {
@@ -226,6 +289,12 @@ fn networks(only: Option<&[String]>, iterations: usize, torch_iterations: usize)
                 ));
             }
         }
+        let whole = whole_command(&convs, iterations);
+        eprintln!(
+            "{label}: {seconds:.2} s, whole command {:.2} s (load {})",
+            whole.seconds,
+            load()
+        );
         rows.push(Row {
             label,
             convs: convs.len(),
@@ -233,8 +302,8 @@ fn networks(only: Option<&[String]>, iterations: usize, torch_iterations: usize)
             seconds,
             torch: torch_layers.map(|t| t.iter().sum()),
             worst,
+            whole,
         });
-        eprintln!("{label}: {seconds:.2} s (load {})", load());
     }
     println!(
         "| network | conv weights | parameters | cs-init s | PyTorch s | ratio | worst work rate (layer) |"
@@ -255,13 +324,49 @@ fn networks(only: Option<&[String]>, iterations: usize, torch_iterations: usize)
             row.worst.1
         );
     }
-    let ratios: Vec<f64> = rows
-        .iter()
-        .filter_map(|r| r.torch.map(|t| t / r.seconds))
-        .collect();
-    if !ratios.is_empty() {
-        let geomean = (ratios.iter().map(|r| r.ln()).sum::<f64>() / ratios.len() as f64).exp();
-        println!("\nGeometric mean of the ratios to PyTorch: {geomean:.0}x.");
+    let geomean = |ratios: Vec<f64>| {
+        (!ratios.is_empty())
+            .then(|| (ratios.iter().map(|r| r.ln()).sum::<f64>() / ratios.len() as f64).exp())
+    };
+    if let Some(g) = geomean(
+        rows.iter()
+            .filter_map(|r| r.torch.map(|t| t / r.seconds))
+            .collect(),
+    ) {
+        println!("\nGeometric mean of the ratios to PyTorch: {g:.0}x.");
+    }
+    println!(
+        "\nThe whole command (`cs-init INPUT --iters {iterations}`, default probe, every conv \
+         weight), and its ratio to the PyTorch iterations above:\n"
+    );
+    println!(
+        "| network | optimized | whole command s | minimizing | probe | metrics | rest | ratio |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let share = |part: f64, whole: &Whole| format!("{:.0} %", 100.0 * part / whole.seconds);
+    for row in &rows {
+        let w = &row.whole;
+        let rest = w.seconds - w.optimize - w.probe - w.metrics;
+        println!(
+            "| {} | {}/{} | {:.2} | {} | {} | {} | {} | {} |",
+            row.label,
+            w.optimized,
+            row.convs,
+            w.seconds,
+            share(w.optimize, w),
+            share(w.probe, w),
+            share(w.metrics, w),
+            share(rest, w),
+            row.torch
+                .map_or("-".into(), |t| format!("{:.0}x", t / w.seconds))
+        );
+    }
+    if let Some(g) = geomean(
+        rows.iter()
+            .filter_map(|r| r.torch.map(|t| t / r.whole.seconds))
+            .collect(),
+    ) {
+        println!("\nGeometric mean of the whole command's ratios to PyTorch: {g:.0}x.");
     }
     println!("\nLayers slower than 3x the reference per multiply-add, or less than 20x PyTorch:\n");
     println!("| network | layer | shape | path | work rate | cs-init s | vs PyTorch |");
@@ -380,7 +485,7 @@ fn main() {
             Some("spectral") => Path::Spectral,
             _ => Path::choose(&geometry, Variant::Paper),
         };
-        let s = time_layer(&dims, path, iterations, 0);
+        let s = with_threads(None, || time_layer(&dims, path, iterations, 0)).unwrap();
         println!(
             "{dims:?} {path:?}: {:.3} ms per iteration",
             s * 1e3 / iterations as f64
@@ -388,7 +493,7 @@ fn main() {
         return;
     }
     if args.iter().any(|a| a == "--calibrate") {
-        calibrate(number("--iters", 20));
+        with_threads(None, || calibrate(number("--iters", 20))).unwrap();
         return;
     }
     let only: Option<Vec<String>> =
@@ -396,7 +501,11 @@ fn main() {
     println!(
         "## {iterations} Adam iterations over every conv layer (f32, lr 1e-3, paper variant)\n"
     );
-    networks(only.as_deref(), iterations, number("--torch-iters", 200));
+    // On a pool, as the command line and the service run: see `whole_command`.
+    with_threads(None, || {
+        networks(only.as_deref(), iterations, number("--torch-iters", 200))
+    })
+    .unwrap();
     memory();
     println!("Load average at the end: {}", load());
 }

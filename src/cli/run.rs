@@ -172,12 +172,15 @@ pub fn run(args: RunArgs, quiet: bool) -> anyhow::Result<Exit> {
     } else if !quiet {
         print!("{}", layer_table(&report.layers));
         println!(
-            "\n{} of {} conv tensors optimized ({} skipped, {} diverged) in {:.2} s; total L_CS {:.4e} -> {:.4e}",
+            "\n{} of {} conv tensors optimized ({} skipped, {} diverged) in {:.2} s (minimizing {:.2} s, probe {:.2} s, metrics {:.2} s); total L_CS {:.4e} -> {:.4e}",
             report.totals.optimized,
             report.totals.conv_tensors,
             report.totals.skipped,
             report.totals.diverged,
             report.totals.total_seconds,
+            report.totals.optimize_seconds,
+            report.totals.probe_seconds,
+            report.totals.metrics_seconds,
             report.totals.loss_before,
             report.totals.loss_after
         );

@@ -102,6 +102,11 @@ pub fn minimize(
 
 /// [`minimize`] that can be stopped: when `progress` breaks, the result is
 /// [`crate::Error::Stopped`] and nothing else happens.
+///
+/// The fused engine makes one or two parallel calls per iteration. Called from outside a rayon
+/// pool, each waits for a pool thread to wake, which on a layer of a few thousand weights costs
+/// more than the work: run many small layers inside `ThreadPool::install` (or
+/// [`crate::run::with_threads`]), as the command line and the service do.
 pub fn minimize_while(
     weight: &Tensor,
     settings: &Settings,

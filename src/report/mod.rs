@@ -9,6 +9,8 @@ pub use table::{layer_table, plan_table, render, shape};
 
 use serde::Serialize;
 
+use std::time::Instant;
+
 use candle_core::Tensor;
 
 use crate::filter_sample::PairSampling;
@@ -68,6 +70,9 @@ pub struct Figures {
     pub feature_cosine: Option<f64>,
     /// The kernel cosine was estimated on this many filters (`None`: over every pair).
     pub kernel_cosine_sampled: Option<usize>,
+    /// Seconds spent on `metrics` and on `feature_cosine`.
+    pub metrics_seconds: f64,
+    pub probe_seconds: f64,
 }
 
 impl Figures {
@@ -82,14 +87,21 @@ impl Figures {
         sampling: &PairSampling,
         layer: u64,
     ) -> crate::Result<Self> {
+        let started = Instant::now();
         let sample = sampling.for_layer(weight.dim(0)?, layer);
+        let metrics = LayerMetrics::measure_sampled(weight, variant, &sample)?;
+        let metrics_seconds = started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        let feature_cosine = match probe {
+            Some(p) => p.feature_cosine(weight, layer)?,
+            None => None,
+        };
         Ok(Figures {
-            metrics: LayerMetrics::measure_sampled(weight, variant, &sample)?,
-            feature_cosine: match probe {
-                Some(p) => p.feature_cosine(weight, layer)?,
-                None => None,
-            },
+            metrics,
+            feature_cosine,
             kernel_cosine_sampled: sample.sampled(),
+            metrics_seconds,
+            probe_seconds: started.elapsed().as_secs_f64(),
         })
     }
 }
@@ -194,6 +206,11 @@ impl LayerReport {
         self.work().map_or(0.0, |w| w.seconds)
     }
 
+    /// Seconds spent on one kind of figure, before and after together.
+    pub fn figure_seconds(&self, seconds: fn(&Figures) -> f64) -> f64 {
+        self.before().map_or(0.0, seconds) + self.after().map_or(0.0, seconds)
+    }
+
     /// `100 (before - after) / before`, when both are known.
     pub fn reduction_percent(&self) -> Option<f64> {
         match (self.before(), self.after()) {
@@ -226,6 +243,8 @@ struct LayerRecord {
     feature_cosine_after: Option<f64>,
     kernel_cosine_sampled: Option<usize>,
     iterations: usize,
+    metrics_seconds: f64,
+    probe_seconds: f64,
     seconds: f64,
     curve: Option<Curve>,
 }
@@ -248,6 +267,8 @@ impl From<LayerReport> for LayerRecord {
             feature_cosine_before: figure(before, |f| f.feature_cosine),
             feature_cosine_after: figure(after, |f| f.feature_cosine),
             kernel_cosine_sampled: before.and_then(|f| f.kernel_cosine_sampled),
+            metrics_seconds: l.figure_seconds(|f| f.metrics_seconds),
+            probe_seconds: l.figure_seconds(|f| f.probe_seconds),
             iterations: l.work().map_or(0, |w| w.iterations),
             seconds: l.seconds(),
             curve: l.work().map(|w| w.curve.clone()),
@@ -272,6 +293,9 @@ pub struct Totals {
     pub loss_after: f64,
     /// Seconds spent minimizing (all layers) and in the whole run (reading, metrics, writing too).
     pub optimize_seconds: f64,
+    /// Seconds spent on the per-layer metrics and on the feature-map probe, before and after.
+    pub metrics_seconds: f64,
+    pub probe_seconds: f64,
     pub total_seconds: f64,
     /// Peak resident memory of the process (Linux's VmHWM), when the system reports it.
     pub peak_memory_bytes: Option<u64>,
@@ -317,6 +341,8 @@ impl Totals {
                 Outcome::Diverged { .. } => t.diverged += 1,
             }
             t.optimize_seconds += l.seconds();
+            t.metrics_seconds += l.figure_seconds(|f| f.metrics_seconds);
+            t.probe_seconds += l.figure_seconds(|f| f.probe_seconds);
         }
         if t.optimized > 0 {
             t.norm_ratio_mean = Some(norm_ratio / t.optimized as f64);

@@ -221,7 +221,12 @@ fn optimize_tensor(
         // A plain conversion: the stored bytes are kept exactly (f64 would not survive f32).
         let outcome = Outcome::Optimized {
             before,
-            after: before,
+            // Not measured again: the same weights.
+            after: Figures {
+                metrics_seconds: 0.0,
+                probe_seconds: 0.0,
+                ..before
+            },
             norm_ratio: NormRatio::between(weight, weight)?,
             work: Work {
                 iterations: 0,
