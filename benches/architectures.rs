@@ -27,6 +27,8 @@
 mod common;
 #[path = "support/heap.rs"]
 mod heap;
+#[path = "support/machine.rs"]
+mod machine;
 
 use std::path::{Path as FsPath, PathBuf};
 use std::process::Command;
@@ -40,6 +42,7 @@ use cs_init::run::{
 use cs_init::similarity::fused::{Iterations, Path};
 use cs_init::similarity::{KernelGeometry, Variant};
 use cs_init::Settings;
+use machine::machine;
 
 const NETWORKS: [(&str, &str); 10] = [
     ("resnet18", "ResNet-18"),
@@ -121,18 +124,6 @@ fn load() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "unknown".into())
-}
-
-fn machine() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .map(str::trim)
-        .unwrap_or("unknown CPU")
-        .to_string();
-    format!("{model}, {} threads (rayon)", rayon::current_num_threads())
 }
 
 /// PyTorch seconds per layer for `iterations` steps, scaled from `measured` steps; `None` when

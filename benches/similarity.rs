@@ -10,6 +10,8 @@
 mod common;
 #[path = "support/heap.rs"]
 mod heap;
+#[path = "support/machine.rs"]
+mod machine;
 
 use std::time::Instant;
 
@@ -17,6 +19,7 @@ use candle_core::{DType, Tensor, Var};
 use common::{kaiming, resnet18_conv_shapes, values};
 use cs_init::similarity::{fused, literal, portable, KernelGeometry, Variant};
 use cs_init::{minimize, Engine, Settings};
+use machine::machine;
 
 /// Median seconds of `runs` calls of `f` after one warm-up call.
 fn median_seconds(runs: usize, mut f: impl FnMut()) -> f64 {
@@ -35,18 +38,6 @@ fn seconds(runs: usize, mut f: impl FnMut()) -> f64 {
         .collect();
     times.sort_by(f64::total_cmp);
     times[runs / 2]
-}
-
-fn machine() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .map(str::trim)
-        .unwrap_or("unknown CPU")
-        .to_string();
-    format!("{model}, {} threads (rayon)", rayon::current_num_threads())
 }
 
 fn literal_vs_fast() {
