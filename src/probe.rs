@@ -107,7 +107,14 @@ impl FeatureSimilarity {
     fn from_factors(left: &Tensor, right: &Tensor) -> Result<Self> {
         let (b, s, _) = left.dims3()?;
         let mut sums = PairSums::new(b, s)?;
-        let energies = (left.to_dtype(DType::F64)? * right.to_dtype(DType::F64)?)?
+        let left64 = left.to_dtype(DType::F64)?;
+        // The maps path passes one tensor twice: widen it once.
+        let right64 = if left.id() == right.id() {
+            left64.clone()
+        } else {
+            right.to_dtype(DType::F64)?
+        };
+        let energies = (&left64 * &right64)?
             .sum(2)?
             .flatten_all()?
             .to_vec1::<f64>()?;
