@@ -16,7 +16,7 @@ use rand::SeedableRng;
 
 use crate::Result;
 
-/// How many filters the pairwise figures of a layer may look at.
+/// How many filters the kernel cosine of a layer may look at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct PairSampling {
     /// At most this many filters (at least 2); `None`: every filter, exactly.
@@ -53,7 +53,7 @@ impl PairSampling {
     }
 }
 
-/// The filters of one layer that its pairwise figures look at.
+/// The filters of one layer that its kernel cosine looks at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FilterSample {
     /// Sorted filter indices; `None`: every filter.

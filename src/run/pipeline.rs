@@ -30,7 +30,7 @@ pub struct Job {
     pub layout: KernelLayout,
     /// Measures feature-map similarity before and after, when set.
     pub probe: Option<Probe>,
-    /// Which filters the pairwise figures look at.
+    /// Which filters the kernel cosine looks at.
     pub sampling: PairSampling,
 }
 
