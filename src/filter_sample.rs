@@ -71,6 +71,11 @@ impl FilterSample {
         self.picks.as_ref().map(Vec::len)
     }
 
+    /// The drawn filters' indices, sorted; `None` when the figures look at every filter.
+    pub fn picks(&self) -> Option<&[u32]> {
+        self.picks.as_deref()
+    }
+
     /// The drawn filters of a weight `[S, ...]`, in index order (the weight itself when exact).
     pub fn select(&self, weight: &Tensor) -> Result<Tensor> {
         Ok(match &self.picks {

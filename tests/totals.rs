@@ -15,6 +15,7 @@ fn figures(loss: f64, feature_cosine: Option<f64>) -> Figures {
         },
         feature_cosine,
         kernel_cosine_sampled: None,
+        feature_cosine_sampled: None,
         metrics_seconds: 0.25,
         probe_seconds: 0.5,
     }

@@ -59,6 +59,8 @@ struct LayerFigures {
     feature_cosine: Option<f64>,
     /// The kernel cosine was estimated on this many filters (`null`: every pair).
     kernel_cosine_sampled: Option<usize>,
+    /// The feature-map cosine was estimated on this many filters (`null`: every pair).
+    feature_cosine_sampled: Option<usize>,
 }
 
 #[derive(Serialize)]
@@ -130,6 +132,7 @@ fn inspect(
                 metrics: figures.metrics,
                 feature_cosine: figures.feature_cosine,
                 kernel_cosine_sampled: figures.kernel_cosine_sampled,
+                feature_cosine_sampled: figures.feature_cosine_sampled,
             });
         }
     }
@@ -147,20 +150,22 @@ fn inspect(
     let rows: Vec<Vec<String>> = layers
         .iter()
         .map(|l| {
-            // `~`: estimated on a sample of the filters (--kernel-cosine-sample).
-            let mark = if l.kernel_cosine_sampled.is_some() {
-                "~"
-            } else {
-                ""
-            };
+            // `~`: estimated on a sample of the filters (--kernel-cosine-sample, --probe-sample).
+            let mark = |sampled: Option<usize>| if sampled.is_some() { "~" } else { "" };
             vec![
                 l.name.clone(),
                 shape(&l.shape),
                 l.kind.name().to_string(),
                 format!("{:.4e}", l.metrics.loss),
                 format!("{:.4e}", l.metrics.scale_free),
-                format!("{mark}{:.4}", l.metrics.kernel_cosine),
-                l.feature_cosine.map_or("-".into(), |c| format!("{c:.4}")),
+                format!(
+                    "{}{:.4}",
+                    mark(l.kernel_cosine_sampled),
+                    l.metrics.kernel_cosine
+                ),
+                l.feature_cosine.map_or("-".into(), |c| {
+                    format!("{}{c:.4}", mark(l.feature_cosine_sampled))
+                }),
             ]
         })
         .collect();

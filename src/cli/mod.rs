@@ -181,9 +181,16 @@ struct ProbeArgs {
     #[arg(long, value_enum, default_value_t = NoiseArg::Uniform)]
     probe_noise: NoiseArg,
 
+    /// The feature-map |cos| of a layer with more filters than N, where every pair would cost
+    /// more than about 5 ms, is estimated on N of them, corrected by each filter's response to
+    /// the input's mean (the same filters before and after; inspect marks it ~): per layer
+    /// within about 0.004 of every pair's figure. 0 measures every pair.
+    #[arg(long, default_value_t = crate::run::DEFAULT_PROBE_SAMPLE, value_name = "N")]
+    probe_sample: u32,
+
     /// The kernel |cos| of a layer with more filters than N is estimated on N of them (the same
     /// ones before and after; inspect marks it ~), since over every pair its cost grows with
-    /// the square of the filters. 0 measures every pair. The feature-map |cos| is always exact.
+    /// the square of the filters. 0 measures every pair.
     #[arg(long, default_value_t = crate::run::DEFAULT_KERNEL_COSINE_SAMPLE, value_name = "N")]
     kernel_cosine_sample: u32,
 }
@@ -208,6 +215,7 @@ impl ProbeArgs {
         settings.probe_size = self.probe_size.clone();
         settings.probe_images = self.probe_images.clone();
         settings.kernel_cosine_sample = self.kernel_cosine_sample;
+        settings.probe_sample = self.probe_sample;
         settings.probe_padding = match self.probe_padding {
             PaddingArg::Same => Padding::Same,
             PaddingArg::Valid => Padding::Valid,

@@ -70,6 +70,8 @@ pub struct Figures {
     pub feature_cosine: Option<f64>,
     /// The kernel cosine was estimated on this many filters (`None`: over every pair).
     pub kernel_cosine_sampled: Option<usize>,
+    /// The feature-map cosine was estimated on this many filters (`None`: over every pair).
+    pub feature_cosine_sampled: Option<usize>,
     /// Seconds spent on `metrics` and on `feature_cosine`.
     pub metrics_seconds: f64,
     pub probe_seconds: f64,
@@ -78,8 +80,8 @@ pub struct Figures {
 impl Figures {
     /// The figures of a weight (PyTorch layout) as the `layer`-th optimized layer: the probe's
     /// inputs and the kernel cosine's filter sample depend on that index, so a layer's two
-    /// moments are measured on the same inputs and the same filters. The probe looks at every
-    /// filter: sampled, its error would be 20 times the input noise's (docs/math.md).
+    /// moments are measured on the same inputs and the same filters (the probe's sample is drawn
+    /// like the kernel cosine's, from its own limit).
     pub fn measure(
         weight: &Tensor,
         variant: Variant,
@@ -92,14 +94,15 @@ impl Figures {
         let metrics = LayerMetrics::measure_sampled(weight, variant, &sample)?;
         let metrics_seconds = started.elapsed().as_secs_f64();
         let started = Instant::now();
-        let feature_cosine = match probe {
-            Some(p) => p.feature_cosine(weight, layer)?,
+        let features = match probe {
+            Some(p) => p.feature_similarity(weight, layer)?,
             None => None,
         };
         Ok(Figures {
             metrics,
-            feature_cosine,
+            feature_cosine: features.map(|f| f.cosine),
             kernel_cosine_sampled: sample.sampled(),
+            feature_cosine_sampled: features.and_then(|f| f.sampled),
             metrics_seconds,
             probe_seconds: started.elapsed().as_secs_f64(),
         })
@@ -242,6 +245,7 @@ struct LayerRecord {
     feature_cosine_before: Option<f64>,
     feature_cosine_after: Option<f64>,
     kernel_cosine_sampled: Option<usize>,
+    feature_cosine_sampled: Option<usize>,
     iterations: usize,
     metrics_seconds: f64,
     probe_seconds: f64,
@@ -267,6 +271,7 @@ impl From<LayerReport> for LayerRecord {
             feature_cosine_before: figure(before, |f| f.feature_cosine),
             feature_cosine_after: figure(after, |f| f.feature_cosine),
             kernel_cosine_sampled: before.and_then(|f| f.kernel_cosine_sampled),
+            feature_cosine_sampled: before.and_then(|f| f.feature_cosine_sampled),
             metrics_seconds: l.figure_seconds(|f| f.metrics_seconds),
             probe_seconds: l.figure_seconds(|f| f.probe_seconds),
             iterations: l.work().map_or(0, |w| w.iterations),

@@ -48,7 +48,7 @@ pub use observer::{LayerStart, Observer, Silent};
 pub use outputs::Destination;
 pub use settings::{
     parse_probe_size, CheckedSettings, OptimizerName, RunSettings, SettingsError,
-    DEFAULT_KERNEL_COSINE_SAMPLE,
+    DEFAULT_KERNEL_COSINE_SAMPLE, DEFAULT_PROBE_SAMPLE,
 };
 
 /// How the input may be fetched.

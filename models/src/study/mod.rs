@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
+use cs_init::filter_sample::PairSampling;
 use cs_init::metrics::{LayerMetrics, NormRatio};
 use cs_init::optim::{AdamConfig, OptimizerConfig};
 use cs_init::probe::{feature_gram, FeatureSimilarity, Padding, Probe, ProbeSettings, ProbeSource};
@@ -329,6 +330,8 @@ fn layers(config: &SweepConfig, seed: u64, images_dir: &Path) -> Result<Vec<Laye
                 height: config.probe_size,
                 width: config.probe_size,
                 padding: Padding::Same,
+                // The study compares exact figures.
+                sample: PairSampling::EXACT,
             },
             &Device::Cpu,
         )
@@ -774,6 +777,7 @@ mod tests {
             height: SIDE,
             width: SIDE,
             padding: Padding::Same,
+            sample: PairSampling::EXACT,
         };
         let probe = Probe::new(settings, &Device::Cpu).unwrap();
         let x = probe.inputs(3, 1).unwrap().flatten_all().unwrap();

@@ -9,7 +9,14 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
 
+use crate::filter_sample::PairSampling;
 use crate::{Error, Result};
+
+mod patches;
+mod sample;
+
+use patches::Patches;
+use sample::MeanResponse;
 
 /// Zero padding of the probe's convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -59,6 +66,8 @@ pub struct ProbeSettings {
     pub height: usize,
     pub width: usize,
     pub padding: Padding,
+    /// Which filters of a wide layer the figures look at (see [`Probe::feature_similarity`]).
+    pub sample: PairSampling,
 }
 
 /// How alike the feature maps of a layer's filters are on a batch of inputs, from their inner
@@ -77,9 +86,25 @@ pub struct FeatureSimilarity {
     pub mean_abs_inner: f64,
     /// Mean over inputs and filters of `G_b[i,i] = ||F_i||²`.
     pub mean_energy: f64,
+    /// The figures were estimated on this many filters ([`MeanResponse`]); `None`: exact.
+    pub sampled: Option<usize>,
 }
 
 impl FeatureSimilarity {
+    fn new(cosine: f64, mean_abs_inner: f64, mean_energy: f64, sampled: Option<usize>) -> Self {
+        Self {
+            cosine,
+            inner: if mean_energy > 0.0 {
+                mean_abs_inner / mean_energy
+            } else {
+                0.0
+            },
+            mean_abs_inner,
+            mean_energy,
+            sampled,
+        }
+    }
+
     /// The figures of inner products `[B, S, S]` (`S >= 2`).
     pub fn from_gram(gram: &Tensor) -> Result<Self> {
         let (b, s, _) = gram.dims3()?;
@@ -142,13 +167,13 @@ impl PatchMoments {
         Ok(c * kh * kw < oh * ow)
     }
 
-    /// The figures of the layer's feature maps on `inputs`, from `W Σ_b` and `W`.
-    fn similarity(weight: &Tensor, inputs: &Tensor, padding: Padding) -> Result<FeatureSimilarity> {
+    /// The figures of the layer's feature maps on the inputs of `patches`, from `W Σ_b` and
+    /// `W`.
+    fn similarity(weight: &Tensor, patches: &Patches) -> Result<FeatureSimilarity> {
         let (s, c, kh, kw) = weight.dims4()?;
-        let b = inputs.dim(0)?;
         let dtype = compute_dtype(weight);
-        let moments = Self::moments(inputs, c, kh, kw, padding)?.to_dtype(dtype)?;
-        let k = c * kh * kw;
+        let moments = patches.moments()?.to_dtype(dtype)?;
+        let (b, k) = (moments.dim(0)?, c * kh * kw);
         let rows = weight
             .to_dtype(dtype)?
             .reshape((1, s, k))?
@@ -157,39 +182,6 @@ impl PatchMoments {
         // `Σ_b` is symmetric, so `W Σ_b` needs no transpose.
         let left = rows.matmul(&moments)?;
         FeatureSimilarity::from_factors(&left, &rows)
-    }
-
-    /// `Σ_b = P_b P_bᵀ`, `[B, K, K]` in f64, the patch index ordered as a flattened filter
-    /// `(c, u, v)`.
-    fn moments(
-        inputs: &Tensor,
-        c: usize,
-        kh: usize,
-        kw: usize,
-        padding: Padding,
-    ) -> Result<Tensor> {
-        let (oh, ow) = output_size(inputs, kh, kw, padding)?;
-        let x = pad(&inputs.to_dtype(DType::F64)?, kh, kw, padding)?;
-        let (b, _, h, w) = x.dims4()?;
-        let x = x.flatten_all()?.to_vec1::<f64>()?;
-        let (k, n) = (c * kh * kw, oh * ow);
-        let mut patches = vec![0.0; b * k * n];
-        for (bi, image) in x.chunks_exact(c * h * w).enumerate() {
-            for ci in 0..c {
-                for u in 0..kh {
-                    for v in 0..kw {
-                        let row = ((bi * c + ci) * kh + u) * kw + v;
-                        let out = &mut patches[row * n..(row + 1) * n];
-                        for y in 0..oh {
-                            let line = &image[(ci * h + y + u) * w + v..][..ow];
-                            out[y * ow..(y + 1) * ow].copy_from_slice(line);
-                        }
-                    }
-                }
-            }
-        }
-        let patches = Tensor::from_vec(patches, (b, k, n), inputs.device())?;
-        Ok(patches.matmul(&patches.transpose(1, 2)?)?)
     }
 }
 
@@ -243,16 +235,7 @@ impl PairSums {
         let pairs = (self.batch * s * (s - 1) / 2) as f64;
         let (mean_abs_inner, mean_energy) =
             (self.inner / pairs, self.energy / (self.batch * s) as f64);
-        FeatureSimilarity {
-            cosine: self.cosine / pairs,
-            inner: if mean_energy > 0.0 {
-                mean_abs_inner / mean_energy
-            } else {
-                0.0
-            },
-            mean_abs_inner,
-            mean_energy,
-        }
+        FeatureSimilarity::new(self.cosine / pairs, mean_abs_inner, mean_energy, None)
     }
 }
 
@@ -389,10 +372,34 @@ impl Probe {
     ) -> Result<Option<FeatureSimilarity>> {
         let padding = self.settings.padding;
         self.with_inputs(weight, layer, |x| {
-            if PatchMoments::pays(weight, &x, padding)? {
-                PatchMoments::similarity(weight, &x, padding)
+            let (s, _, kh, kw) = weight.dims4()?;
+            let sample = self.settings.sample.for_layer(s, layer);
+            let estimated = match sample.picks() {
+                Some(picks) if exact_cost(weight, &x, padding)? > SAMPLE_ABOVE_MULTIPLY_ADDS => {
+                    Some(picks)
+                }
+                _ => None,
+            };
+            let factored = PatchMoments::pays(weight, &x, padding)?;
+            // The factored form takes the moments in f64.
+            let dtype = if factored {
+                DType::F64
             } else {
-                FeatureSimilarity::from_maps(&feature_maps(weight, &x, padding)?)
+                compute_dtype(weight)
+            };
+            let patches = Patches::new(&x, kh, kw, padding, dtype)?;
+            let measured = match estimated {
+                Some(_) => sample.select(weight)?,
+                None => weight.clone(),
+            };
+            let figures = if factored {
+                PatchMoments::similarity(&measured, &patches)?
+            } else {
+                FeatureSimilarity::from_maps(&patches.maps(&measured)?)?
+            };
+            match estimated {
+                Some(picks) => MeanResponse::new(weight, &x, &patches)?.estimate(&figures, picks),
+                None => Ok(figures),
             }
         })
     }
@@ -427,6 +434,29 @@ impl Probe {
     }
 }
 
+/// A layer whose exact figures would cost more multiply-adds than this (about 5 ms here) is
+/// measured on a sample of its filters when it has more than the sample's limit. Below it are
+/// the depthwise layers, whose exact figures are cheap and whose estimates would err the most.
+const SAMPLE_ABOVE_MULTIPLY_ADDS: f64 = (1u64 << 27) as f64;
+
+/// Multiply-adds of the exact figures: the convolution and the upper Gram matrix of the maps,
+/// or [`PatchMoments`]' moments, their product with the weight and its upper Gram matrix.
+fn exact_cost(weight: &Tensor, inputs: &Tensor, padding: Padding) -> Result<f64> {
+    let (s, c, kh, kw) = weight.dims4()?;
+    let (oh, ow) = output_size(inputs, kh, kw, padding)?;
+    let (b, s, k, n) = (
+        inputs.dim(0)? as f64,
+        s as f64,
+        (c * kh * kw) as f64,
+        (oh * ow) as f64,
+    );
+    Ok(if PatchMoments::pays(weight, inputs, padding)? {
+        b * (k * k * n + s * k * k + s * s * k / 2.0)
+    } else {
+        b * (s * k * n + s * s * n / 2.0)
+    })
+}
+
 /// `<F_i, F_j>` for every input and filter pair, `[B, S, S]` in f64: the feature maps
 /// `F_i = sum_c x[b, c] ⊛ weight[i, c]` of a conv2d weight `[S, C, kh, kw]` on `inputs`
 /// `[B, C, H, W]` zero-padded as `padding` says, stride 1. The convolution and the products run
@@ -446,12 +476,7 @@ fn gram(maps: &Tensor) -> Result<Tensor> {
 /// otherwise.
 fn feature_maps(weight: &Tensor, inputs: &Tensor, padding: Padding) -> Result<Tensor> {
     let (_, _, kh, kw) = weight.dims4()?;
-    output_size(inputs, kh, kw, padding)?;
-    let dtype = compute_dtype(weight);
-    let x = pad(&inputs.to_dtype(dtype)?, kh, kw, padding)?;
-    Ok(x.conv2d(&weight.to_dtype(dtype)?, 0, 1, 1, 1)?
-        .flatten_from(2)?
-        .contiguous()?)
+    Patches::new(inputs, kh, kw, padding, compute_dtype(weight))?.maps(weight)
 }
 
 /// f64 for an f64 weight, f32 otherwise.
@@ -561,6 +586,7 @@ mod tests {
             height: 9,
             width: 7,
             padding,
+            sample: PairSampling::EXACT,
         };
         Probe::new(settings, &Device::Cpu).unwrap()
     }
@@ -587,7 +613,9 @@ mod tests {
                     let direct =
                         FeatureSimilarity::from_maps(&feature_maps(&w, &x, padding).unwrap())
                             .unwrap();
-                    let factored = PatchMoments::similarity(&w, &x, padding).unwrap();
+                    let (_, _, kh, kw) = w.dims4().unwrap();
+                    let patches = Patches::new(&x, kh, kw, padding, DType::F64).unwrap();
+                    let factored = PatchMoments::similarity(&w, &patches).unwrap();
                     let tol = if dtype == DType::F64 { 1e-10 } else { 1e-4 };
                     for (a, b) in [
                         (direct.cosine, factored.cosine),
@@ -606,6 +634,49 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn maps_from_patches_are_candles_convolution() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        for draw in 0..24 {
+            let (s, c) = (rng.random_range(1..6), rng.random_range(1..5));
+            let (kh, kw) = (rng.random_range(1..6), rng.random_range(1..6));
+            let padding = [Padding::Same, Padding::Valid, Padding::Full][draw % 3];
+            let dtype = [DType::F32, DType::F64][draw % 2];
+            let x = probe(padding).inputs(c, draw as u64).unwrap();
+            if output_size(&x, kh, kw, padding).is_err() {
+                continue;
+            }
+            let w = Tensor::randn(0f64, 1., (s, c, kh, kw), &Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let got = feature_maps(&w, &x, padding).unwrap();
+            let want = pad(&x.to_dtype(dtype).unwrap(), kh, kw, padding)
+                .unwrap()
+                .conv2d(&w, 0, 1, 1, 1)
+                .unwrap()
+                .flatten_from(2)
+                .unwrap();
+            assert_eq!(got.dims(), want.dims());
+            let diff = (got - &want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_dtype(DType::F64)
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap();
+            let tol = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
+            assert!(
+                diff <= tol,
+                "{:?} {padding:?} {dtype:?}: {diff}",
+                (s, c, kh, kw)
+            );
         }
     }
 
@@ -684,6 +755,7 @@ mod tests {
                 height: h,
                 width: w,
                 padding: Padding::Full,
+                sample: PairSampling::EXACT,
             };
             let p = Probe::new(settings, &Device::Cpu).unwrap();
             let weights: Vec<f64> = (0..s * c * kh * kw)
@@ -809,6 +881,7 @@ mod tests {
                 height: 5,
                 width: 4,
                 padding: Padding::Same,
+                sample: PairSampling::EXACT,
             };
             let p = Probe::new(settings, &Device::Cpu).unwrap();
             p.inputs(3, 6)

@@ -1,0 +1,98 @@
+//! Wide layers' figures from a sample of their filters.
+
+use candle_core::{DType, Tensor};
+
+use super::{FeatureSimilarity, Patches};
+use crate::Result;
+
+/// Each filter's response to the mean of the probe's inputs: the control variate that makes a
+/// sample of filters a good estimate of a wide layer's figures (docs/math.md).
+///
+/// On input `b` the map of filter `i` has the mean `μ_bi = W_i · q_b`, with `q_b` the mean of
+/// the input's patches (padding included), around which it varies with an energy of about
+/// `σ² ||W_i||²` per position (`σ²` the inputs' variance). For U(0,1) noise the mean dominates
+/// and varies from filter to filter, and with it a filter's mean |cos| with the others: a plain
+/// sample of filters errs by about 0.02. The idealized maps, constant at `μ_bi` plus that
+/// energy, have figures with products `a_bi a_bj` (cosine), `g_bi g_bj` (inner product) and
+/// terms `e_bi` (energy), whose means over all pairs cost `O(B S)`. The estimate is the drawn
+/// filters' figure corrected by how far the idealized figure of the same filters is from its
+/// all-filter mean: unbiased for any input (the correction has mean zero over draws), and
+/// precise where the idealization holds.
+pub(super) struct MeanResponse {
+    /// `[B][S]` each.
+    cosine: Vec<Vec<f64>>,
+    inner: Vec<Vec<f64>>,
+    energy: Vec<Vec<f64>>,
+}
+
+impl MeanResponse {
+    /// The idealized figures of every filter of `weight` on `inputs`, whose patches are
+    /// `patches`.
+    pub(super) fn new(weight: &Tensor, inputs: &Tensor, patches: &Patches) -> Result<Self> {
+        let positions = patches.positions() as f64;
+        // A control variate needs to be the same on every run, not precise: f32 will do.
+        let scalar = |t: Tensor| -> Result<f64> { Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?) };
+        let mean = scalar(inputs.mean_all()?)?;
+        let variance = (scalar(inputs.sqr()?.mean_all()?)? - mean * mean).max(0.0);
+        let patch_means = patches.means()?;
+        let w = weight.to_dtype(patch_means.dtype())?.flatten_from(1)?;
+        let squares = w.sqr()?.sum(1)?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        let map_means = patch_means
+            .t()?
+            .matmul(&w.t()?)?
+            .to_dtype(DType::F64)?
+            .to_vec2::<f64>()?;
+        let (mut cosine, mut inner, mut energy) = (Vec::new(), Vec::new(), Vec::new());
+        for means in map_means {
+            let (mut a, mut g, mut e) = (Vec::new(), Vec::new(), Vec::new());
+            for (m, q) in means.iter().zip(&squares) {
+                let (dc, ac) = (m * m, variance * q);
+                a.push(if dc + ac > 0.0 {
+                    (dc / (dc + ac)).sqrt()
+                } else {
+                    0.0
+                });
+                g.push((positions * dc).sqrt());
+                e.push(positions * (dc + ac));
+            }
+            cosine.push(a);
+            inner.push(g);
+            energy.push(e);
+        }
+        Ok(Self {
+            cosine,
+            inner,
+            energy,
+        })
+    }
+
+    /// The layer's figures from those of the filters `picks` (`drawn`).
+    pub(super) fn estimate(
+        &self,
+        drawn: &FeatureSimilarity,
+        picks: &[u32],
+    ) -> Result<FeatureSimilarity> {
+        let corrected = |drawn: f64, of: &[Vec<f64>], mean: fn(&[f64]) -> f64| {
+            let over_inputs =
+                |f: &dyn Fn(&[f64]) -> f64| of.iter().map(|v| f(v)).sum::<f64>() / of.len() as f64;
+            let picked = over_inputs(&|v: &[f64]| {
+                mean(&picks.iter().map(|&i| v[i as usize]).collect::<Vec<_>>())
+            });
+            (drawn - picked + over_inputs(&|v: &[f64]| mean(v))).max(0.0)
+        };
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        Ok(FeatureSimilarity::new(
+            corrected(drawn.cosine, &self.cosine, pair_mean).min(1.0),
+            corrected(drawn.mean_abs_inner, &self.inner, pair_mean),
+            corrected(drawn.mean_energy, &self.energy, mean),
+            Some(picks.len()),
+        ))
+    }
+}
+
+/// The mean of `v_i v_j` over pairs `i < j`, in `O(n)`.
+fn pair_mean(v: &[f64]) -> f64 {
+    let n = v.len() as f64;
+    let (sum, squares) = v.iter().fold((0.0, 0.0), |(s, q), x| (s + x, q + x * x));
+    (sum * sum - squares) / (n * (n - 1.0))
+}
