@@ -123,9 +123,7 @@ pub fn kernel_cosine(weight: &Tensor) -> Result<f64> {
         return Ok(0.0);
     }
     let unit = rows(&unit_filters(&weight)?)?.unsqueeze(0)?;
-    let mut total = 0.0;
-    UpperGram::new(&unit)?.for_each(|_, _, row| {
-        total += row.iter().map(|c| c.abs()).sum::<f64>();
-    })?;
+    let [total] =
+        UpperGram::new(&unit)?.sum_rows(|_, _, row| [row.iter().map(|c| c.abs()).sum::<f64>()])?;
     Ok(total / (s * (s - 1) / 2) as f64)
 }

@@ -14,9 +14,11 @@ use crate::{Error, Result};
 
 mod patches;
 mod sample;
+mod upper_gram;
 
-use patches::Patches;
+use patches::{PatchLayout, Patches};
 use sample::MeanResponse;
+pub(crate) use upper_gram::UpperGram;
 
 /// Zero padding of the probe's convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -114,7 +116,9 @@ impl FeatureSimilarity {
             let energies: Vec<f64> = (0..s).map(|i| g[i * s + i]).collect();
             let scales = inverse_norms(&energies);
             for i in 0..s {
-                sums.row(&scales, i, &g[i * s + i + 1..(i + 1) * s]);
+                let [inner, cosine] = PairSums::row(&scales, i, &g[i * s + i + 1..(i + 1) * s]);
+                sums.inner += inner;
+                sums.cosine += cosine;
             }
             sums.energy += energies.iter().sum::<f64>();
         }
@@ -145,9 +149,8 @@ impl FeatureSimilarity {
             .to_vec1::<f64>()?;
         sums.energy = energies.iter().sum();
         let scales = inverse_norms(&energies);
-        UpperGram::between(left, right)?.for_each(|bi, i, row| {
-            sums.row(&scales[bi * s..(bi + 1) * s], i, row);
-        })?;
+        [sums.inner, sums.cosine] = UpperGram::between(left, right)?
+            .sum_rows(|bi, i, row| PairSums::row(&scales[bi * s..(bi + 1) * s], i, row))?;
         Ok(sums.figures())
     }
 }
@@ -194,7 +197,7 @@ fn inverse_norms(energies: &[f64]) -> Vec<f64> {
         .collect()
 }
 
-/// The sums behind [`FeatureSimilarity`], added row by row in a fixed order.
+/// The sums behind [`FeatureSimilarity`].
 struct PairSums {
     batch: usize,
     filters: usize,
@@ -219,15 +222,15 @@ impl PairSums {
         })
     }
 
-    /// `row[k] = G_b[i, i + 1 + k]`, `scales[i] = 1 / sqrt(G_b[i, i])` ([`inverse_norms`]).
-    fn row(&mut self, scales: &[f64], i: usize, row: &[f64]) {
+    /// The inner-product and cosine sums of row `i`: `row[k] = G_b[i, i + 1 + k]`,
+    /// `scales[i] = 1 / sqrt(G_b[i, i])` ([`inverse_norms`]).
+    fn row(scales: &[f64], i: usize, row: &[f64]) -> [f64; 2] {
         let (mut inner, mut cosine) = (0.0, 0.0);
         for (&g, &scale) in row.iter().zip(&scales[i + 1..]) {
             inner += g.abs();
             cosine += g.abs() * scale;
         }
-        self.inner += inner;
-        self.cosine += cosine * scales[i];
+        [inner, cosine * scales[i]]
     }
 
     fn figures(&self) -> FeatureSimilarity {
@@ -236,61 +239,6 @@ impl PairSums {
         let (mean_abs_inner, mean_energy) =
             (self.inner / pairs, self.energy / (self.batch * s) as f64);
         FeatureSimilarity::new(self.cosine / pairs, mean_abs_inner, mean_energy, None)
-    }
-}
-
-/// The strict upper triangle of `rows rowsᵀ` for rows `[B, S, N]`, computed in blocks of
-/// [`UpperGram::BLOCK`] rows against the rows after the block's first: a Gram matrix is
-/// symmetric, and the wide layers' `S² N` is most of what the probe and the kernel cosine cost.
-/// The products run in the rows' dtype (f32 for f32 weights: the figures are means of ratios,
-/// where f32's rounding is far below the digits reported).
-pub(crate) struct UpperGram {
-    left: Tensor,
-    right: Tensor,
-}
-
-impl UpperGram {
-    const BLOCK: usize = 256;
-
-    pub(crate) fn new(rows: &Tensor) -> Result<Self> {
-        Self::between(rows, rows)
-    }
-
-    /// The strict upper triangle of `left rightᵀ`, which the caller knows to be symmetric.
-    fn between(left: &Tensor, right: &Tensor) -> Result<Self> {
-        Ok(Self {
-            left: left.contiguous()?,
-            right: right.contiguous()?,
-        })
-    }
-
-    /// Calls `visit(b, i, row)` with `row[k] = <left[b, i], right[b, i + 1 + k]>` for every `b`
-    /// and `i`, in that order.
-    pub(crate) fn for_each(&self, mut visit: impl FnMut(usize, usize, &[f64])) -> Result<()> {
-        let (b, s, _) = self.left.dims3()?;
-        for start in (0..s).step_by(Self::BLOCK) {
-            let n = Self::BLOCK.min(s - start);
-            // Views, not copies: the matrix product reads strided and transposed operands.
-            let block = self.left.narrow(1, start, n)?;
-            let rest = self.right.narrow(1, start, s - start)?.transpose(1, 2)?;
-            let products = block.matmul(&rest)?.flatten_all()?;
-            let products: Vec<f64> = match products.dtype() {
-                DType::F32 => products
-                    .to_vec1::<f32>()?
-                    .into_iter()
-                    .map(f64::from)
-                    .collect(),
-                _ => products.to_dtype(DType::F64)?.to_vec1::<f64>()?,
-            };
-            let width = s - start;
-            for bi in 0..b {
-                for r in 0..n {
-                    let row = &products[(bi * n + r) * width..(bi * n + r + 1) * width];
-                    visit(bi, start + r, &row[r + 1..]);
-                }
-            }
-        }
-        Ok(())
     }
 }
 
@@ -337,8 +285,10 @@ impl Probe {
             let mut rng = rand::rngs::StdRng::seed_from_u64(
                 seed.wrapping_add(layer.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
             );
-            let n = s.batch * channels * s.height * s.width;
-            let data: Vec<f32> = (0..n).map(|_| rng.random::<f32>() - offset).collect();
+            let mut words = vec![0u32; s.batch * channels * s.height * s.width];
+            // The words `random::<f32>()` draws one at a time, drawn at once.
+            rng.fill(&mut words[..]);
+            let data: Vec<f32> = words.iter().map(|&w| unit_float(w) - offset).collect();
             Ok(Tensor::from_vec(
                 data,
                 (s.batch, channels, s.height, s.width),
@@ -381,13 +331,13 @@ impl Probe {
                 _ => None,
             };
             let factored = PatchMoments::pays(weight, &x, padding)?;
-            // The factored form takes the moments in f64.
-            let dtype = if factored {
-                DType::F64
+            // The factored form takes each input's moments in f64.
+            let (dtype, layout) = if factored {
+                (DType::F64, PatchLayout::PerInput)
             } else {
-                compute_dtype(weight)
+                (compute_dtype(weight), PatchLayout::Rows)
             };
-            let patches = Patches::new(&x, kh, kw, padding, dtype)?;
+            let patches = Patches::new(&x, (kh, kw), padding, dtype, layout)?;
             let measured = match estimated {
                 Some(_) => sample.select(weight)?,
                 None => weight.clone(),
@@ -476,7 +426,13 @@ fn gram(maps: &Tensor) -> Result<Tensor> {
 /// otherwise.
 fn feature_maps(weight: &Tensor, inputs: &Tensor, padding: Padding) -> Result<Tensor> {
     let (_, _, kh, kw) = weight.dims4()?;
-    Patches::new(inputs, kh, kw, padding, compute_dtype(weight))?.maps(weight)
+    let dtype = compute_dtype(weight);
+    Patches::new(inputs, (kh, kw), padding, dtype, PatchLayout::Rows)?.maps(weight)
+}
+
+/// `rand`'s `StandardUniform` f32 of a word: its 24 high bits scaled to [0, 1).
+fn unit_float(word: u32) -> f32 {
+    (word >> 8) as f32 * (1.0 / (1u32 << 24) as f32)
 }
 
 /// f64 for an f64 weight, f32 otherwise.
@@ -614,7 +570,9 @@ mod tests {
                         FeatureSimilarity::from_maps(&feature_maps(&w, &x, padding).unwrap())
                             .unwrap();
                     let (_, _, kh, kw) = w.dims4().unwrap();
-                    let patches = Patches::new(&x, kh, kw, padding, DType::F64).unwrap();
+                    let patches =
+                        Patches::new(&x, (kh, kw), padding, DType::F64, PatchLayout::PerInput)
+                            .unwrap();
                     let factored = PatchMoments::similarity(&w, &patches).unwrap();
                     let tol = if dtype == DType::F64 { 1e-10 } else { 1e-4 };
                     for (a, b) in [
@@ -870,6 +828,23 @@ mod tests {
             (0.0..1.0).contains(&f.inner) && (0.0..1.0).contains(&f.cosine),
             "{f:?}"
         );
+    }
+
+    #[test]
+    fn noise_is_rands_uniform_floats() {
+        let p = probe(Padding::Same);
+        let got = p
+            .inputs(3, 5)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(
+            1u64.wrapping_add(5u64.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+        );
+        let want: Vec<f32> = (0..got.len()).map(|_| rng.random::<f32>()).collect();
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -38,7 +38,6 @@ impl MeanResponse {
         let w = weight.to_dtype(patch_means.dtype())?.flatten_from(1)?;
         let squares = w.sqr()?.sum(1)?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
         let map_means = patch_means
-            .t()?
             .matmul(&w.t()?)?
             .to_dtype(DType::F64)?
             .to_vec2::<f64>()?;
