@@ -1,22 +1,24 @@
-//! Which filters of a layer its kernel cosine looks at.
+//! Which filters of a layer its figures over filter pairs look at.
 //!
-//! The kernel cosine is a mean over all `S (S - 1) / 2` filter pairs: in a 2048-filter layer it
-//! costs more than minimizing L_CS, which is linear in `S`. Above a limit `m`, it is estimated on
-//! `m` filters drawn without replacement. The mean over the pairs of such a sample is an unbiased
-//! estimate of the mean over all pairs (a U-statistic); `tests/filter_sample.rs` measures its
-//! error. The draw depends only on the seed, the layer's index and `S`, so a layer is measured
-//! on the same filters before and after, and a change is a change on the same pairs.
+//! The kernel cosine and the feature-map probe are means over all `S (S - 1) / 2` filter pairs:
+//! in a 2048-filter layer they cost more than minimizing L_CS, which is linear in `S`. Above a
+//! limit `m`, they are estimated on `m` filters drawn without replacement. The mean over the
+//! pairs of such a sample is an unbiased estimate of the mean over all pairs (a U-statistic);
+//! `tests/filter_sample.rs` measures its error. The draw depends only on the seed, the layer's
+//! index and `S`, so a layer is measured on the same filters before and after, and a change is
+//! a change on the same pairs.
 //!
-//! The feature-map probe is not sampled: with U(0,1) inputs each filter's maps are dominated by
-//! its response to the input's mean, which varies from filter to filter, and a 128-filter sample
-//! errs by about 0.02 where the probe's own input noise is 0.001 (docs/math.md).
+//! The probe corrects its sample with a control variate (`probe::sample`): with U(0,1) inputs
+//! each filter's maps are dominated by its response to the input's mean, which varies from filter
+//! to filter, and a plain 128-filter sample errs by about 0.02 where the probe's own input noise
+//! is 0.001 (docs/math.md).
 
 use candle_core::Tensor;
 use rand::SeedableRng;
 
 use crate::Result;
 
-/// How many filters the kernel cosine of a layer may look at.
+/// How many filters the kernel cosine or the probe of a layer may look at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct PairSampling {
     /// At most this many filters (at least 2); `None`: every filter, exactly.
@@ -53,7 +55,7 @@ impl PairSampling {
     }
 }
 
-/// The filters of one layer that its kernel cosine looks at.
+/// The filters of one layer that a figure over filter pairs looks at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FilterSample {
     /// Sorted filter indices; `None`: every filter.

@@ -26,6 +26,18 @@ pub(super) enum PatchLayout {
     PerInput,
 }
 
+impl PatchLayout {
+    /// The layout for the maps of a `kh x kw` kernel: one product where the patches are a copy
+    /// anyway, the input itself (a product per input) for 1x1 kernels.
+    pub(super) fn for_maps(kh: usize, kw: usize) -> Self {
+        if (kh, kw) == (1, 1) {
+            Self::PerInput
+        } else {
+            Self::Rows
+        }
+    }
+}
+
 impl Patches {
     /// The patches in `dtype` (f32 or f64).
     pub(super) fn new(

@@ -335,6 +335,8 @@ mod tests {
                 "probe_noise",
             ),
             (r#"{"max_shard_size": "5 parsecs"}"#, "max_shard_size"),
+            (r#"{"kernel_cosine_sample": 1}"#, "kernel_cosine_sample"),
+            (r#"{"probe_sample": 1}"#, "probe_sample"),
         ];
         for (json, field) in cases {
             assert_eq!(check(json).unwrap_err().field, field, "{json}");
@@ -353,6 +355,25 @@ mod tests {
         ] {
             assert!(serde_json::from_str::<RunSettings>(json).is_err(), "{json}");
         }
+    }
+
+    #[test]
+    fn sample_limits_are_filters_or_every_pair() {
+        let checked =
+            check(r#"{"seed": 4, "probe_sample": 0, "kernel_cosine_sample": 2}"#).unwrap();
+        assert_eq!(
+            checked.probe.unwrap().sample,
+            PairSampling {
+                limit: None,
+                seed: 4
+            }
+        );
+        assert_eq!(checked.sampling.limit, Some(2));
+        let defaults = check("{}").unwrap();
+        assert_eq!(
+            defaults.probe.unwrap().sample.limit,
+            Some(DEFAULT_PROBE_SAMPLE as usize)
+        );
     }
 
     #[test]
