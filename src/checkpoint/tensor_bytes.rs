@@ -32,6 +32,11 @@ pub fn tensor_from_bytes(
     shape: &[usize],
     device: &Device,
 ) -> Result<Tensor> {
+    // Little-endian bytes are the values' own: one copy, as candle's safetensors loader does.
+    #[cfg(target_endian = "little")]
+    if let Some(dtype) = candle_dtype(dtype) {
+        return Ok(Tensor::from_raw_buffer(bytes, dtype, shape, device)?);
+    }
     let tensor = match dtype {
         Dtype::F16 => Tensor::from_vec(decode(bytes, f16::from_le_bytes), shape, device)?,
         Dtype::BF16 => Tensor::from_vec(decode(bytes, bf16::from_le_bytes), shape, device)?,

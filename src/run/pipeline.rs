@@ -287,11 +287,36 @@ fn to_f32_oihw(stored: &Tensor, layout: KernelLayout) -> candle_core::Result<Ten
 }
 
 fn all_finite(weight: &Tensor) -> candle_core::Result<bool> {
-    // In f64, so that large but finite weights cannot overflow the sum.
-    let sum = weight
-        .to_dtype(DType::F64)?
-        .abs()?
+    // `x - x` is 0 for every finite `x` and NaN for an infinite or NaN one: the sum is exactly 0
+    // when all are finite, in the weight's own dtype and without overflow.
+    let sum = (weight - weight)?
         .sum_all()?
+        .to_dtype(DType::F64)?
         .to_scalar::<f64>()?;
-    Ok(sum.is_finite())
+    Ok(sum == 0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finite_means_no_infinity_and_no_nan_in_any_dtype() {
+        let device = Device::Cpu;
+        for dtype in [DType::F16, DType::BF16, DType::F32, DType::F64] {
+            let with = |v: f64| {
+                Tensor::new(&[1.0, -2.5, v, 0.0], &device)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap()
+            };
+            assert!(all_finite(&with(3.0)).unwrap(), "{dtype:?}");
+            assert!(!all_finite(&with(f64::NAN)).unwrap(), "{dtype:?}");
+            assert!(!all_finite(&with(f64::INFINITY)).unwrap(), "{dtype:?}");
+            assert!(!all_finite(&with(f64::NEG_INFINITY)).unwrap(), "{dtype:?}");
+        }
+        // The largest finite values sum to infinity, but are finite.
+        let large = Tensor::new(&[f32::MAX; 64], &device).unwrap();
+        assert!(all_finite(&large).unwrap());
+    }
 }

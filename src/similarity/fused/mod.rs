@@ -365,12 +365,13 @@ impl<T: Real, K: Kernel<T>> Layer<T, K> {
         let (per_unit, unit_len) = (kernel.unit_filters(), kernel.unit_len());
         let units = space.filters.div_ceil(per_unit);
         let mut weights = vec![T::zero(); units * unit_len];
-        for (filters, unit) in weight
-            .chunks(per_unit * filter_len)
-            .zip(weights.chunks_exact_mut(unit_len))
-        {
-            kernel.pack(filters, unit);
-        }
+        // In parallel: for a single loss evaluation (the report's figures) packing costs as
+        // much as the records.
+        weight
+            .par_chunks(per_unit * filter_len)
+            .zip(weights.par_chunks_exact_mut(unit_len))
+            .with_min_len(min_units)
+            .for_each(|(filters, unit)| kernel.pack(filters, unit));
         Self {
             kernel,
             space,
