@@ -287,9 +287,10 @@ fn to_f32_oihw(stored: &Tensor, layout: KernelLayout) -> candle_core::Result<Ten
 }
 
 fn all_finite(weight: &Tensor) -> candle_core::Result<bool> {
-    // `x - x` is 0 for every finite `x` and NaN for an infinite or NaN one: the sum is exactly 0
+    // `0 x` is 0 for every finite `x` and NaN for an infinite or NaN one: the sum is exactly 0
     // when all are finite, in the weight's own dtype and without overflow.
-    let sum = (weight - weight)?
+    let sum = weight
+        .affine(0.0, 0.0)?
         .sum_all()?
         .to_dtype(DType::F64)?
         .to_scalar::<f64>()?;
