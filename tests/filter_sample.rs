@@ -2,6 +2,9 @@
 //! unbiased, within the error docs/math.md states, and exact where the layer is no wider than
 //! the sample.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
@@ -110,14 +113,7 @@ fn the_default_sample_of_wide_layers_measures_level_and_change_closely() {
         let (estimate, sampled) = measured(before, &sampling, layer);
         assert_eq!(sampled, Some(DEFAULT_KERNEL_COSINE_SAMPLE as usize));
         let estimate = (estimate, cosine(&after, &sampling, layer));
-        eprintln!(
-            "{name} {:?}: exact {:.4} -> {:.4}, estimate {:.4} -> {:.4}",
-            before.dims(),
-            exact.0,
-            exact.1,
-            estimate.0,
-            estimate.1
-        );
+        common::print_level_and_change(name, before.dims(), exact, estimate);
         level = level.max((estimate.0 - exact.0).abs());
         change = change.max(((estimate.1 - estimate.0) - (exact.1 - exact.0)).abs());
     }

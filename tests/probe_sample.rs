@@ -135,14 +135,7 @@ fn the_default_sample_measures_resnet50_level_and_change_closely() {
             estimate_before.cosine,
             figures(&after, sampling, layer).cosine,
         );
-        eprintln!(
-            "{name} {:?}: exact {:.4} -> {:.4}, estimate {:.4} -> {:.4}",
-            before.dims(),
-            exact.0,
-            exact.1,
-            estimate.0,
-            estimate.1
-        );
+        common::print_level_and_change(name, before.dims(), exact, estimate);
         level = level
             .max((estimate.0 - exact.0).abs())
             .max((estimate.1 - exact.1).abs());

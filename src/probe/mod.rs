@@ -349,14 +349,16 @@ impl Probe {
         let padding = self.settings.padding;
         self.with_inputs(weight, layer, |x| {
             let (s, _, kh, kw) = weight.dims4()?;
+            let factored = PatchMoments::pays(weight, &x, padding)?;
             let sample = self.settings.sample.for_layer(s, layer);
             let estimated = match sample.picks() {
-                Some(picks) if exact_cost(weight, &x, padding)? > SAMPLE_ABOVE_MULTIPLY_ADDS => {
+                Some(picks)
+                    if exact_cost(weight, &x, padding, factored)? > SAMPLE_ABOVE_MULTIPLY_ADDS =>
+                {
                     Some(picks)
                 }
                 _ => None,
             };
-            let factored = PatchMoments::pays(weight, &x, padding)?;
             // The factored form takes each input's moments in f64.
             let (dtype, layout) = if factored {
                 (DType::F64, PatchLayout::PerInput)
@@ -374,7 +376,9 @@ impl Probe {
                 FeatureSimilarity::from_maps(&patches.maps(&measured)?)?
             };
             match estimated {
-                Some(picks) => MeanResponse::new(weight, &x, &patches)?.estimate(&figures, picks),
+                Some(picks) => {
+                    Ok(MeanResponse::new(weight, &x, &patches)?.estimate(&figures, picks))
+                }
                 None => Ok(figures),
             }
         })
@@ -416,8 +420,9 @@ impl Probe {
 const SAMPLE_ABOVE_MULTIPLY_ADDS: f64 = (1u64 << 27) as f64;
 
 /// Multiply-adds of the exact figures: the convolution and the upper Gram matrix of the maps,
-/// or [`PatchMoments`]' moments, their product with the weight and its upper Gram matrix.
-fn exact_cost(weight: &Tensor, inputs: &Tensor, padding: Padding) -> Result<f64> {
+/// or, `factored`, [`PatchMoments`]' moments, their product with the weight and its upper Gram
+/// matrix.
+fn exact_cost(weight: &Tensor, inputs: &Tensor, padding: Padding, factored: bool) -> Result<f64> {
     let (s, c, kh, kw) = weight.dims4()?;
     let (oh, ow) = output_size(inputs, kh, kw, padding)?;
     let (b, s, k, n) = (
@@ -426,7 +431,7 @@ fn exact_cost(weight: &Tensor, inputs: &Tensor, padding: Padding) -> Result<f64>
         (c * kh * kw) as f64,
         (oh * ow) as f64,
     );
-    Ok(if PatchMoments::pays(weight, inputs, padding)? {
+    Ok(if factored {
         b * (k * k * n + s * k * k + s * s * k / 2.0)
     } else {
         b * (s * k * n + s * s * n / 2.0)

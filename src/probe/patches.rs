@@ -49,13 +49,9 @@ impl Patches {
     ) -> Result<Self> {
         let (oh, ow) = output_size(inputs, kh, kw, padding)?;
         let x = pad(&inputs.to_dtype(dtype)?, kh, kw, padding)?;
-        let (b, c, _, _) = x.dims4()?;
+        let b = x.dim(0)?;
         let data = match ((kh, kw), layout) {
             ((1, 1), PatchLayout::PerInput) => x.flatten_from(2)?,
-            ((1, 1), PatchLayout::Rows) => x
-                .flatten_from(2)?
-                .transpose(0, 1)?
-                .reshape((c, b * oh * ow))?,
             _ if dtype == DType::F64 => copy_rows::<f64>(&x, kh, kw, (oh, ow), layout)?,
             _ => copy_rows::<f32>(&x, kh, kw, (oh, ow), layout)?,
         };
@@ -128,8 +124,8 @@ impl Patches {
     }
 }
 
-/// The patches of a padded input `[B, C, H, W]` in `layout`, for kernels larger than 1x1: each
-/// row of an input is `H'` lines of it, copied.
+/// The patches of a padded input `[B, C, H, W]` in `layout` (all but a 1x1 kernel's per-input
+/// patches, which are the input itself): each row of an input is `H'` lines of it, copied.
 fn copy_rows<T: WithDType>(
     x: &Tensor,
     kh: usize,

@@ -66,26 +66,25 @@ impl MeanResponse {
     }
 
     /// The layer's figures from those of the filters `picks` (`drawn`).
-    pub(super) fn estimate(
-        &self,
-        drawn: &FeatureSimilarity,
-        picks: &[u32],
-    ) -> Result<FeatureSimilarity> {
+    pub(super) fn estimate(&self, drawn: &FeatureSimilarity, picks: &[u32]) -> FeatureSimilarity {
+        // `drawn`, less the idealized figure of the drawn filters, plus that of all filters;
+        // each averaged over the inputs.
         let corrected = |drawn: f64, of: &[Vec<f64>], mean: fn(&[f64]) -> f64| {
-            let over_inputs =
-                |f: &dyn Fn(&[f64]) -> f64| of.iter().map(|v| f(v)).sum::<f64>() / of.len() as f64;
-            let picked = over_inputs(&|v: &[f64]| {
-                mean(&picks.iter().map(|&i| v[i as usize]).collect::<Vec<_>>())
-            });
-            (drawn - picked + over_inputs(&|v: &[f64]| mean(v))).max(0.0)
+            let (mut picked, mut all) = (0.0, 0.0);
+            for v in of {
+                picked += mean(&picks.iter().map(|&i| v[i as usize]).collect::<Vec<_>>());
+                all += mean(v);
+            }
+            let inputs = of.len() as f64;
+            (drawn - picked / inputs + all / inputs).max(0.0)
         };
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-        Ok(FeatureSimilarity::new(
+        FeatureSimilarity::new(
             corrected(drawn.cosine, &self.cosine, pair_mean).min(1.0),
             corrected(drawn.mean_abs_inner, &self.inner, pair_mean),
             corrected(drawn.mean_energy, &self.energy, mean),
             Some(picks.len()),
-        ))
+        )
     }
 }
 

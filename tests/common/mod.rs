@@ -3,6 +3,14 @@
 
 pub mod hub_cache;
 
+/// Prints a layer's exact and estimated figures before -> after, for the sampling tests.
+pub fn print_level_and_change(name: &str, dims: &[usize], exact: (f64, f64), estimate: (f64, f64)) {
+    eprintln!(
+        "{name} {dims:?}: exact {:.4} -> {:.4}, estimate {:.4} -> {:.4}",
+        exact.0, exact.1, estimate.0, estimate.1
+    );
+}
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::OnceLock;
