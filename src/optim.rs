@@ -83,9 +83,8 @@ impl AdamStep {
             one_minus_beta1: cast(self.one_minus_beta1),
             beta2: cast(self.beta2),
             one_minus_beta2: cast(self.one_minus_beta2),
-            step_size: cast(self.step_size),
-            bias2_sqrt: cast(self.bias2_sqrt),
-            eps: cast(self.eps),
+            scaled_step: cast(self.step_size * self.bias2_sqrt),
+            scaled_eps: cast(self.eps * self.bias2_sqrt),
         }
     }
 }
@@ -96,20 +95,22 @@ pub struct AdamFactors<T> {
     one_minus_beta1: T,
     beta2: T,
     one_minus_beta2: T,
-    step_size: T,
-    bias2_sqrt: T,
-    eps: T,
+    /// `step_size * sqrt(bc2)`.
+    scaled_step: T,
+    /// `eps * sqrt(bc2)`.
+    scaled_eps: T,
 }
 
 impl<T: num_traits::Float> AdamFactors<T> {
     /// One element of PyTorch's `_single_tensor_adam`:
-    /// `m.lerp_(g, 1-β1)`, `v = β2 v + (1-β2) g²`, `w -= step_size * m / (sqrt(v)/sqrt(bc2) + eps)`.
+    /// `m.lerp_(g, 1-β1)`, `v = β2 v + (1-β2) g²`, `w -= step_size * m / (sqrt(v)/sqrt(bc2) + eps)`,
+    /// with the denominator multiplied through by `sqrt(bc2)`: one division per element instead
+    /// of two (a division is the slowest operation of the step), equal up to rounding.
     #[inline(always)]
     pub fn apply(&self, w: &mut T, m: &mut T, v: &mut T, g: T) {
         *m = *m + self.one_minus_beta1 * (g - *m);
         *v = *v * self.beta2 + g * g * self.one_minus_beta2;
-        let denom = v.sqrt() / self.bias2_sqrt + self.eps;
-        *w = *w - self.step_size * (*m / denom);
+        *w = *w - self.scaled_step * (*m / (v.sqrt() + self.scaled_eps));
     }
 }
 
