@@ -164,11 +164,18 @@ impl FeatureSimilarity {
 struct PatchMoments;
 
 impl PatchMoments {
-    /// Whether the factored form is the cheaper one for this layer and input.
+    /// Whether the factored form is the cheaper one for this layer and input. Patches shorter
+    /// than the maps are not enough: the moments cost `K² N` per input whatever the filter
+    /// count, which a narrow layer with long patches (`[10, 240, 1, 1]`) never earns back. The
+    /// moments are taken in f64, at about half the speed of f32.
     fn pays(weight: &Tensor, inputs: &Tensor, padding: Padding) -> Result<bool> {
-        let (_, c, kh, kw) = weight.dims4()?;
-        let (oh, ow) = output_size(inputs, kh, kw, padding)?;
-        Ok(c * kh * kw < oh * ow)
+        let cost = ExactCost::of(weight, inputs, padding)?;
+        let moments_in_f64 = if compute_dtype(weight) == DType::F64 {
+            0.0
+        } else {
+            cost.moments()
+        };
+        Ok(cost.factored() + moments_in_f64 < cost.direct())
     }
 
     /// The figures of the layer's feature maps on the inputs of `patches`, from `W Σ_b` and
@@ -353,7 +360,8 @@ impl Probe {
             let sample = self.settings.sample.for_layer(s, layer);
             let estimated = match sample.picks() {
                 Some(picks)
-                    if exact_cost(weight, &x, padding, factored)? > SAMPLE_ABOVE_MULTIPLY_ADDS =>
+                    if ExactCost::of(weight, &x, padding)?.of_form(factored)
+                        > SAMPLE_ABOVE_MULTIPLY_ADDS =>
                 {
                     Some(picks)
                 }
@@ -419,23 +427,52 @@ impl Probe {
 /// the depthwise layers, whose exact figures are cheap and whose estimates would err the most.
 const SAMPLE_ABOVE_MULTIPLY_ADDS: f64 = (1u64 << 27) as f64;
 
-/// Multiply-adds of the exact figures: the convolution and the upper Gram matrix of the maps,
-/// or, `factored`, [`PatchMoments`]' moments, their product with the weight and its upper Gram
-/// matrix.
-fn exact_cost(weight: &Tensor, inputs: &Tensor, padding: Padding, factored: bool) -> Result<f64> {
-    let (s, c, kh, kw) = weight.dims4()?;
-    let (oh, ow) = output_size(inputs, kh, kw, padding)?;
-    let (b, s, k, n) = (
-        inputs.dim(0)? as f64,
-        s as f64,
-        (c * kh * kw) as f64,
-        (oh * ow) as f64,
-    );
-    Ok(if factored {
-        b * (k * k * n + s * k * k + s * s * k / 2.0)
-    } else {
+/// Multiply-adds of a layer's exact figures on a batch of inputs, in either form.
+struct ExactCost {
+    /// Inputs, filters, patch length `C kh kw` and map length `H' W'`.
+    b: f64,
+    s: f64,
+    k: f64,
+    n: f64,
+}
+
+impl ExactCost {
+    fn of(weight: &Tensor, inputs: &Tensor, padding: Padding) -> Result<Self> {
+        let (s, c, kh, kw) = weight.dims4()?;
+        let (oh, ow) = output_size(inputs, kh, kw, padding)?;
+        Ok(Self {
+            b: inputs.dim(0)? as f64,
+            s: s as f64,
+            k: (c * kh * kw) as f64,
+            n: (oh * ow) as f64,
+        })
+    }
+
+    /// The convolution and the upper Gram matrix of the maps.
+    fn direct(&self) -> f64 {
+        let Self { b, s, k, n } = *self;
         b * (s * k * n + s * s * n / 2.0)
-    })
+    }
+
+    /// [`PatchMoments`]' moments, their product with the weight and its upper Gram matrix.
+    fn factored(&self) -> f64 {
+        let Self { b, s, k, .. } = *self;
+        self.moments() + b * (s * k * k + s * s * k / 2.0)
+    }
+
+    /// The patches' moments alone.
+    fn moments(&self) -> f64 {
+        let Self { b, k, n, .. } = *self;
+        b * k * k * n
+    }
+
+    fn of_form(&self, factored: bool) -> f64 {
+        if factored {
+            self.factored()
+        } else {
+            self.direct()
+        }
+    }
 }
 
 /// `<F_i, F_j>` for every input and filter pair, `[B, S, S]` in f64: the feature maps

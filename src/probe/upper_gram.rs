@@ -1,6 +1,6 @@
 //! The strict upper triangle of a Gram matrix, reduced row by row.
 
-use candle_core::{DType, Tensor};
+use candle_core::{CpuStorage, DType, Storage, Tensor};
 use rayon::prelude::*;
 
 use crate::Result;
@@ -16,28 +16,51 @@ pub(crate) struct UpperGram {
 }
 
 /// A block's products, in their dtype: widened to f64 row by row, where they are used.
-enum Products {
-    F32(Vec<f32>),
-    F64(Vec<f64>),
+#[derive(Clone, Copy)]
+enum Products<'a> {
+    F32(&'a [f32]),
+    F64(&'a [f64]),
 }
 
-impl Products {
-    fn of(products: &Tensor) -> Result<Self> {
+impl Products<'_> {
+    /// `use_products` of a block's products: read in place from CPU memory (a copy of a few
+    /// megabytes, page faults included, cost as much as the row sums), copied from elsewhere.
+    fn with<R>(products: &Tensor, use_products: impl FnOnce(Products) -> R) -> Result<R> {
+        {
+            let (storage, layout) = products.storage_and_layout();
+            if let (Storage::Cpu(cpu), Some((start, end))) =
+                (&*storage, layout.contiguous_offsets())
+            {
+                match cpu {
+                    CpuStorage::F32(v) => return Ok(use_products(Products::F32(&v[start..end]))),
+                    CpuStorage::F64(v) => return Ok(use_products(Products::F64(&v[start..end]))),
+                    _ => {}
+                }
+            }
+        }
         let products = products.flatten_all()?;
         Ok(match products.dtype() {
-            DType::F32 => Self::F32(products.to_vec1::<f32>()?),
-            _ => Self::F64(products.to_dtype(DType::F64)?.to_vec1::<f64>()?),
+            DType::F32 => use_products(Products::F32(&products.to_vec1::<f32>()?)),
+            _ => use_products(Products::F64(
+                &products.to_dtype(DType::F64)?.to_vec1::<f64>()?,
+            )),
         })
     }
 
-    fn with_row<R>(&self, from: usize, to: usize, use_row: impl FnOnce(&[f64]) -> R) -> R {
+    /// `use_row` of `products[from..to]` in f64; `widened` is the caller's buffer for f32 rows.
+    fn with_row<R>(
+        self,
+        from: usize,
+        to: usize,
+        widened: &mut Vec<f64>,
+        use_row: impl FnOnce(&[f64]) -> R,
+    ) -> R {
         match self {
-            Self::F32(p) => use_row(
-                &p[from..to]
-                    .iter()
-                    .map(|&v| f64::from(v))
-                    .collect::<Vec<_>>(),
-            ),
+            Self::F32(p) => {
+                widened.clear();
+                widened.extend(p[from..to].iter().map(|&v| f64::from(v)));
+                use_row(widened)
+            }
             Self::F64(p) => use_row(&p[from..to]),
         }
     }
@@ -72,18 +95,19 @@ impl UpperGram {
             // Views, not copies: the matrix product reads strided and transposed operands.
             let block = self.left.narrow(1, start, n)?;
             let rest = self.right.narrow(1, start, s - start)?.transpose(1, 2)?;
-            let products = Products::of(&block.matmul(&rest)?)?;
             let width = s - start;
-            let sums: Vec<[f64; N]> = (0..b * n)
-                .into_par_iter()
-                .with_min_len(16)
-                .map(|row| {
-                    let (bi, r) = (row / n, row % n);
-                    products.with_row(row * width + r + 1, (row + 1) * width, |values| {
-                        row_sum(bi, start + r, values)
+            let sums: Vec<[f64; N]> = Products::with(&block.matmul(&rest)?, |products| {
+                (0..b * n)
+                    .into_par_iter()
+                    .with_min_len(16)
+                    .map_init(Vec::new, |widened, row| {
+                        let (bi, r) = (row / n, row % n);
+                        let (from, to) = (row * width + r + 1, (row + 1) * width);
+                        products
+                            .with_row(from, to, widened, |values| row_sum(bi, start + r, values))
                     })
-                })
-                .collect();
+                    .collect()
+            })?;
             for sum in sums {
                 for (t, v) in total.iter_mut().zip(sum) {
                     *t += v;
