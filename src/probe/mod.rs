@@ -626,6 +626,27 @@ mod tests {
     }
 
     #[test]
+    fn the_factored_form_is_taken_where_it_costs_less() {
+        // The default probe: 4 inputs of 16x16, same padding.
+        let inputs = Tensor::zeros((4, 1, 16, 16), DType::F32, &Device::Cpu).unwrap();
+        let pays = |s: usize, c: usize, k: usize, dtype: DType| {
+            let weight = Tensor::zeros((s, c, k, k), dtype, &Device::Cpu).unwrap();
+            let inputs = inputs.broadcast_as((4, c, 16, 16)).unwrap();
+            PatchMoments::pays(&weight, &inputs, Padding::Same).unwrap()
+        };
+        // Short patches and many filters: depthwise and narrow 1x1 layers.
+        assert!(pays(1152, 1, 5, DType::F32));
+        assert!(pays(480, 80, 1, DType::F32));
+        // Patches nearly as long as the maps, few filters: the moments would cost 25x the maps.
+        assert!(!pays(10, 240, 1, DType::F32));
+        // Patches longer than the maps.
+        assert!(!pays(64, 64, 3, DType::F32));
+        // In f64 the moments cost no more than the rest: the balance moves.
+        assert!(!pays(150, 100, 1, DType::F32));
+        assert!(pays(150, 100, 1, DType::F64));
+    }
+
+    #[test]
     fn patch_moments_give_the_figures_of_the_maps() {
         // Depthwise, pointwise, few-channel and non-square kernels, every padding, f32 and f64:
         // the factored Gram against the maps' own.
