@@ -356,17 +356,25 @@ impl Probe {
         let padding = self.settings.padding;
         self.with_inputs(weight, layer, |x| {
             let (s, _, kh, kw) = weight.dims4()?;
-            let factored = PatchMoments::pays(weight, &x, padding)?;
             let sample = self.settings.sample.for_layer(s, layer);
+            // Whether to estimate is a matter of the whole layer's cost, in its cheaper form.
+            let whole_factored = PatchMoments::pays(weight, &x, padding)?;
             let estimated = match sample.picks() {
                 Some(picks)
-                    if ExactCost::of(weight, &x, padding)?.of_form(factored)
+                    if ExactCost::of(weight, &x, padding)?.of_form(whole_factored)
                         > SAMPLE_ABOVE_MULTIPLY_ADDS =>
                 {
                     Some(picks)
                 }
                 _ => None,
             };
+            let measured = match estimated {
+                Some(_) => sample.select(weight)?,
+                None => weight.clone(),
+            };
+            // The form is the measured filters': a sample of a wide layer can be narrow enough
+            // for the maps to cost less than the moments.
+            let factored = PatchMoments::pays(&measured, &x, padding)?;
             // The factored form takes each input's moments in f64.
             let (dtype, layout) = if factored {
                 (DType::F64, PatchLayout::PerInput)
@@ -374,10 +382,6 @@ impl Probe {
                 (compute_dtype(weight), PatchLayout::for_maps(kh, kw))
             };
             let patches = Patches::new(&x, (kh, kw), padding, dtype, layout)?;
-            let measured = match estimated {
-                Some(_) => sample.select(weight)?,
-                None => weight.clone(),
-            };
             let figures = if factored {
                 PatchMoments::similarity(&measured, &patches)?
             } else {
