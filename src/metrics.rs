@@ -5,8 +5,10 @@
 //! cosine is the "kernel orthogonality" quantity the paper argues is the wrong target.
 
 use candle_core::{DType, Tensor};
+use rayon::prelude::*;
 
 use crate::filter_sample::FilterSample;
+use crate::host_values::{with_values, Values};
 use crate::probe::UpperGram;
 use crate::similarity::{conv_similarity_value, KernelGeometry, Variant};
 use crate::Result;
@@ -37,10 +39,12 @@ impl LayerMetrics {
         sample: &FilterSample,
     ) -> Result<Self> {
         let weight = computable(weight)?;
+        // Both scale-free figures start from the unit filters: made once.
+        let unit = unit_filters(&weight)?;
         Ok(Self {
             loss: conv_similarity_value(&weight, variant)?,
-            scale_free: scale_free_similarity(&weight, variant)?,
-            kernel_cosine: kernel_cosine(&sample.select(&weight)?)?,
+            scale_free: scale_free_of_unit(&unit, variant)?,
+            kernel_cosine: kernel_cosine_of_unit(&sample.select(&unit)?)?,
         })
     }
 }
@@ -58,29 +62,73 @@ fn rows(weight: &Tensor) -> Result<Tensor> {
     Ok(weight.flatten_from(1)?)
 }
 
-/// Every filter divided by its norm (zero filters stay zero).
+/// Every filter divided by its norm (zero filters stay zero), in one pass over the weight.
 fn unit_filters(weight: &Tensor) -> Result<Tensor> {
-    let rows = rows(weight)?;
-    let norms = rows.sqr()?.sum_keepdim(1)?.sqrt()?;
-    let safe = norms.gt(0.0)?.where_cond(&norms, &norms.ones_like()?)?;
-    Ok(rows.broadcast_div(&safe)?.reshape(weight.shape())?)
+    let norms = filter_norms(weight)?;
+    let len = weight.elem_count() / norms.len().max(1);
+    if len == 0 {
+        return Ok(weight.clone());
+    }
+    let divisor = |n: f64| if n > 0.0 { n } else { 1.0 };
+    // `computable` weights are f32 or f64, which `with_values` keeps.
+    Ok(with_values(weight, |values| match values {
+        Values::F32(v) => {
+            let mut out = v.to_vec();
+            out.par_chunks_mut(len).zip(&norms).for_each(|(row, &n)| {
+                let n = divisor(n) as f32;
+                row.iter_mut().for_each(|x| *x /= n);
+            });
+            Tensor::from_vec(out, weight.shape(), weight.device())
+        }
+        Values::F64(v) => {
+            let mut out = v.to_vec();
+            out.par_chunks_mut(len).zip(&norms).for_each(|(row, &n)| {
+                let n = divisor(n);
+                row.iter_mut().for_each(|x| *x /= n);
+            });
+            Tensor::from_vec(out, weight.shape(), weight.device())
+        }
+    })??)
 }
 
 /// L_CS of the weight with unit-norm filters, per filter pair: comparable across layers and
 /// unchanged by rescaling filters.
 pub fn scale_free_similarity(weight: &Tensor, variant: Variant) -> Result<f64> {
-    let weight = computable(weight)?;
-    let pairs = variant.filter_pairs(weight.dim(0)?);
+    scale_free_of_unit(&unit_filters(&computable(weight)?)?, variant)
+}
+
+fn scale_free_of_unit(unit: &Tensor, variant: Variant) -> Result<f64> {
+    let pairs = variant.filter_pairs(unit.dim(0)?);
     if pairs == 0 {
         return Ok(0.0);
     }
-    Ok(conv_similarity_value(&unit_filters(&weight)?, variant)? / pairs as f64)
+    Ok(conv_similarity_value(unit, variant)? / pairs as f64)
 }
 
 /// Frobenius norm of every output filter.
 pub fn filter_norms(weight: &Tensor) -> Result<Vec<f64>> {
-    let rows = rows(&computable(weight)?)?.to_dtype(DType::F64)?;
-    Ok(rows.sqr()?.sum(1)?.sqrt()?.to_vec1::<f64>()?)
+    let mut norms = filter_squares(weight)?;
+    norms.iter_mut().for_each(|n| *n = n.sqrt());
+    Ok(norms)
+}
+
+/// The sum of squares of every output filter, accumulated in f64.
+pub(crate) fn filter_squares(weight: &Tensor) -> Result<Vec<f64>> {
+    let s = weight.dim(0)?;
+    let len = weight.elem_count() / s.max(1);
+    if len == 0 {
+        return Ok(vec![0.0; s]);
+    }
+    with_values(weight, |values| match values {
+        Values::F32(v) => v
+            .par_chunks(len)
+            .map(|row| row.iter().map(|&x| f64::from(x) * f64::from(x)).sum())
+            .collect(),
+        Values::F64(v) => v
+            .par_chunks(len)
+            .map(|row| row.iter().map(|&x| x * x).sum())
+            .collect(),
+    })
 }
 
 /// Per-filter norm ratios after/before, summarized.
@@ -117,13 +165,16 @@ impl NormRatio {
 
 /// Mean `|cos(W_i, W_j)|` over filter pairs `i < j` (0 for a single filter).
 pub fn kernel_cosine(weight: &Tensor) -> Result<f64> {
-    let weight = computable(weight)?;
-    let s = weight.dim(0)?;
+    kernel_cosine_of_unit(&unit_filters(&computable(weight)?)?)
+}
+
+fn kernel_cosine_of_unit(unit: &Tensor) -> Result<f64> {
+    let s = unit.dim(0)?;
     if s < 2 {
         return Ok(0.0);
     }
-    let unit = rows(&unit_filters(&weight)?)?.unsqueeze(0)?;
+    let rows = rows(unit)?.unsqueeze(0)?;
     let [total] =
-        UpperGram::new(&unit)?.sum_rows(|_, _, row| [row.iter().map(|c| c.abs()).sum::<f64>()])?;
+        UpperGram::new(&rows)?.sum_rows(|_, _, row| [row.iter().map(|c| c.abs()).sum::<f64>()])?;
     Ok(total / (s * (s - 1) / 2) as f64)
 }

@@ -5,6 +5,7 @@
 //! product relative to the mean feature-map energy. This is the quantity L_CS is a bound for.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
@@ -255,8 +256,67 @@ pub struct Probe {
     settings: ProbeSettings,
     images: Option<Tensor>,
     device: Device,
-    /// The inputs last drawn, by layer and channels: a run measures each layer twice in a row.
-    last_inputs: std::sync::Mutex<Option<(u64, usize, Tensor)>>,
+    /// The inputs last drawn: a run measures each layer twice in a row.
+    last_inputs: Mutex<Option<Arc<LayerInputs>>>,
+}
+
+/// A layer's inputs and what the probe derives from them, kept for the layer's second
+/// measurement: drawing the noise and copying it into patches cost as much as measuring a wide
+/// layer's sample of filters.
+struct LayerInputs {
+    layer: u64,
+    inputs: Tensor,
+    /// The variance of the inputs' values, once asked for ([`MeanResponse`]).
+    variance: OnceLock<f64>,
+    /// The patches last asked for, by kernel size, dtype and layout.
+    patches: Mutex<Option<(PatchKey, Arc<Patches>)>>,
+}
+
+type PatchKey = ((usize, usize), DType, PatchLayout);
+
+impl LayerInputs {
+    fn new(layer: u64, inputs: Tensor) -> Self {
+        Self {
+            layer,
+            inputs,
+            variance: OnceLock::new(),
+            patches: Mutex::new(None),
+        }
+    }
+
+    fn channels(&self) -> usize {
+        self.inputs.dim(1).unwrap_or(0)
+    }
+
+    fn patches(
+        &self,
+        kernel: (usize, usize),
+        padding: Padding,
+        dtype: DType,
+        layout: PatchLayout,
+    ) -> Result<Arc<Patches>> {
+        let mut last = self.patches.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (kernel, dtype, layout);
+        if let Some((k, patches)) = &*last {
+            if *k == key {
+                return Ok(patches.clone());
+            }
+        }
+        let patches = Arc::new(Patches::new(&self.inputs, kernel, padding, dtype, layout)?);
+        *last = Some((key, patches.clone()));
+        Ok(patches)
+    }
+
+    /// The variance of the inputs' values.
+    fn variance(&self) -> Result<f64> {
+        if let Some(&variance) = self.variance.get() {
+            return Ok(variance);
+        }
+        let scalar = |t: Tensor| -> Result<f64> { Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?) };
+        let mean = scalar(self.inputs.mean_all()?)?;
+        let variance = (scalar(self.inputs.sqr()?.mean_all()?)? - mean * mean).max(0.0);
+        Ok(*self.variance.get_or_init(|| variance))
+    }
 }
 
 impl Probe {
@@ -291,14 +351,18 @@ impl Probe {
     /// The inputs for a layer with `channels` input channels, `[B, C, H, W]`; the same for the
     /// same `layer` index, so a layer is measured on the same inputs before and after.
     pub fn inputs(&self, channels: usize, layer: u64) -> Result<Tensor> {
+        Ok(self.layer_inputs(channels, layer)?.inputs.clone())
+    }
+
+    fn layer_inputs(&self, channels: usize, layer: u64) -> Result<Arc<LayerInputs>> {
         let mut last = self.last_inputs.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((l, c, inputs)) = &*last {
-            if (*l, *c) == (layer, channels) {
+        if let Some(inputs) = &*last {
+            if (inputs.layer, inputs.channels()) == (layer, channels) {
                 return Ok(inputs.clone());
             }
         }
-        let inputs = self.draw_inputs(channels, layer)?;
-        *last = Some((layer, channels, inputs.clone()));
+        let inputs = Arc::new(LayerInputs::new(layer, self.draw_inputs(channels, layer)?));
+        *last = Some(inputs.clone());
         Ok(inputs)
     }
 
@@ -354,14 +418,15 @@ impl Probe {
         layer: u64,
     ) -> Result<Option<FeatureSimilarity>> {
         let padding = self.settings.padding;
-        self.with_inputs(weight, layer, |x| {
+        self.with_inputs(weight, layer, |inputs| {
+            let x = &inputs.inputs;
             let (s, _, kh, kw) = weight.dims4()?;
             let sample = self.settings.sample.for_layer(s, layer);
             // Whether to estimate is a matter of the whole layer's cost, in its cheaper form.
-            let whole_factored = PatchMoments::pays(weight, &x, padding)?;
+            let whole_factored = PatchMoments::pays(weight, x, padding)?;
             let estimated = match sample.picks() {
                 Some(picks)
-                    if ExactCost::of(weight, &x, padding)?.of_form(whole_factored)
+                    if ExactCost::of(weight, x, padding)?.of_form(whole_factored)
                         > SAMPLE_ABOVE_MULTIPLY_ADDS =>
                 {
                     Some(picks)
@@ -374,14 +439,15 @@ impl Probe {
             };
             // The form is the measured filters': a sample of a wide layer can be narrow enough
             // for the maps to cost less than the moments.
-            let factored = PatchMoments::pays(&measured, &x, padding)?;
+            let factored = PatchMoments::pays(&measured, x, padding)?;
             // The factored form takes each input's moments in f64.
             let (dtype, layout) = if factored {
                 (DType::F64, PatchLayout::PerInput)
             } else {
                 (compute_dtype(weight), PatchLayout::for_maps(kh, kw))
             };
-            let patches = Patches::new(&x, (kh, kw), padding, dtype, layout)?;
+            // The same for the layer's second measurement: made once.
+            let patches = inputs.patches((kh, kw), padding, dtype, layout)?;
             let figures = if factored {
                 PatchMoments::similarity(&measured, &patches)?
             } else {
@@ -389,7 +455,8 @@ impl Probe {
             };
             match estimated {
                 Some(picks) => {
-                    Ok(MeanResponse::new(weight, &x, &patches)?.estimate(&figures, picks))
+                    let response = MeanResponse::new(weight, inputs.variance()?, &patches)?;
+                    Ok(response.estimate(&figures, picks))
                 }
                 None => Ok(figures),
             }
@@ -400,7 +467,9 @@ impl Probe {
     /// [`feature_gram`]). `None` for weights that are not conv2d or have a single filter.
     pub fn inner_products(&self, weight: &Tensor, layer: u64) -> Result<Option<Tensor>> {
         let padding = self.settings.padding;
-        self.with_inputs(weight, layer, |x| gram(&feature_maps(weight, &x, padding)?))
+        self.with_inputs(weight, layer, |x| {
+            gram(&feature_maps(weight, &x.inputs, padding)?)
+        })
     }
 
     /// `measure` of the inputs of `layer` for a conv2d weight; `None` for weights that are not
@@ -409,7 +478,7 @@ impl Probe {
         &self,
         weight: &Tensor,
         layer: u64,
-        measure: impl FnOnce(Tensor) -> Result<R>,
+        measure: impl FnOnce(&LayerInputs) -> Result<R>,
     ) -> Result<Option<R>> {
         let &[s, c, _, _] = weight.dims() else {
             return Ok(None);
@@ -417,8 +486,8 @@ impl Probe {
         if s < 2 {
             return Ok(None);
         }
-        let x = self.inputs(c, layer)?;
-        let figures = measure(x).map_err(|e| match e {
+        let inputs = self.layer_inputs(c, layer)?;
+        let figures = measure(&inputs).map_err(|e| match e {
             Error::Probe(m) => Error::Probe(format!("{m}; use a larger --probe-size")),
             other => other,
         })?;

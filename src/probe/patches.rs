@@ -1,5 +1,7 @@
 //! The probe's inputs as patches: the convolution of every filter is one matrix product.
 
+use std::sync::OnceLock;
+
 use candle_core::{DType, Tensor, WithDType};
 
 use super::{output_size, pad, Padding};
@@ -14,6 +16,8 @@ pub(super) struct Patches {
     layout: PatchLayout,
     batch: usize,
     positions: usize,
+    /// [`Patches::means`], once asked for.
+    means: OnceLock<Tensor>,
 }
 
 /// How [`Patches`] are stored, for the product they are built for.
@@ -60,6 +64,7 @@ impl Patches {
             layout,
             batch: b,
             positions: oh * ow,
+            means: OnceLock::new(),
         })
     }
 
@@ -104,7 +109,10 @@ impl Patches {
     /// The mean of each row over each input's positions, `[B, C kh kw]`: what a filter's map
     /// averages to on input `b` is row `b` times the filter.
     pub(super) fn means(&self) -> Result<Tensor> {
-        Ok(match self.layout {
+        if let Some(means) = self.means.get() {
+            return Ok(means.clone());
+        }
+        let means = match self.layout {
             PatchLayout::PerInput => self.data.mean(2)?,
             PatchLayout::Rows => {
                 let k = self.data.dim(0)?;
@@ -114,7 +122,8 @@ impl Patches {
                     .t()?
                     .contiguous()?
             }
-        })
+        };
+        Ok(self.means.get_or_init(|| means).clone())
     }
 
     /// `Σ_b = P_b P_bᵀ`, `[B, C kh kw, C kh kw]`, the index ordered as a flattened filter.

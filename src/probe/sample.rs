@@ -3,6 +3,7 @@
 use candle_core::{DType, Tensor};
 
 use super::{FeatureSimilarity, Patches};
+use crate::metrics::filter_squares;
 use crate::Result;
 
 /// Each filter's response to the mean of the probe's inputs: the control variate that makes a
@@ -26,19 +27,19 @@ pub(super) struct MeanResponse {
 }
 
 impl MeanResponse {
-    /// The idealized figures of every filter of `weight` on `inputs`, whose patches are
-    /// `patches`.
-    pub(super) fn new(weight: &Tensor, inputs: &Tensor, patches: &Patches) -> Result<Self> {
+    /// The idealized figures of every filter of `weight` on inputs whose values have the
+    /// variance `variance` and whose patches are `patches`.
+    pub(super) fn new(weight: &Tensor, variance: f64, patches: &Patches) -> Result<Self> {
         let positions = patches.positions() as f64;
         // A control variate needs to be the same on every run, not precise: f32 will do.
-        let scalar = |t: Tensor| -> Result<f64> { Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?) };
-        let mean = scalar(inputs.mean_all()?)?;
-        let variance = (scalar(inputs.sqr()?.mean_all()?)? - mean * mean).max(0.0);
         let patch_means = patches.means()?;
         let w = weight.to_dtype(patch_means.dtype())?.flatten_from(1)?;
-        let squares = w.sqr()?.sum(1)?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
-        let map_means = patch_means
-            .matmul(&w.t()?)?
+        let squares = filter_squares(&w)?;
+        // `W Qᵀ`, `[S, B]`, then turned: with the wide weight on the left the product is a
+        // plain one, where `Q Wᵀ` has gemm pack the whole weight.
+        let map_means = w
+            .matmul(&patch_means.t()?)?
+            .t()?
             .to_dtype(DType::F64)?
             .to_vec2::<f64>()?;
         let (mut cosine, mut inner, mut energy) = (Vec::new(), Vec::new(), Vec::new());

@@ -1,8 +1,9 @@
 //! The strict upper triangle of a Gram matrix, reduced row by row.
 
-use candle_core::{CpuStorage, DType, Storage, Tensor};
+use candle_core::Tensor;
 use rayon::prelude::*;
 
+use crate::host_values::{with_values, Values};
 use crate::Result;
 
 /// The strict upper triangle of `rows rowsᵀ` for rows `[B, S, N]`, computed in blocks of
@@ -15,54 +16,20 @@ pub(crate) struct UpperGram {
     right: Tensor,
 }
 
-/// A block's products, in their dtype: widened to f64 row by row, where they are used.
-#[derive(Clone, Copy)]
-enum Products<'a> {
-    F32(&'a [f32]),
-    F64(&'a [f64]),
-}
-
-impl Products<'_> {
-    /// `use_products` of a block's products: read in place from CPU memory (a copy of a few
-    /// megabytes, page faults included, cost as much as the row sums), copied from elsewhere.
-    fn with<R>(products: &Tensor, use_products: impl FnOnce(Products) -> R) -> Result<R> {
-        {
-            let (storage, layout) = products.storage_and_layout();
-            if let (Storage::Cpu(cpu), Some((start, end))) =
-                (&*storage, layout.contiguous_offsets())
-            {
-                match cpu {
-                    CpuStorage::F32(v) => return Ok(use_products(Products::F32(&v[start..end]))),
-                    CpuStorage::F64(v) => return Ok(use_products(Products::F64(&v[start..end]))),
-                    _ => {}
-                }
-            }
+/// `use_row` of `products[from..to]` in f64; `widened` is the caller's buffer for f32 rows.
+fn with_row<R>(
+    products: Values,
+    (from, to): (usize, usize),
+    widened: &mut Vec<f64>,
+    use_row: impl FnOnce(&[f64]) -> R,
+) -> R {
+    match products {
+        Values::F32(p) => {
+            widened.clear();
+            widened.extend(p[from..to].iter().map(|&v| f64::from(v)));
+            use_row(widened)
         }
-        let products = products.flatten_all()?;
-        Ok(match products.dtype() {
-            DType::F32 => use_products(Products::F32(&products.to_vec1::<f32>()?)),
-            _ => use_products(Products::F64(
-                &products.to_dtype(DType::F64)?.to_vec1::<f64>()?,
-            )),
-        })
-    }
-
-    /// `use_row` of `products[from..to]` in f64; `widened` is the caller's buffer for f32 rows.
-    fn with_row<R>(
-        self,
-        from: usize,
-        to: usize,
-        widened: &mut Vec<f64>,
-        use_row: impl FnOnce(&[f64]) -> R,
-    ) -> R {
-        match self {
-            Self::F32(p) => {
-                widened.clear();
-                widened.extend(p[from..to].iter().map(|&v| f64::from(v)));
-                use_row(widened)
-            }
-            Self::F64(p) => use_row(&p[from..to]),
-        }
+        Values::F64(p) => use_row(&p[from..to]),
     }
 }
 
@@ -96,15 +63,18 @@ impl UpperGram {
             let block = self.left.narrow(1, start, n)?;
             let rest = self.right.narrow(1, start, s - start)?.transpose(1, 2)?;
             let width = s - start;
-            let sums: Vec<[f64; N]> = Products::with(&block.matmul(&rest)?, |products| {
+            // Read in place: a copy of a few megabytes, page faults included, costs as much as
+            // the row sums.
+            let sums: Vec<[f64; N]> = with_values(&block.matmul(&rest)?, |products| {
                 (0..b * n)
                     .into_par_iter()
                     .with_min_len(16)
                     .map_init(Vec::new, |widened, row| {
                         let (bi, r) = (row / n, row % n);
                         let (from, to) = (row * width + r + 1, (row + 1) * width);
-                        products
-                            .with_row(from, to, widened, |values| row_sum(bi, start + r, values))
+                        with_row(products, (from, to), widened, |values| {
+                            row_sum(bi, start + r, values)
+                        })
                     })
                     .collect()
             })?;

@@ -1,0 +1,76 @@
+//! A tensor's values read where they lie: in place from CPU memory, a copy from elsewhere.
+//!
+//! candle's `to_vec1` copies, and its element-wise ops allocate a tensor per step; for the
+//! reports' per-filter sums over layers of millions of weights, the copies and the page faults
+//! of fresh allocations cost more than the arithmetic.
+
+use candle_core::{CpuStorage, DType, Storage, Tensor};
+
+use crate::Result;
+
+/// Values in their dtype: f32 stays f32, everything else is f64.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Values<'a> {
+    F32(&'a [f32]),
+    F64(&'a [f64]),
+}
+
+/// `use_values` of the values of `tensor` in row-major order: borrowed for a contiguous f32 or
+/// f64 tensor in CPU memory, otherwise copied (to f64 unless f32).
+pub(crate) fn with_values<R>(tensor: &Tensor, use_values: impl FnOnce(Values) -> R) -> Result<R> {
+    {
+        let (storage, layout) = tensor.storage_and_layout();
+        if let (Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets()) {
+            match cpu {
+                CpuStorage::F32(v) => return Ok(use_values(Values::F32(&v[start..end]))),
+                CpuStorage::F64(v) => return Ok(use_values(Values::F64(&v[start..end]))),
+                _ => {}
+            }
+        }
+    }
+    let flat = tensor.flatten_all()?;
+    Ok(match flat.dtype() {
+        DType::F32 => use_values(Values::F32(&flat.to_vec1::<f32>()?)),
+        _ => use_values(Values::F64(&flat.to_dtype(DType::F64)?.to_vec1::<f64>()?)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn as_f64(values: Values) -> Vec<f64> {
+        match values {
+            Values::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
+            Values::F64(v) => v.to_vec(),
+        }
+    }
+
+    #[test]
+    fn views_copies_and_other_dtypes_read_the_same_values() {
+        let device = Device::Cpu;
+        let t = Tensor::arange(0f32, 24., &device)
+            .unwrap()
+            .reshape((2, 3, 4))
+            .unwrap();
+        let want: Vec<f64> = (0..24).map(f64::from).collect();
+        assert_eq!(with_values(&t, as_f64).unwrap(), want);
+        let is_f32 = |v: Values| matches!(v, Values::F32(_));
+        assert!(with_values(&t, is_f32).unwrap());
+        let t64 = t.to_dtype(DType::F64).unwrap();
+        assert!(with_values(&t64, |v| matches!(v, Values::F64(_))).unwrap());
+        // A narrowed view starts past the storage's first element.
+        let second = t.narrow(0, 1, 1).unwrap();
+        assert_eq!(with_values(&second, as_f64).unwrap(), want[12..]);
+        // Strided (copied) and half precision (widened).
+        let transposed = t.transpose(1, 2).unwrap();
+        let want_t = transposed.contiguous().unwrap();
+        assert_eq!(
+            with_values(&transposed, as_f64).unwrap(),
+            with_values(&want_t, as_f64).unwrap()
+        );
+        let half = t.to_dtype(DType::F16).unwrap();
+        assert_eq!(with_values(&half, as_f64).unwrap(), want);
+    }
+}
