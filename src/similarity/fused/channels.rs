@@ -84,36 +84,54 @@ impl<T: Real> Kernel<T> for Channels {
             }
             return;
         }
-        for (w, &h) in pair_weights.iter_mut().zip(&self.0.shift_of) {
-            *w = weights[h as usize];
+        // `G(p, q)` for groups of four output positions side by side, `[P/4][P][4]`, then the
+        // remaining positions' rows `[P mod 4][P]`: the inner loop reads one group's four weights
+        // for each `q` with no index to check.
+        let quads = positions / 4;
+        let weight_of = |p: usize, q: usize| weights[self.0.shift_of[p * positions + q] as usize];
+        for (g, group) in pair_weights[..quads * 4 * positions]
+            .chunks_exact_mut(4 * positions)
+            .enumerate()
+        {
+            for (q, four) in group.chunks_exact_mut(4).enumerate() {
+                for (k, w) in four.iter_mut().enumerate() {
+                    *w = weight_of(4 * g + k, q);
+                }
+            }
         }
+        for (p, row) in (4 * quads..positions)
+            .zip(pair_weights[quads * 4 * positions..].chunks_exact_mut(positions))
+        {
+            for (q, w) in row.iter_mut().enumerate() {
+                *w = weight_of(p, q);
+            }
+        }
+        let (grouped, rest) = pair_weights.split_at(quads * 4 * positions);
         let full = c - c % LANES;
         for start in (0..full).step_by(LANES) {
+            let block = |row: &[T]| -> [T; LANES] {
+                row[start..start + LANES].try_into().expect("a whole block")
+            };
             // Four output positions at a time: four independent accumulator chains share each load.
-            let mut p = 0;
-            while p + 4 <= positions {
+            for (g, group) in grouped.chunks_exact(4 * positions).enumerate() {
                 let mut acc = [[T::zero(); LANES]; 4];
-                for q in 0..positions {
-                    let row = &rows[q * c + start..q * c + start + LANES];
-                    for (k, acc) in acc.iter_mut().enumerate() {
-                        let h = pair_weights[(p + k) * positions + q];
+                for (row, four) in rows.chunks_exact(c).zip(group.chunks_exact(4)) {
+                    let row = block(row);
+                    for (acc, &h) in acc.iter_mut().zip(four) {
                         for l in 0..LANES {
                             acc[l] += h * row[l];
                         }
                     }
                 }
                 for (k, acc) in acc.iter().enumerate() {
-                    gradient[(p + k) * c + start..(p + k) * c + start + LANES].copy_from_slice(acc);
+                    let p = 4 * g + k;
+                    gradient[p * c + start..p * c + start + LANES].copy_from_slice(acc);
                 }
-                p += 4;
             }
-            for p in p..positions {
+            for (p, weights) in (4 * quads..positions).zip(rest.chunks_exact(positions)) {
                 let mut acc = [T::zero(); LANES];
-                for (q, &h) in pair_weights[p * positions..(p + 1) * positions]
-                    .iter()
-                    .enumerate()
-                {
-                    let row = &rows[q * c + start..q * c + start + LANES];
+                for (row, &h) in rows.chunks_exact(c).zip(weights) {
+                    let row = block(row);
                     for l in 0..LANES {
                         acc[l] += h * row[l];
                     }
@@ -124,11 +142,8 @@ impl<T: Real> Kernel<T> for Channels {
         for ch in full..c {
             for p in 0..positions {
                 let mut acc = T::zero();
-                for (q, &h) in pair_weights[p * positions..(p + 1) * positions]
-                    .iter()
-                    .enumerate()
-                {
-                    acc += h * rows[q * c + ch];
+                for q in 0..positions {
+                    acc += weight_of(p, q) * rows[q * c + ch];
                 }
                 gradient[p * c + ch] = acc;
             }
