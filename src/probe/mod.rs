@@ -288,22 +288,29 @@ impl LayerInputs {
         self.inputs.dim(1).unwrap_or(0)
     }
 
+    /// The patches for a kernel, kept for the next call if they take at most `keep_bytes`: they
+    /// stay in memory while the layer is minimized, which must not grow much past the layer
+    /// and its optimizer state.
     fn patches(
         &self,
         kernel: (usize, usize),
         padding: Padding,
         dtype: DType,
         layout: PatchLayout,
+        keep_bytes: usize,
     ) -> Result<Arc<Patches>> {
         let mut last = self.patches.lock().unwrap_or_else(|e| e.into_inner());
         let key = (kernel, dtype, layout);
-        if let Some((k, patches)) = &*last {
-            if *k == key {
-                return Ok(patches.clone());
+        if let Some((k, patches)) = last.take() {
+            if k == key {
+                *last = Some((k, patches.clone()));
+                return Ok(patches);
             }
         }
         let patches = Arc::new(Patches::new(&self.inputs, kernel, padding, dtype, layout)?);
-        *last = Some((key, patches.clone()));
+        if patches.bytes() <= keep_bytes {
+            *last = Some((key, patches.clone()));
+        }
         Ok(patches)
     }
 
@@ -447,7 +454,8 @@ impl Probe {
                 (compute_dtype(weight), PatchLayout::for_maps(kh, kw))
             };
             // The same for the layer's second measurement: made once.
-            let patches = inputs.patches((kh, kw), padding, dtype, layout)?;
+            let keep = KEEP_PATCHES_BYTES.max(2 * weight.elem_count() * dtype.size_in_bytes());
+            let patches = inputs.patches((kh, kw), padding, dtype, layout, keep)?;
             let figures = if factored {
                 PatchMoments::similarity(&measured, &patches)?
             } else {
@@ -494,6 +502,10 @@ impl Probe {
         Ok(Some(figures))
     }
 }
+
+/// Patches up to this size, or twice the layer's, are kept for a layer's second measurement
+/// (about what the default probe makes of a `[512, 512, 3, 3]` layer).
+const KEEP_PATCHES_BYTES: usize = 16 << 20;
 
 /// A layer whose exact figures would cost more multiply-adds than this (about 5 ms here) is
 /// measured on a sample of its filters when it has more than the sample's limit. Below it are
@@ -696,6 +708,23 @@ mod tests {
             sample: PairSampling::EXACT,
         };
         Probe::new(settings, &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn patches_are_kept_for_the_second_measurement_within_their_bound() {
+        let inputs = LayerInputs::new(0, probe(Padding::Same).inputs(4, 0).unwrap());
+        let patches = |keep: usize, kernel: (usize, usize)| {
+            inputs
+                .patches(kernel, Padding::Same, DType::F32, PatchLayout::Rows, keep)
+                .unwrap()
+        };
+        let first = patches(usize::MAX, (3, 3));
+        assert!(Arc::ptr_eq(&first, &patches(0, (3, 3))));
+        // Another kernel replaces them; patches over the bound are not kept.
+        let other = patches(0, (1, 3));
+        assert!(!Arc::ptr_eq(&other, &patches(0, (1, 3))));
+        assert!(!Arc::ptr_eq(&first, &patches(usize::MAX, (3, 3))));
+        assert_eq!(first.bytes(), 4 * 9 * 3 * 9 * 7 * 4);
     }
 
     #[test]

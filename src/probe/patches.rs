@@ -68,6 +68,11 @@ impl Patches {
         })
     }
 
+    /// The memory the patches take (counted in full even where they are the input itself).
+    pub(super) fn bytes(&self) -> usize {
+        self.data.elem_count() * self.data.dtype().size_in_bytes()
+    }
+
     /// Output positions per input (`N`).
     pub(super) fn positions(&self) -> usize {
         self.positions
