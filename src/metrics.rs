@@ -4,7 +4,7 @@
 //! The scale-free similarity and the norm ratio separate decorrelation from shrinking; the kernel
 //! cosine is the "kernel orthogonality" quantity the paper argues is the wrong target.
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Tensor, WithDType};
 use rayon::prelude::*;
 
 use crate::filter_sample::FilterSample;
@@ -69,26 +69,22 @@ fn unit_filters(weight: &Tensor) -> Result<Tensor> {
     if len == 0 {
         return Ok(weight.clone());
     }
-    let divisor = |n: f64| if n > 0.0 { n } else { 1.0 };
+    let (shape, device) = (weight.shape(), weight.device());
     // `computable` weights are f32 or f64, which `with_values` keeps.
     Ok(with_values(weight, |values| match values {
-        Values::F32(v) => {
-            let mut out = v.to_vec();
-            out.par_chunks_mut(len).zip(&norms).for_each(|(row, &n)| {
-                let n = divisor(n) as f32;
-                row.iter_mut().for_each(|x| *x /= n);
-            });
-            Tensor::from_vec(out, weight.shape(), weight.device())
-        }
-        Values::F64(v) => {
-            let mut out = v.to_vec();
-            out.par_chunks_mut(len).zip(&norms).for_each(|(row, &n)| {
-                let n = divisor(n);
-                row.iter_mut().for_each(|x| *x /= n);
-            });
-            Tensor::from_vec(out, weight.shape(), weight.device())
-        }
+        Values::F32(v) => Tensor::from_vec(divided(v, len, &norms), shape, device),
+        Values::F64(v) => Tensor::from_vec(divided(v, len, &norms), shape, device),
     })??)
+}
+
+/// Rows of `len` values, each divided by its norm (by 1 where the norm is 0).
+fn divided<T: WithDType>(values: &[T], len: usize, norms: &[f64]) -> Vec<T> {
+    let mut out = values.to_vec();
+    out.par_chunks_mut(len).zip(norms).for_each(|(row, &n)| {
+        let n = T::from_f64(if n > 0.0 { n } else { 1.0 });
+        row.iter_mut().for_each(|x| *x /= n);
+    });
+    out
 }
 
 /// L_CS of the weight with unit-norm filters, per filter pair: comparable across layers and
@@ -119,15 +115,15 @@ pub(crate) fn filter_squares(weight: &Tensor) -> Result<Vec<f64>> {
     if len == 0 {
         return Ok(vec![0.0; s]);
     }
+    fn squares<T: WithDType>(values: &[T], len: usize) -> Vec<f64> {
+        values
+            .par_chunks(len)
+            .map(|row| row.iter().map(|&x| x.to_f64() * x.to_f64()).sum())
+            .collect()
+    }
     with_values(weight, |values| match values {
-        Values::F32(v) => v
-            .par_chunks(len)
-            .map(|row| row.iter().map(|&x| f64::from(x) * f64::from(x)).sum())
-            .collect(),
-        Values::F64(v) => v
-            .par_chunks(len)
-            .map(|row| row.iter().map(|&x| x * x).sum())
-            .collect(),
+        Values::F32(v) => squares(v, len),
+        Values::F64(v) => squares(v, len),
     })
 }
 

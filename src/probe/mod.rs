@@ -454,7 +454,8 @@ impl Probe {
                 (compute_dtype(weight), PatchLayout::for_maps(kh, kw))
             };
             // The same for the layer's second measurement: made once.
-            let keep = KEEP_PATCHES_BYTES.max(2 * weight.elem_count() * dtype.size_in_bytes());
+            let layer_bytes = weight.elem_count() * weight.dtype().size_in_bytes();
+            let keep = KEEP_PATCHES_BYTES.max(2 * layer_bytes);
             let patches = inputs.patches((kh, kw), padding, dtype, layout, keep)?;
             let figures = if factored {
                 PatchMoments::similarity(&measured, &patches)?

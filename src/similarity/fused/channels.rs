@@ -139,13 +139,15 @@ impl<T: Real> Kernel<T> for Channels {
                 gradient[p * c + start..p * c + start + LANES].copy_from_slice(&acc);
             }
         }
-        for ch in full..c {
-            for p in 0..positions {
-                let mut acc = T::zero();
-                for q in 0..positions {
-                    acc += weight_of(p, q) * rows[q * c + ch];
+        // The channels past the last whole block, each still summed over `q` in order.
+        for p in 0..positions {
+            let out = &mut gradient[p * c + full..(p + 1) * c];
+            out.fill(T::zero());
+            for (q, row) in rows.chunks_exact(c).enumerate() {
+                let h = weight_of(p, q);
+                for (g, &w) in out.iter_mut().zip(&row[full..]) {
+                    *g += h * w;
                 }
-                gradient[p * c + ch] = acc;
             }
         }
     }
