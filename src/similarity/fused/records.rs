@@ -35,6 +35,36 @@ impl RecordSpace {
             .sum()
     }
 
+    /// `sum_i dot(R_i, R_i)` over whole records, in filter order. Four filters' sums run side by
+    /// side, each the same additions in the same order as [`RecordSpace::dot`]: one sum at a time,
+    /// every addition waited on the one before, which made the loss a tenth of a depthwise
+    /// layer's iteration.
+    fn own_products<T: Real>(&self, records: &[T]) -> f64 {
+        let len = self.record_len;
+        let mut groups = records.chunks_exact(4 * len);
+        // `-0.0`, as `Iterator::sum` starts from, is the additive identity.
+        let mut own = -0.0;
+        for group in &mut groups {
+            let (r0, rest) = group.split_at(len);
+            let (r1, rest) = rest.split_at(len);
+            let (r2, r3) = rest.split_at(len);
+            let mut sums = [-0.0f64; 4];
+            for ((((&w, &a), &b), &c), &d) in self.weights.iter().zip(r0).zip(r1).zip(r2).zip(r3) {
+                for (sum, x) in sums.iter_mut().zip([a, b, c, d]) {
+                    let x = x.widen();
+                    *sum += w * x * x;
+                }
+            }
+            for sum in sums {
+                own += sum;
+            }
+        }
+        for record in groups.remainder().chunks_exact(len) {
+            own += self.dot(record, record);
+        }
+        own
+    }
+
     /// `T = sum_i R_i`, for all-pairs variants.
     pub fn total<T: Real>(&self, records: &[T], total: &mut [T]) {
         if self.adjacent {
@@ -77,7 +107,7 @@ impl RecordSpace {
         } else {
             let partial: Vec<f64> = records
                 .par_chunks(LOSS_CHUNK * len)
-                .map(|chunk| chunk.chunks_exact(len).map(|r| self.dot(r, r)).sum())
+                .map(|chunk| self.own_products(chunk))
                 .collect();
             let own: f64 = partial.iter().sum();
             0.5 * (self.dot(total, total) - own)
