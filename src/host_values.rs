@@ -4,7 +4,8 @@
 //! reports' per-filter sums over layers of millions of weights, the copies and the page faults
 //! of fresh allocations cost more than the arithmetic.
 
-use candle_core::{CpuStorage, DType, Storage, Tensor};
+use candle_core::{CpuStorage, DType, Storage, Tensor, WithDType};
+use rayon::prelude::*;
 
 use crate::Result;
 
@@ -33,6 +34,31 @@ pub(crate) fn with_values<R>(tensor: &Tensor, use_values: impl FnOnce(Values) ->
         DType::F32 => use_values(Values::F32(&flat.to_vec1::<f32>()?)),
         _ => use_values(Values::F64(&flat.to_dtype(DType::F64)?.to_vec1::<f64>()?)),
     })
+}
+
+/// `sum_k a[r, k] b[r, k]` in f64 for every row `r` of `len` values (`len > 0`) of two tensors
+/// with as many values, in one parallel pass over the values where they lie; each row is summed
+/// in order.
+pub(crate) fn row_dots(a: &Tensor, b: &Tensor, len: usize) -> Result<Vec<f64>> {
+    fn dots<A: WithDType, B: WithDType>(a: &[A], b: &[B], len: usize) -> Vec<f64> {
+        a.par_chunks(len)
+            .zip(b.par_chunks(len))
+            .map(|(x, y)| {
+                x.iter()
+                    .zip(y)
+                    .map(|(&x, &y)| x.to_f64() * y.to_f64())
+                    .sum()
+            })
+            .collect()
+    }
+    with_values(a, |a| {
+        with_values(b, |b| match (a, b) {
+            (Values::F32(a), Values::F32(b)) => dots(a, b, len),
+            (Values::F32(a), Values::F64(b)) => dots(a, b, len),
+            (Values::F64(a), Values::F32(b)) => dots(a, b, len),
+            (Values::F64(a), Values::F64(b)) => dots(a, b, len),
+        })
+    })?
 }
 
 #[cfg(test)]
@@ -72,5 +98,32 @@ mod tests {
         );
         let half = t.to_dtype(DType::F16).unwrap();
         assert_eq!(with_values(&half, as_f64).unwrap(), want);
+    }
+
+    #[test]
+    fn row_dots_are_the_rows_inner_products_in_any_dtypes() {
+        let device = Device::Cpu;
+        let a = Tensor::arange(0f32, 24., &device)
+            .unwrap()
+            .reshape((4, 6))
+            .unwrap();
+        let b = (a.affine(0.5, -3.0).unwrap()).to_dtype(DType::F64).unwrap();
+        let want: Vec<f64> = (0..4)
+            .map(|r| {
+                (0..6)
+                    .map(|k| {
+                        let x = (r * 6 + k) as f64;
+                        x * (0.5 * x - 3.0)
+                    })
+                    .sum()
+            })
+            .collect();
+        assert_eq!(row_dots(&a, &b, 6).unwrap(), want);
+        assert_eq!(row_dots(&b, &a, 6).unwrap(), want);
+        // A transposed view is read in its logical order.
+        let t = a.t().unwrap();
+        let squares = row_dots(&t, &t, 4).unwrap();
+        let column = |c: usize| (0..4).map(|r| ((r * 6 + c) as f64).powi(2)).sum::<f64>();
+        assert_eq!(squares, (0..6).map(column).collect::<Vec<_>>());
     }
 }

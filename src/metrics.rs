@@ -8,7 +8,7 @@ use candle_core::{DType, Tensor, WithDType};
 use rayon::prelude::*;
 
 use crate::filter_sample::FilterSample;
-use crate::host_values::{with_values, Values};
+use crate::host_values::{row_dots, with_values, Values};
 use crate::probe::UpperGram;
 use crate::similarity::{conv_similarity_value, KernelGeometry, Variant};
 use crate::Result;
@@ -115,16 +115,7 @@ pub(crate) fn filter_squares(weight: &Tensor) -> Result<Vec<f64>> {
     if len == 0 {
         return Ok(vec![0.0; s]);
     }
-    fn squares<T: WithDType>(values: &[T], len: usize) -> Vec<f64> {
-        values
-            .par_chunks(len)
-            .map(|row| row.iter().map(|&x| x.to_f64() * x.to_f64()).sum())
-            .collect()
-    }
-    with_values(weight, |values| match values {
-        Values::F32(v) => squares(v, len),
-        Values::F64(v) => squares(v, len),
-    })
+    row_dots(weight, weight, len)
 }
 
 /// Per-filter norm ratios after/before, summarized.

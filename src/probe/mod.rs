@@ -12,6 +12,7 @@ use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
 use crate::filter_sample::PairSampling;
+use crate::host_values::row_dots;
 use crate::{Error, Result};
 
 mod patches;
@@ -136,19 +137,11 @@ impl FeatureSimilarity {
     /// The figures of inner products `G_b = left_b right_bᵀ` (`[B, S, K]` each, `G_b` symmetric):
     /// the maps twice, or [`PatchMoments`]' factors.
     fn from_factors(left: &Tensor, right: &Tensor) -> Result<Self> {
-        let (b, s, _) = left.dims3()?;
+        let (b, s, k) = left.dims3()?;
         let mut sums = PairSums::new(b, s)?;
-        let left64 = left.to_dtype(DType::F64)?;
-        // The maps path passes one tensor twice: widen it once.
-        let right64 = if left.id() == right.id() {
-            left64.clone()
-        } else {
-            right.to_dtype(DType::F64)?
-        };
-        let energies = (&left64 * &right64)?
-            .sum(2)?
-            .flatten_all()?
-            .to_vec1::<f64>()?;
+        // In place: widened to f64 tensors, multiplied and summed by candle, the diagonal cost a
+        // small layer's probe as much as its Gram matrix.
+        let energies = row_dots(left, right, k)?;
         sums.energy = energies.iter().sum();
         let scales = inverse_norms(&energies);
         [sums.inner, sums.cosine] = UpperGram::between(left, right)?
