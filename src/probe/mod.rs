@@ -294,6 +294,7 @@ impl LayerInputs {
     ) -> Result<Arc<Patches>> {
         let mut last = self.patches.lock().unwrap_or_else(|e| e.into_inner());
         let key = (kernel, dtype, layout);
+        // Taken, not borrowed: patches for another kernel are dropped before new ones are made.
         if let Some((k, patches)) = last.take() {
             if k == key {
                 *last = Some((k, patches.clone()));

@@ -92,7 +92,8 @@ impl<T: Real> Kernel<T> for Blocked {
     }
 
     /// `R[h] = sum over pairs (p, q) with shift h, over channels, of w[p][c] w[q][c]`, lane by
-    /// lane; four `q` at a time so that each `w[p][c]` load feeds four independent sums.
+    /// lane; four `q` at a time so that each `w[p][c]` load feeds four independent sums (one at
+    /// a time for one-channel units, [`Blocked::single_channel_records`]).
     #[inline(always)]
     fn records(&self, unit: &[T], records: &mut [T], scratch: &mut BlockScratch<T>) {
         let t = &self.0;
@@ -100,18 +101,17 @@ impl<T: Real> Kernel<T> for Blocked {
         acc.fill(T::zero());
         if t.channels == 1 {
             self.single_channel_records(unit, acc);
-            to_filters(acc, self.record_len(), records);
-            return;
-        }
-        for p in 0..t.positions {
-            let mut q = p;
-            while q + 4 <= t.positions {
-                self.record_tile::<T, 4>(unit, p, q, acc);
-                q += 4;
-            }
-            while q < t.positions {
-                self.record_tile::<T, 1>(unit, p, q, acc);
-                q += 1;
+        } else {
+            for p in 0..t.positions {
+                let mut q = p;
+                while q + 4 <= t.positions {
+                    self.record_tile::<T, 4>(unit, p, q, acc);
+                    q += 4;
+                }
+                while q < t.positions {
+                    self.record_tile::<T, 1>(unit, p, q, acc);
+                    q += 1;
+                }
             }
         }
         to_filters(acc, self.record_len(), records);
@@ -178,6 +178,7 @@ fn to_lanes<T: Real>(filters: &[T], len: usize, lanes_major: &mut [T]) {
     let whole = len - len % LANES;
     for k in (0..whole).step_by(LANES) {
         let mut tile = [[T::zero(); LANES]; LANES];
+        // Indexed, not zipped with `filters.chunks_exact(len)`: that form compiled to gathers.
         for (l, row) in tile.iter_mut().enumerate().take(n) {
             *row = filters[l * len + k..l * len + k + LANES]
                 .try_into()
@@ -248,9 +249,8 @@ impl Blocked {
         for p in 0..positions {
             let a = *lanes(unit, p);
             let shifts = &self.0.shift_of[p * positions + p..(p + 1) * positions];
-            let later = unit[p * LANES..positions * LANES].chunks_exact(LANES);
+            let (later, _) = unit[p * LANES..positions * LANES].as_chunks::<LANES>();
             for (&h, b) in shifts.iter().zip(later) {
-                let b: &Lanes<T> = b.try_into().expect("a whole block of lanes");
                 let mut out = *lanes(acc, h as usize);
                 for l in 0..LANES {
                     out[l] += a[l] * b[l];
