@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use crate::filter_sample::FilterSample;
 use crate::host_values::{row_dots, with_values, Values};
 use crate::probe::UpperGram;
-use crate::similarity::{conv_similarity_value, KernelGeometry, Variant};
+use crate::similarity::{conv_similarity_value, fused, KernelGeometry, Variant};
 use crate::Result;
 
 /// Figures of one conv weight.
@@ -39,12 +39,35 @@ impl LayerMetrics {
         sample: &FilterSample,
     ) -> Result<Self> {
         let weight = computable(weight)?;
-        // Both scale-free figures start from the unit filters: made once.
-        let unit = unit_filters(&weight)?;
+        Self::measure_with_squares(&weight, &filter_squares(&weight)?, variant, sample)
+    }
+
+    /// [`LayerMetrics::measure_sampled`] of a weight whose filters' squared norms
+    /// ([`filter_squares`]) the caller has: the norm ratio and the probe need them too.
+    pub fn measure_with_squares(
+        weight: &Tensor,
+        squares: &[f64],
+        variant: Variant,
+        sample: &FilterSample,
+    ) -> Result<Self> {
+        let weight = computable(weight)?;
+        let (loss, unit_loss) = losses(&weight, squares, variant)?;
+        let pairs = variant.filter_pairs(weight.dim(0)?);
+        let picked = match sample.picks() {
+            Some(picks) => picks.iter().map(|&i| squares[i as usize]).collect(),
+            None => squares.to_vec(),
+        };
         Ok(Self {
-            loss: conv_similarity_value(&weight, variant)?,
-            scale_free: scale_free_of_unit(&unit, variant)?,
-            kernel_cosine: kernel_cosine_of_unit(&sample.select(&unit)?)?,
+            loss,
+            scale_free: if pairs == 0 {
+                0.0
+            } else {
+                unit_loss / pairs as f64
+            },
+            kernel_cosine: kernel_cosine_of_unit(&unit_filters(
+                &sample.select(&weight)?,
+                &picked,
+            )?)?,
         })
     }
 }
@@ -57,18 +80,37 @@ fn computable(weight: &Tensor) -> Result<Tensor> {
     })
 }
 
+/// L_CS of a `computable` weight and of its filters scaled to unit norm: on CPU one pass of the
+/// fused engine's records gives both (a record is quadratic in its filter), elsewhere two
+/// evaluations.
+fn losses(weight: &Tensor, squares: &[f64], variant: Variant) -> Result<(f64, f64)> {
+    if !weight.device().is_cpu() {
+        let unit = unit_filters(weight, squares)?;
+        return Ok((
+            conv_similarity_value(weight, variant)?,
+            conv_similarity_value(&unit, variant)?,
+        ));
+    }
+    let geometry = KernelGeometry::from_dims(weight.dims())?;
+    with_values(weight, |values| match values {
+        Values::F32(v) => fused::loss_and_unit_loss(v, squares, &geometry, variant),
+        Values::F64(v) => fused::loss_and_unit_loss(v, squares, &geometry, variant),
+    })
+}
+
 /// Every filter flattened to a row: `[S, C * prod(k)]`.
 fn rows(weight: &Tensor) -> Result<Tensor> {
     Ok(weight.flatten_from(1)?)
 }
 
-/// Every filter divided by its norm (zero filters stay zero), in one pass over the weight.
-fn unit_filters(weight: &Tensor) -> Result<Tensor> {
-    let norms = filter_norms(weight)?;
-    let len = weight.elem_count() / norms.len().max(1);
+/// Every filter divided by its norm, `squares` holding their squared norms (zero filters stay
+/// zero), in one pass over the weight.
+fn unit_filters(weight: &Tensor, squares: &[f64]) -> Result<Tensor> {
+    let len = weight.elem_count() / squares.len().max(1);
     if len == 0 {
         return Ok(weight.clone());
     }
+    let norms: Vec<f64> = squares.iter().map(|q| q.sqrt()).collect();
     let (shape, device) = (weight.shape(), weight.device());
     // `computable` weights are f32 or f64, which `with_values` keeps.
     Ok(with_values(weight, |values| match values {
@@ -90,15 +132,7 @@ fn divided<T: WithDType>(values: &[T], len: usize, norms: &[f64]) -> Vec<T> {
 /// L_CS of the weight with unit-norm filters, per filter pair: comparable across layers and
 /// unchanged by rescaling filters.
 pub fn scale_free_similarity(weight: &Tensor, variant: Variant) -> Result<f64> {
-    scale_free_of_unit(&unit_filters(&computable(weight)?)?, variant)
-}
-
-fn scale_free_of_unit(unit: &Tensor, variant: Variant) -> Result<f64> {
-    let pairs = variant.filter_pairs(unit.dim(0)?);
-    if pairs == 0 {
-        return Ok(0.0);
-    }
-    Ok(conv_similarity_value(unit, variant)? / pairs as f64)
+    Ok(LayerMetrics::measure(weight, variant)?.scale_free)
 }
 
 /// Frobenius norm of every output filter.
@@ -109,7 +143,7 @@ pub fn filter_norms(weight: &Tensor) -> Result<Vec<f64>> {
 }
 
 /// The sum of squares of every output filter, accumulated in f64.
-pub(crate) fn filter_squares(weight: &Tensor) -> Result<Vec<f64>> {
+pub fn filter_squares(weight: &Tensor) -> Result<Vec<f64>> {
     let s = weight.dim(0)?;
     let len = weight.elem_count() / s.max(1);
     if len == 0 {
@@ -129,30 +163,39 @@ pub struct NormRatio {
 impl NormRatio {
     /// Compares filter norms; filters that were zero before are left out.
     pub fn between(before: &Tensor, after: &Tensor) -> Result<Self> {
-        let ratios: Vec<f64> = filter_norms(before)?
-            .into_iter()
-            .zip(filter_norms(after)?)
-            .filter(|(b, _)| *b > 0.0)
-            .map(|(b, a)| a / b)
+        Ok(Self::of_squares(
+            &filter_squares(before)?,
+            &filter_squares(after)?,
+        ))
+    }
+
+    /// [`NormRatio::between`] from the filters' squared norms ([`filter_squares`]).
+    pub fn of_squares(before: &[f64], after: &[f64]) -> Self {
+        let ratios: Vec<f64> = before
+            .iter()
+            .zip(after)
+            .filter(|(b, _)| **b > 0.0)
+            .map(|(b, a)| (a / b).sqrt())
             .collect();
         if ratios.is_empty() {
-            return Ok(Self {
+            return Self {
                 mean: 1.0,
                 min: 1.0,
                 max: 1.0,
-            });
+            };
         }
-        Ok(Self {
+        Self {
             mean: ratios.iter().sum::<f64>() / ratios.len() as f64,
             min: ratios.iter().copied().fold(f64::INFINITY, f64::min),
             max: ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-        })
+        }
     }
 }
 
 /// Mean `|cos(W_i, W_j)|` over filter pairs `i < j` (0 for a single filter).
 pub fn kernel_cosine(weight: &Tensor) -> Result<f64> {
-    kernel_cosine_of_unit(&unit_filters(&computable(weight)?)?)
+    let weight = computable(weight)?;
+    kernel_cosine_of_unit(&unit_filters(&weight, &filter_squares(&weight)?)?)
 }
 
 fn kernel_cosine_of_unit(unit: &Tensor) -> Result<f64> {

@@ -13,6 +13,7 @@ use rayon::prelude::*;
 
 use crate::filter_sample::PairSampling;
 use crate::host_values::row_dots;
+use crate::metrics::filter_squares;
 use crate::{Error, Result};
 
 mod patches;
@@ -418,6 +419,26 @@ impl Probe {
         weight: &Tensor,
         layer: u64,
     ) -> Result<Option<FeatureSimilarity>> {
+        self.similarity(weight, None, layer)
+    }
+
+    /// [`Probe::feature_similarity`] of a weight whose filters' squared norms
+    /// ([`crate::metrics::filter_squares`]) the caller has: a wide layer's estimate needs them.
+    pub fn feature_similarity_with_squares(
+        &self,
+        weight: &Tensor,
+        squares: &[f64],
+        layer: u64,
+    ) -> Result<Option<FeatureSimilarity>> {
+        self.similarity(weight, Some(squares), layer)
+    }
+
+    fn similarity(
+        &self,
+        weight: &Tensor,
+        squares: Option<&[f64]>,
+        layer: u64,
+    ) -> Result<Option<FeatureSimilarity>> {
         let padding = self.settings.padding;
         self.with_inputs(weight, layer, |inputs| {
             let x = &inputs.inputs;
@@ -458,7 +479,12 @@ impl Probe {
             };
             match estimated {
                 Some(picks) => {
-                    let response = MeanResponse::new(weight, inputs.variance()?, &patches)?;
+                    let squares = match squares {
+                        Some(squares) => squares.to_vec(),
+                        None => filter_squares(weight)?,
+                    };
+                    let response =
+                        MeanResponse::new(weight, &squares, inputs.variance()?, &patches)?;
                     Ok(response.estimate(&figures, picks))
                 }
                 None => Ok(figures),

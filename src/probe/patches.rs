@@ -3,6 +3,7 @@
 use std::sync::OnceLock;
 
 use candle_core::{DType, Tensor, WithDType};
+use rayon::prelude::*;
 
 use super::{output_size, pad, Padding};
 use crate::Result;
@@ -139,7 +140,9 @@ impl Patches {
 }
 
 /// The patches of a padded input `[B, C, H, W]` in `layout` (all but a 1x1 kernel's per-input
-/// patches, which are the input itself): each row of an input is `H'` lines of it, copied.
+/// patches, which are the input itself): each row of an input is `H'` lines of it, copied. The
+/// rows are filled in parallel: a wide layer's patches are tens of megabytes, whose copy and
+/// first-touch page faults on one thread cost as much as the product they serve.
 fn copy_rows<T: WithDType>(
     x: &Tensor,
     kh: usize,
@@ -152,21 +155,27 @@ fn copy_rows<T: WithDType>(
     let device = x.device();
     let x = x.flatten_all()?.to_vec1::<T>()?;
     let mut data = vec![T::zero(); b * k * n];
-    for (bi, image) in x.chunks_exact(c * h * w).enumerate() {
-        let taps =
-            (0..c).flat_map(|ci| (0..kh).flat_map(move |u| (0..kw).map(move |v| (ci, u, v))));
-        for (tap, (ci, u, v)) in taps.enumerate() {
-            let start = match layout {
-                PatchLayout::Rows => (tap * b + bi) * n,
-                PatchLayout::PerInput => (bi * k + tap) * n,
-            };
-            for (y, line) in data[start..start + n].chunks_exact_mut(ow).enumerate() {
+    // Row `r` of `data` is tap `(ci, u, v)` of input `bi`, `n` values.
+    let tap_of = |r: usize| match layout {
+        PatchLayout::Rows => (r / b, r % b),
+        PatchLayout::PerInput => (r % k, r / k),
+    };
+    data.par_chunks_exact_mut(n)
+        .with_min_len(ROWS_PER_TASK)
+        .enumerate()
+        .for_each(|(r, row)| {
+            let (tap, bi) = tap_of(r);
+            let (ci, u, v) = (tap / (kh * kw), tap / kw % kh, tap % kw);
+            let image = &x[bi * c * h * w..][..c * h * w];
+            for (y, line) in row.chunks_exact_mut(ow).enumerate() {
                 line.copy_from_slice(&image[(ci * h + y + u) * w + v..][..ow]);
             }
-        }
-    }
+        });
     Ok(match layout {
         PatchLayout::Rows => Tensor::from_vec(data, (k, b * n), device)?,
         PatchLayout::PerInput => Tensor::from_vec(data, (b, k, n), device)?,
     })
 }
+
+/// Patch rows one parallel task fills: a row is a few hundred values.
+const ROWS_PER_TASK: usize = 64;

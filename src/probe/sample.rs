@@ -3,7 +3,6 @@
 use candle_core::{DType, Tensor};
 
 use super::{FeatureSimilarity, Patches};
-use crate::metrics::filter_squares;
 use crate::Result;
 
 /// Each filter's response to the mean of the probe's inputs: the control variate that makes a
@@ -27,14 +26,18 @@ pub(super) struct MeanResponse {
 }
 
 impl MeanResponse {
-    /// The idealized figures of every filter of `weight` on inputs whose values have the
-    /// variance `variance` and whose patches are `patches`.
-    pub(super) fn new(weight: &Tensor, variance: f64, patches: &Patches) -> Result<Self> {
+    /// The idealized figures of every filter of `weight`, whose squared norms are `squares`,
+    /// on inputs whose values have the variance `variance` and whose patches are `patches`.
+    pub(super) fn new(
+        weight: &Tensor,
+        squares: &[f64],
+        variance: f64,
+        patches: &Patches,
+    ) -> Result<Self> {
         let positions = patches.positions() as f64;
         // A control variate needs to be the same on every run, not precise: f32 will do.
         let patch_means = patches.means()?;
         let w = weight.to_dtype(patch_means.dtype())?.flatten_from(1)?;
-        let squares = filter_squares(&w)?;
         // `W Qᵀ`, `[S, B]`, then turned: with the wide weight on the left the product is a
         // plain one, where `Q Wᵀ` has gemm pack the whole weight.
         let map_means = w
@@ -45,7 +48,7 @@ impl MeanResponse {
         let (mut cosine, mut inner, mut energy) = (Vec::new(), Vec::new(), Vec::new());
         for means in map_means {
             let (mut a, mut g, mut e) = (Vec::new(), Vec::new(), Vec::new());
-            for (m, q) in means.iter().zip(&squares) {
+            for (m, q) in means.iter().zip(squares) {
                 let (dc, ac) = (m * m, variance * q);
                 a.push(if dc + ac > 0.0 {
                     (dc / (dc + ac)).sqrt()

@@ -14,7 +14,7 @@ use std::time::Instant;
 use candle_core::Tensor;
 
 use crate::filter_sample::PairSampling;
-use crate::metrics::{LayerMetrics, NormRatio};
+use crate::metrics::{filter_squares, LayerMetrics, NormRatio};
 use crate::plan::ConvKind;
 use crate::probe::Probe;
 use crate::similarity::Variant;
@@ -81,31 +81,34 @@ impl Figures {
     /// The figures of a weight (PyTorch layout) as the `layer`-th optimized layer: the probe's
     /// inputs and the kernel cosine's filter sample depend on that index, so a layer's two
     /// moments are measured on the same inputs and the same filters (the probe's sample is drawn
-    /// like the kernel cosine's, from its own limit).
+    /// like the kernel cosine's, from its own limit). Returns them with every filter's squared
+    /// norm, which the metrics and the probe share and the norm ratio compares.
     pub fn measure(
         weight: &Tensor,
         variant: Variant,
         probe: Option<&Probe>,
         sampling: &PairSampling,
         layer: u64,
-    ) -> crate::Result<Self> {
+    ) -> crate::Result<(Self, Vec<f64>)> {
         let started = Instant::now();
         let sample = sampling.for_layer(weight.dim(0)?, layer);
-        let metrics = LayerMetrics::measure_sampled(weight, variant, &sample)?;
+        let squares = filter_squares(weight)?;
+        let metrics = LayerMetrics::measure_with_squares(weight, &squares, variant, &sample)?;
         let metrics_seconds = started.elapsed().as_secs_f64();
         let started = Instant::now();
         let features = match probe {
-            Some(p) => p.feature_similarity(weight, layer)?,
+            Some(p) => p.feature_similarity_with_squares(weight, &squares, layer)?,
             None => None,
         };
-        Ok(Figures {
+        let figures = Figures {
             metrics,
             feature_cosine: features.map(|f| f.cosine),
             kernel_cosine_sampled: sample.sampled(),
             feature_cosine_sampled: features.and_then(|f| f.sampled),
             metrics_seconds,
             probe_seconds: started.elapsed().as_secs_f64(),
-        })
+        };
+        Ok((figures, squares))
     }
 }
 

@@ -139,8 +139,9 @@ pub fn process<W: Write>(
 }
 
 impl Job {
-    /// The figures of a weight (PyTorch layout, f32), the probe's with the inputs of `layer`.
-    fn figures(&self, weight: &Tensor, layer: u64) -> Result<Figures, RunError> {
+    /// The figures of a weight (PyTorch layout, f32), the probe's with the inputs of `layer`,
+    /// and its filters' squared norms.
+    fn figures(&self, weight: &Tensor, layer: u64) -> Result<(Figures, Vec<f64>), RunError> {
         let (variant, probe) = (self.settings.variant, self.probe.as_ref());
         Ok(Figures::measure(
             weight,
@@ -216,7 +217,7 @@ fn optimize_tensor(
         let reason = "holds NaN or Inf (or values beyond f32's range); left unchanged".into();
         return Ok((Outcome::Skipped { reason }, None));
     }
-    let before = job.figures(weight, layer)?;
+    let (before, squares_before) = job.figures(weight, layer)?;
     if job.settings.iterations == 0 {
         // A plain conversion: the stored bytes are kept exactly (f64 would not survive f32).
         let outcome = Outcome::Optimized {
@@ -227,7 +228,7 @@ fn optimize_tensor(
                 probe_seconds: 0.0,
                 ..before
             },
-            norm_ratio: NormRatio::between(weight, weight)?,
+            norm_ratio: NormRatio::of_squares(&squares_before, &squares_before),
             work: Work {
                 iterations: 0,
                 seconds: 0.0,
@@ -266,10 +267,11 @@ fn optimize_tensor(
             None,
         ));
     }
+    let (after, squares_after) = job.figures(&written, layer)?;
     let outcome = Outcome::Optimized {
         before,
-        after: job.figures(&written, layer)?,
-        norm_ratio: NormRatio::between(weight, &written)?,
+        after,
+        norm_ratio: NormRatio::of_squares(&squares_before, &squares_after),
         work,
     };
     Ok((outcome, Some(tensor_to_bytes(&stored)?)))

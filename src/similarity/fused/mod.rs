@@ -414,13 +414,20 @@ impl<T: Real, K: Kernel<T>> Layer<T, K> {
             );
     }
 
-    /// L_CS and its gradient in the kernel's layout.
-    fn loss_and_gradient(&self) -> (f64, Vec<T>) {
-        let (s, len) = (self.space.filters, self.space.record_len);
-        let mut records = vec![T::zero(); s * len];
+    /// The records of the current weights and their sum `T`.
+    fn records_and_total(&self) -> (Vec<T>, Vec<T>) {
+        let len = self.space.record_len;
+        let mut records = vec![T::zero(); self.space.filters * len];
         let mut total = vec![T::zero(); len];
         self.records(&mut records);
         self.space.total(&records, &mut total);
+        (records, total)
+    }
+
+    /// L_CS and its gradient in the kernel's layout.
+    fn loss_and_gradient(&self) -> (f64, Vec<T>) {
+        let (s, len) = (self.space.filters, self.space.record_len);
+        let (records, total) = self.records_and_total();
         let loss = self.space.loss(&records, &total);
         let mut gradient = vec![T::zero(); self.weights.len()];
         let (isa, kernel, space) = (self.isa, &self.kernel, &self.space);
@@ -462,16 +469,52 @@ pub fn loss_on<T: Real>(
         type Output = f64;
         fn visit<K: Kernel<T>>(self, kernel: K, space: RecordSpace, min_units: usize) -> f64 {
             let layer = Layer::new(self.0, self.1, kernel, space, min_units);
-            let len = layer.space.record_len;
-            let mut records = vec![T::zero(); layer.space.filters * len];
-            let mut total = vec![T::zero(); len];
-            layer.records(&mut records);
-            layer.space.total(&records, &mut total);
+            let (records, total) = layer.records_and_total();
             layer.space.loss(&records, &total)
         }
     }
     check_length(weight, geometry);
     with_kernel(path, geometry, variant, Loss(weight, geometry.filter_len()))
+}
+
+/// L_CS of a PyTorch-layout weight and of the same filters scaled to unit norm, from one pass
+/// of the records, on the path the cost model picks. `squares[i]` is the squared norm of filter
+/// `i`.
+pub fn loss_and_unit_loss<T: Real>(
+    weight: &[T],
+    squares: &[f64],
+    geometry: &KernelGeometry,
+    variant: Variant,
+) -> (f64, f64) {
+    struct Losses<'a, T>(&'a [T], &'a [f64], usize);
+    impl<T: Real> Visit<T> for Losses<'_, T> {
+        type Output = (f64, f64);
+        fn visit<K: Kernel<T>>(
+            self,
+            kernel: K,
+            space: RecordSpace,
+            min_units: usize,
+        ) -> (f64, f64) {
+            let Losses(weight, squares, filter_len) = self;
+            let layer = Layer::new(weight, filter_len, kernel, space, min_units);
+            let (records, total) = layer.records_and_total();
+            let loss = layer.space.loss(&records, &total);
+            (loss, layer.space.unit_loss(&records, squares))
+        }
+    }
+    check_length(weight, geometry);
+    assert_eq!(
+        squares.len(),
+        geometry.filters,
+        "one squared norm per filter"
+    );
+    let path = Path::choose(geometry, variant);
+    with_kernel(
+        path,
+        geometry,
+        variant,
+        Losses(weight, squares, geometry.filter_len()),
+    )
 }
 
 /// L_CS and its gradient (PyTorch layout) of a PyTorch-layout weight, on the path the cost

@@ -114,6 +114,23 @@ impl RecordSpace {
         }
     }
 
+    /// L_CS of the filters scaled to unit norm, from the records of the filters as they are:
+    /// a record is quadratic in its filter, so filter `i`'s is scaled by `1 / squares[i]`, its
+    /// squared norm (a zero filter's record is zero either way).
+    pub fn unit_loss<T: Real>(&self, records: &[T], squares: &[f64]) -> f64 {
+        let mut scaled = records.to_vec();
+        scaled
+            .par_chunks_mut(self.record_len)
+            .zip(squares)
+            .for_each(|(record, &square)| {
+                let factor = T::narrow(if square > 0.0 { 1.0 / square } else { 1.0 });
+                record.iter_mut().for_each(|r| *r *= factor);
+            });
+        let mut total = vec![T::zero(); self.record_len];
+        self.total(&scaled, &mut total);
+        self.loss(&scaled, &total)
+    }
+
     /// `2 dL/dR_i` (unweighted), the gradient weights of filter `i`: `2 (T - R_i)`, or
     /// `2 (R_{i-1} + R_{i+1})` for adjacent variants. The factor 2 of the gradient is applied
     /// here once instead of in every gradient term.
