@@ -37,6 +37,7 @@ pub mod cli;
 pub mod device;
 mod error;
 pub mod filter_sample;
+mod host_gemm;
 mod host_values;
 pub mod input;
 pub mod metrics;

@@ -12,6 +12,7 @@ use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
 use crate::filter_sample::PairSampling;
+use crate::host_gemm::matmul;
 use crate::host_values::row_dots;
 use crate::metrics::filter_squares;
 use crate::{Error, Result};
@@ -186,7 +187,7 @@ impl PatchMoments {
             .broadcast_as((b, s, k))?
             .contiguous()?;
         // `Σ_b` is symmetric, so `W Σ_b` needs no transpose.
-        let left = rows.matmul(&moments)?;
+        let left = matmul(&rows, &moments)?;
         FeatureSimilarity::from_factors(&left, &rows)
     }
 }
@@ -591,9 +592,7 @@ pub fn feature_gram(weight: &Tensor, inputs: &Tensor, padding: Padding) -> Resul
 
 /// `maps mapsᵀ` of `[B, S, N]`, in f64.
 fn gram(maps: &Tensor) -> Result<Tensor> {
-    Ok(maps
-        .matmul(&maps.transpose(1, 2)?.contiguous()?)?
-        .to_dtype(DType::F64)?)
+    Ok(matmul(maps, &maps.transpose(1, 2)?)?.to_dtype(DType::F64)?)
 }
 
 /// The feature maps `[B, S, H' W']` of [`feature_gram`], in f64 for an f64 weight and in f32

@@ -6,6 +6,7 @@ use candle_core::{DType, Tensor, WithDType};
 use rayon::prelude::*;
 
 use super::{output_size, pad, Padding};
+use crate::host_gemm::matmul;
 use crate::Result;
 
 /// The patches of inputs `[B, C, H, W]` for a `kh x kw` kernel: row `(c, u, v)` of input `b`
@@ -98,16 +99,16 @@ impl Patches {
         let s = weight.dim(0)?;
         let w = weight.to_dtype(self.data.dtype())?.flatten_from(1)?;
         Ok(match self.layout {
-            PatchLayout::Rows => w
-                .matmul(&self.data)?
+            PatchLayout::Rows => matmul(&w, &self.data)?
                 .reshape((s, self.batch, self.positions))?
                 .transpose(0, 1)?
                 .contiguous()?,
             PatchLayout::PerInput => {
-                let maps = (0..self.batch)
-                    .map(|b| w.matmul(&self.data.get(b)?))
-                    .collect::<candle_core::Result<Vec<_>>>()?;
-                Tensor::stack(&maps, 0)?
+                let k = w.dim(1)?;
+                matmul(
+                    &w.unsqueeze(0)?.broadcast_as((self.batch, s, k))?,
+                    &self.data,
+                )?
             }
         })
     }
@@ -135,7 +136,7 @@ impl Patches {
     /// `Σ_b = P_b P_bᵀ`, `[B, C kh kw, C kh kw]`, the index ordered as a flattened filter.
     pub(super) fn moments(&self) -> Result<Tensor> {
         let per_input = self.per_input()?;
-        Ok(per_input.matmul(&per_input.transpose(1, 2)?)?)
+        matmul(&per_input, &per_input.transpose(1, 2)?)
     }
 }
 

@@ -3,6 +3,7 @@
 use candle_core::{DType, Tensor};
 
 use super::{FeatureSimilarity, Patches};
+use crate::host_gemm::matmul;
 use crate::Result;
 
 /// Each filter's response to the mean of the probe's inputs: the control variate that makes a
@@ -40,8 +41,7 @@ impl MeanResponse {
         let w = weight.to_dtype(patch_means.dtype())?.flatten_from(1)?;
         // `W Qᵀ`, `[S, B]`, then turned: with the wide weight on the left the product is a
         // plain one, where `Q Wᵀ` has gemm pack the whole weight.
-        let map_means = w
-            .matmul(&patch_means.t()?)?
+        let map_means = matmul(&w, &patch_means.t()?)?
             .t()?
             .to_dtype(DType::F64)?
             .to_vec2::<f64>()?;

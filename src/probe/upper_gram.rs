@@ -3,6 +3,7 @@
 use candle_core::Tensor;
 use rayon::prelude::*;
 
+use crate::host_gemm::matmul;
 use crate::host_values::{with_values, Values};
 use crate::Result;
 
@@ -65,7 +66,7 @@ impl UpperGram {
             let width = s - start;
             // Read in place: a copy of a few megabytes, page faults included, costs as much as
             // the row sums.
-            let sums: Vec<[f64; N]> = with_values(&block.matmul(&rest)?, |products| {
+            let sums: Vec<[f64; N]> = with_values(&matmul(&block, &rest)?, |products| {
                 (0..b * n)
                     .into_par_iter()
                     .with_min_len(16)
