@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use crate::filter_sample::FilterSample;
 use crate::host_values::{row_dots, with_values, Values};
 use crate::probe::UpperGram;
-use crate::similarity::{conv_similarity_value, fused, KernelGeometry, Variant};
+use crate::similarity::{KernelGeometry, RecordFigures, Variant};
 use crate::Result;
 
 /// Figures of one conv weight.
@@ -39,31 +39,28 @@ impl LayerMetrics {
         sample: &FilterSample,
     ) -> Result<Self> {
         let weight = computable(weight)?;
-        Self::measure_with_squares(&weight, &filter_squares(&weight)?, variant, sample)
+        let figures = RecordFigures::measure(&weight, variant)?;
+        Self::measure_with(&weight, &figures, variant, sample)
     }
 
-    /// [`LayerMetrics::measure_sampled`] of a weight whose filters' squared norms
-    /// ([`filter_squares`]) the caller has: the norm ratio and the probe need them too.
-    pub fn measure_with_squares(
+    /// [`LayerMetrics::measure_sampled`] of a weight whose [`RecordFigures`] the caller has
+    /// (the fused engine has them for the weights it starts from and ends with): only the
+    /// kernel cosine is left to compute.
+    pub fn measure_with(
         weight: &Tensor,
-        squares: &[f64],
+        figures: &RecordFigures,
         variant: Variant,
         sample: &FilterSample,
     ) -> Result<Self> {
         let weight = computable(weight)?;
-        let (loss, unit_loss) = losses(&weight, squares, variant)?;
-        let pairs = variant.filter_pairs(weight.dim(0)?);
+        let squares = &figures.filter_squares;
         let picked = match sample.picks() {
             Some(picks) => picks.iter().map(|&i| squares[i as usize]).collect(),
             None => squares.to_vec(),
         };
         Ok(Self {
-            loss,
-            scale_free: if pairs == 0 {
-                0.0
-            } else {
-                unit_loss / pairs as f64
-            },
+            loss: figures.loss,
+            scale_free: figures.scale_free(variant),
             kernel_cosine: kernel_cosine_of_unit(&unit_filters(
                 &sample.select(&weight)?,
                 &picked,
@@ -77,24 +74,6 @@ fn computable(weight: &Tensor) -> Result<Tensor> {
     Ok(match weight.dtype() {
         DType::F64 | DType::F32 => weight.clone(),
         _ => weight.to_dtype(DType::F32)?,
-    })
-}
-
-/// L_CS of a `computable` weight and of its filters scaled to unit norm: on CPU one pass of the
-/// fused engine's records gives both (a record is quadratic in its filter), elsewhere two
-/// evaluations.
-fn losses(weight: &Tensor, squares: &[f64], variant: Variant) -> Result<(f64, f64)> {
-    if !weight.device().is_cpu() {
-        let unit = unit_filters(weight, squares)?;
-        return Ok((
-            conv_similarity_value(weight, variant)?,
-            conv_similarity_value(&unit, variant)?,
-        ));
-    }
-    let geometry = KernelGeometry::from_dims(weight.dims())?;
-    with_values(weight, |values| match values {
-        Values::F32(v) => fused::loss_and_unit_loss(v, squares, &geometry, variant),
-        Values::F64(v) => fused::loss_and_unit_loss(v, squares, &geometry, variant),
     })
 }
 

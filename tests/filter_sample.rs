@@ -17,7 +17,7 @@ use cs_init::Variant;
 
 /// The kernel cosine of `weight` as the `layer`-th layer, and how many filters it looked at.
 fn measured(weight: &Tensor, sampling: &PairSampling, layer: u64) -> (f64, Option<usize>) {
-    let (f, _) = Figures::measure(weight, Variant::Paper, None, sampling, layer).unwrap();
+    let (f, _) = Figures::measure(weight, None, Variant::Paper, None, sampling, layer).unwrap();
     (f.metrics.kernel_cosine, f.kernel_cosine_sampled)
 }
 

@@ -123,8 +123,14 @@ fn inspect(
                 .contiguous()?
                 .to_dtype(candle_core::DType::F32)?;
             let layer = layers.len() as u64 + 1;
-            let (figures, _) =
-                Figures::measure(&weight, variant, probe.as_ref(), &checked.sampling, layer)?;
+            let (figures, _) = Figures::measure(
+                &weight,
+                None,
+                variant,
+                probe.as_ref(),
+                &checked.sampling,
+                layer,
+            )?;
             layers.push(LayerFigures {
                 name: entry.name,
                 shape: entry.shape,

@@ -28,6 +28,8 @@ pub fn minimize<T: Real>(
         settings.keep_norm,
     );
     let mut losses = Vec::with_capacity(settings.iterations.min(1 << 16) + 1);
+    // The reports' figures of the first weights, while the engine holds their records.
+    let start = run.figures();
     for step in 0..=settings.iterations {
         let loss = run.loss();
         losses.push(loss);
@@ -45,5 +47,7 @@ pub fn minimize<T: Real>(
         return Ok(Trace::diverged(losses));
     }
     run.write_back(weight);
-    Ok(Trace::completed(losses))
+    let mut trace = Trace::completed(losses);
+    trace.records = Some((start, run.figures()));
+    Ok(trace)
 }

@@ -12,7 +12,7 @@ mod portable;
 use candle_core::{DType, Tensor};
 
 use crate::optim::OptimizerConfig;
-use crate::similarity::{KernelGeometry, Variant};
+use crate::similarity::{KernelGeometry, RecordFigures, Variant};
 use crate::Result;
 
 /// How to minimize one layer.
@@ -56,6 +56,11 @@ pub struct Trace {
     pub losses: Vec<f64>,
     /// True when the loss or the weights stopped being finite; the weights were then left unchanged.
     pub diverged: bool,
+    /// The [`RecordFigures`] of the weights the run started from and ended with (in the engine's
+    /// dtype), where the engine had them from its records: the fused engine, for a run that
+    /// completed.
+    #[serde(skip)]
+    pub records: Option<(RecordFigures, RecordFigures)>,
 }
 
 impl Trace {
@@ -63,6 +68,7 @@ impl Trace {
         Self {
             losses,
             diverged: false,
+            records: None,
         }
     }
 
@@ -70,6 +76,7 @@ impl Trace {
         Self {
             losses,
             diverged: true,
+            records: None,
         }
     }
 }

@@ -14,10 +14,10 @@ use std::time::Instant;
 use candle_core::Tensor;
 
 use crate::filter_sample::PairSampling;
-use crate::metrics::{filter_squares, LayerMetrics, NormRatio};
+use crate::metrics::{LayerMetrics, NormRatio};
 use crate::plan::ConvKind;
 use crate::probe::Probe;
-use crate::similarity::Variant;
+use crate::similarity::{RecordFigures, Variant};
 
 /// Version of the JSON report layout; bumped on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -81,23 +81,29 @@ impl Figures {
     /// The figures of a weight (PyTorch layout) as the `layer`-th optimized layer: the probe's
     /// inputs and the kernel cosine's filter sample depend on that index, so a layer's two
     /// moments are measured on the same inputs and the same filters (the probe's sample is drawn
-    /// like the kernel cosine's, from its own limit). Returns them with every filter's squared
-    /// norm, which the metrics and the probe share and the norm ratio compares.
+    /// like the kernel cosine's, from its own limit). `known` are the weight's [`RecordFigures`]
+    /// where the engine has them; they are measured otherwise, and returned with the figures:
+    /// the norm ratio compares their filter norms.
     pub fn measure(
         weight: &Tensor,
+        known: Option<RecordFigures>,
         variant: Variant,
         probe: Option<&Probe>,
         sampling: &PairSampling,
         layer: u64,
-    ) -> crate::Result<(Self, Vec<f64>)> {
+    ) -> crate::Result<(Self, RecordFigures)> {
         let started = Instant::now();
         let sample = sampling.for_layer(weight.dim(0)?, layer);
-        let squares = filter_squares(weight)?;
-        let metrics = LayerMetrics::measure_with_squares(weight, &squares, variant, &sample)?;
+        let records = match known {
+            Some(records) => records,
+            None => RecordFigures::measure(weight, variant)?,
+        };
+        let metrics = LayerMetrics::measure_with(weight, &records, variant, &sample)?;
         let metrics_seconds = started.elapsed().as_secs_f64();
         let started = Instant::now();
+        let squares = &records.filter_squares;
         let features = match probe {
-            Some(p) => p.feature_similarity_with_squares(weight, &squares, layer)?,
+            Some(p) => p.feature_similarity_with_squares(weight, squares, layer)?,
             None => None,
         };
         let figures = Figures {
@@ -108,7 +114,7 @@ impl Figures {
             metrics_seconds,
             probe_seconds: started.elapsed().as_secs_f64(),
         };
-        Ok((figures, squares))
+        Ok((figures, records))
     }
 }
 

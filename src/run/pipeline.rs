@@ -21,6 +21,7 @@ use crate::minimize::{minimize_while, Engine, Minimized, Settings};
 use crate::plan::{ConvKind, KernelLayout, PlanEntry};
 use crate::probe::Probe;
 use crate::report::{Curve, Figures, LayerReport, Outcome, Work};
+use crate::similarity::RecordFigures;
 
 /// How every layer is processed.
 pub struct Job {
@@ -140,11 +141,17 @@ pub fn process<W: Write>(
 
 impl Job {
     /// The figures of a weight (PyTorch layout, f32), the probe's with the inputs of `layer`,
-    /// and its filters' squared norms.
-    fn figures(&self, weight: &Tensor, layer: u64) -> Result<(Figures, Vec<f64>), RunError> {
+    /// and its [`RecordFigures`] (`known` where the engine had them).
+    fn figures(
+        &self,
+        weight: &Tensor,
+        known: Option<RecordFigures>,
+        layer: u64,
+    ) -> Result<(Figures, RecordFigures), RunError> {
         let (variant, probe) = (self.settings.variant, self.probe.as_ref());
         Ok(Figures::measure(
             weight,
+            known,
             variant,
             probe,
             &self.sampling,
@@ -190,6 +197,12 @@ impl StoredWeight {
         Ok(Self { stored, weight })
     }
 
+    /// Whether the stored dtype holds every f32 value exactly, so that what the engines see of
+    /// a new weight is that weight.
+    fn holds_f32(&self) -> bool {
+        matches!(self.stored.dtype(), DType::F32 | DType::F64)
+    }
+
     /// A new weight in the stored layout and dtype, and what the engines see of it after the
     /// rounding to that dtype.
     fn store(&self, weight: &Tensor, layout: KernelLayout) -> Result<(Tensor, Tensor), RunError> {
@@ -217,40 +230,30 @@ fn optimize_tensor(
         let reason = "holds NaN or Inf (or values beyond f32's range); left unchanged".into();
         return Ok((Outcome::Skipped { reason }, None));
     }
-    let (before, squares_before) = job.figures(weight, layer)?;
     if job.settings.iterations == 0 {
-        // A plain conversion: the stored bytes are kept exactly (f64 would not survive f32).
-        let outcome = Outcome::Optimized {
-            before,
-            // Not measured again: the same weights.
-            after: Figures {
-                metrics_seconds: 0.0,
-                probe_seconds: 0.0,
-                ..before
-            },
-            norm_ratio: NormRatio::of_squares(&squares_before, &squares_before),
-            work: Work {
-                iterations: 0,
-                seconds: 0.0,
-                curve: Curve::sample(&[before.metrics.loss]),
-            },
-        };
-        return Ok((outcome, None));
+        return Ok((converted(job, weight, layer)?, None));
     }
     let (result, work) = job.minimize(weight, observer)?;
+    // The engine's figures of the weights it started from and ended with, where it has them.
+    let (start, end) = match result.trace.records.clone() {
+        Some((start, end)) => (Some(start), Some(end)),
+        None => (None, None),
+    };
+    let (before, records_before) = job.figures(weight, start, layer)?;
+    let diverged = |reason: String, work: Work| {
+        let outcome = Outcome::Diverged {
+            before,
+            reason,
+            work,
+        };
+        Ok((outcome, None))
+    };
     if result.trace.diverged {
         let reason = format!(
             "L_CS stopped being finite after {} iterations; input weights kept (lower --lr?)",
             work.iterations
         );
-        return Ok((
-            Outcome::Diverged {
-                before,
-                reason,
-                work,
-            },
-            None,
-        ));
+        return diverged(reason, work);
     }
     let (stored, written) = input.store(&result.weight, job.layout)?;
     if !all_finite(&written)? {
@@ -258,23 +261,42 @@ fn optimize_tensor(
             "the result does not fit in {} (values overflow); input weights kept (lower --lr?)",
             entry.dtype
         );
-        return Ok((
-            Outcome::Diverged {
-                before,
-                reason,
-                work,
-            },
-            None,
-        ));
+        return diverged(reason, work);
     }
-    let (after, squares_after) = job.figures(&written, layer)?;
+    // The engine's figures are of its f32 result, which a narrower stored dtype rounds.
+    let end = end.filter(|_| input.holds_f32());
+    let (after, records_after) = job.figures(&written, end, layer)?;
     let outcome = Outcome::Optimized {
         before,
         after,
-        norm_ratio: NormRatio::of_squares(&squares_before, &squares_after),
+        norm_ratio: NormRatio::of_squares(
+            &records_before.filter_squares,
+            &records_after.filter_squares,
+        ),
         work,
     };
     Ok((outcome, Some(tensor_to_bytes(&stored)?)))
+}
+
+/// The outcome of a run without iterations: a plain conversion, whose stored bytes are kept
+/// exactly (f64 would not survive f32), measured once.
+fn converted(job: &Job, weight: &Tensor, layer: u64) -> Result<Outcome, RunError> {
+    let (before, records) = job.figures(weight, None, layer)?;
+    Ok(Outcome::Optimized {
+        before,
+        // Not measured again: the same weights.
+        after: Figures {
+            metrics_seconds: 0.0,
+            probe_seconds: 0.0,
+            ..before
+        },
+        norm_ratio: NormRatio::of_squares(&records.filter_squares, &records.filter_squares),
+        work: Work {
+            iterations: 0,
+            seconds: 0.0,
+            curve: Curve::sample(&[before.metrics.loss]),
+        },
+    })
 }
 
 fn layer_report(entry: &PlanEntry, kind: ConvKind, outcome: Outcome) -> LayerReport {

@@ -8,9 +8,11 @@ pub mod fused;
 mod geometry;
 pub mod literal;
 pub mod portable;
+mod record_figures;
 mod variant;
 
 pub use geometry::{KernelGeometry, PositionPair, ShiftTable};
+pub use record_figures::RecordFigures;
 pub use variant::Variant;
 
 use candle_core::{DType, Tensor};

@@ -35,7 +35,7 @@ pub use op::conv_similarity;
 use records::RecordSpace;
 use spectral::Spectral;
 
-use super::{KernelGeometry, PositionPair, ShiftTable, Variant};
+use super::{KernelGeometry, PositionPair, RecordFigures, ShiftTable, Variant};
 use crate::optim::{AdamFactors, OptimizerConfig};
 
 /// The element types the fused engine computes in.
@@ -414,6 +414,29 @@ impl<T: Real, K: Kernel<T>> Layer<T, K> {
             );
     }
 
+    /// The sum of squares of every filter, in f64.
+    fn filter_squares(&self) -> Vec<f64> {
+        let (kernel, per_unit) = (&self.kernel, self.kernel.unit_filters());
+        let mut squares = vec![0.0; self.units() * per_unit];
+        self.weights
+            .par_chunks_exact(kernel.unit_len())
+            .zip(squares.par_chunks_exact_mut(per_unit))
+            .with_min_len(self.min_units)
+            .for_each(|(unit, squares)| kernel.sums_of_squares(unit, squares));
+        squares.truncate(self.space.filters);
+        squares
+    }
+
+    /// [`RecordFigures`] of the current weights, whose records are `records`.
+    fn figures(&self, records: &[T], total: &[T]) -> RecordFigures {
+        let squares = self.filter_squares();
+        RecordFigures {
+            loss: self.space.loss(records, total),
+            unit_loss: self.space.unit_loss(records, &squares),
+            filter_squares: squares,
+        }
+    }
+
     /// The records of the current weights and their sum `T`.
     fn records_and_total(&self) -> (Vec<T>, Vec<T>) {
         let len = self.space.record_len;
@@ -477,43 +500,34 @@ pub fn loss_on<T: Real>(
     with_kernel(path, geometry, variant, Loss(weight, geometry.filter_len()))
 }
 
-/// L_CS of a PyTorch-layout weight and of the same filters scaled to unit norm, from one pass
-/// of the records, on the path the cost model picks. `squares[i]` is the squared norm of filter
-/// `i`.
-pub fn loss_and_unit_loss<T: Real>(
+/// [`RecordFigures`] of a PyTorch-layout weight, from one pass of its records, on the path the
+/// cost model picks.
+pub fn record_figures<T: Real>(
     weight: &[T],
-    squares: &[f64],
     geometry: &KernelGeometry,
     variant: Variant,
-) -> (f64, f64) {
-    struct Losses<'a, T>(&'a [T], &'a [f64], usize);
-    impl<T: Real> Visit<T> for Losses<'_, T> {
-        type Output = (f64, f64);
+) -> RecordFigures {
+    struct Figures<'a, T>(&'a [T], usize);
+    impl<T: Real> Visit<T> for Figures<'_, T> {
+        type Output = RecordFigures;
         fn visit<K: Kernel<T>>(
             self,
             kernel: K,
             space: RecordSpace,
             min_units: usize,
-        ) -> (f64, f64) {
-            let Losses(weight, squares, filter_len) = self;
-            let layer = Layer::new(weight, filter_len, kernel, space, min_units);
+        ) -> Self::Output {
+            let layer = Layer::new(self.0, self.1, kernel, space, min_units);
             let (records, total) = layer.records_and_total();
-            let loss = layer.space.loss(&records, &total);
-            (loss, layer.space.unit_loss(&records, squares))
+            layer.figures(&records, &total)
         }
     }
     check_length(weight, geometry);
-    assert_eq!(
-        squares.len(),
-        geometry.filters,
-        "one squared norm per filter"
-    );
     let path = Path::choose(geometry, variant);
     with_kernel(
         path,
         geometry,
         variant,
-        Losses(weight, squares, geometry.filter_len()),
+        Figures(weight, geometry.filter_len()),
     )
 }
 
@@ -633,6 +647,12 @@ impl<T: Real> Iterations<T> {
         self.run.loss()
     }
 
+    /// [`RecordFigures`] of the current weights, from their records: a pass over the weights
+    /// for the filters' norms, none for the records.
+    pub fn figures(&mut self) -> RecordFigures {
+        self.run.figures()
+    }
+
     /// Step `step` (from 1) of the optimizer, fused with the next records. Call after
     /// [`Iterations::loss`], which brings the records' sum up to date.
     pub fn step(&mut self, step: usize) {
@@ -653,6 +673,7 @@ impl<T: Real> Iterations<T> {
 /// [`Iterations`] on one path, with the path's types erased.
 trait Stepper<T>: Send {
     fn loss(&mut self) -> f64;
+    fn figures(&mut self) -> RecordFigures;
     fn step(&mut self, step: usize);
     fn finite(&self) -> bool;
     fn write_back(&self, weight: &mut [T]);
@@ -673,18 +694,10 @@ struct Fused<T, K> {
 impl<T: Real, K: Kernel<T>> Fused<T, K> {
     fn new(layer: Layer<T, K>, optimizer: OptimizerConfig, keep_norm: bool) -> Self {
         let (s, len) = (layer.space.filters, layer.space.record_len);
-        let (per_unit, unit_len) = (layer.kernel.unit_filters(), layer.kernel.unit_len());
+        let unit_len = layer.kernel.unit_len();
         let slots = Update::<T>::slots(&optimizer);
         let norms = keep_norm.then(|| {
-            let mut norms = vec![0.0; layer.units() * per_unit];
-            for (unit, norms) in layer
-                .weights
-                .chunks_exact(unit_len)
-                .zip(norms.chunks_exact_mut(per_unit))
-            {
-                layer.kernel.sums_of_squares(unit, norms);
-            }
-            norms.truncate(s);
+            let mut norms = layer.filter_squares();
             norms.iter_mut().for_each(|n| *n = n.sqrt());
             norms
         });
@@ -707,6 +720,11 @@ impl<T: Real, K: Kernel<T>> Stepper<T> for Fused<T, K> {
     fn loss(&mut self) -> f64 {
         self.layer.space.total(&self.records, &mut self.total);
         self.layer.space.loss(&self.records, &self.total)
+    }
+
+    fn figures(&mut self) -> RecordFigures {
+        self.layer.space.total(&self.records, &mut self.total);
+        self.layer.figures(&self.records, &self.total)
     }
 
     fn step(&mut self, step: usize) {
