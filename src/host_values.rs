@@ -56,6 +56,42 @@ pub(crate) fn row_dots(a: &Tensor, b: &Tensor, len: usize) -> Result<Vec<f64>> {
     })?
 }
 
+/// The mean and the mean square of every run of `len` consecutive values (`len > 0`) of a
+/// tensor, summed in f64 over the values where they lie, runs in parallel: candle's reductions
+/// run on one thread and its squares allocate a tensor.
+pub(crate) fn run_moments(t: &Tensor, len: usize) -> Result<Vec<[f64; 2]>> {
+    fn moments<T: WithDType>(values: &[T], len: usize) -> Vec<[f64; 2]> {
+        values
+            .par_chunks(len)
+            .map(|run| {
+                let (mut sum, mut squares) = ([0.0f64; 4], [0.0f64; 4]);
+                let chunks = run.chunks_exact(4);
+                let tail = chunks.remainder();
+                for chunk in chunks {
+                    for l in 0..4 {
+                        let x = chunk[l].to_f64();
+                        sum[l] += x;
+                        squares[l] += x * x;
+                    }
+                }
+                let (tail_sum, tail_squares) = tail.iter().fold((0.0, 0.0), |(s, q), x| {
+                    let x = x.to_f64();
+                    (s + x, q + x * x)
+                });
+                let n = run.len() as f64;
+                [
+                    (sum.iter().sum::<f64>() + tail_sum) / n,
+                    (squares.iter().sum::<f64>() + tail_squares) / n,
+                ]
+            })
+            .collect()
+    }
+    with_values(t, |values| match values {
+        Values::F32(v) => moments(v, len),
+        Values::F64(v) => moments(v, len),
+    })
+}
+
 /// Independent partial sums of a row's products: one running sum makes every addition wait for
 /// the one before (about four cycles each), which left the reports' per-filter sums of
 /// multi-million-weight layers far from the speed of memory.
@@ -143,6 +179,28 @@ mod tests {
         let squares = row_dots(&t, &t, 4).unwrap();
         let column = |c: usize| (0..4).map(|r| ((r * 6 + c) as f64).powi(2)).sum::<f64>();
         assert_eq!(squares, (0..6).map(column).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn run_moments_are_each_runs_mean_and_mean_square() {
+        let (runs, len) = (5, 4 * 3 + 2);
+        for dtype in [DType::F32, DType::F64] {
+            let t = Tensor::randn(0f32, 1., (runs, len), &Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let values = t.to_dtype(DType::F64).unwrap().to_vec2::<f64>().unwrap();
+            for (run, [mean, square]) in values.iter().zip(run_moments(&t, len).unwrap()) {
+                let n = len as f64;
+                let want_mean = run.iter().sum::<f64>() / n;
+                let want_square = run.iter().map(|x| x * x).sum::<f64>() / n;
+                assert!((mean - want_mean).abs() <= 1e-14, "{mean} vs {want_mean}");
+                assert!(
+                    (square - want_square).abs() <= 1e-14,
+                    "{square} vs {want_square}"
+                );
+            }
+        }
     }
 
     #[test]

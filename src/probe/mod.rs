@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 use crate::filter_sample::PairSampling;
 use crate::host_gemm::matmul;
-use crate::host_values::row_dots;
+use crate::host_values::{row_dots, run_moments};
 use crate::metrics::filter_squares;
 use crate::{Error, Result};
 
@@ -229,12 +229,24 @@ impl PairSums {
     /// The inner-product and cosine sums of row `i`: `row[k] = G_b[i, i + 1 + k]`,
     /// `scales[i] = 1 / sqrt(G_b[i, i])` ([`inverse_norms`]).
     fn row(scales: &[f64], i: usize, row: &[f64]) -> [f64; 2] {
-        let (mut inner, mut cosine) = (0.0, 0.0);
-        for (&g, &scale) in row.iter().zip(&scales[i + 1..]) {
-            inner += g.abs();
-            cosine += g.abs() * scale;
+        // Four partial sums each: with one, every addition waits for the one before, and the
+        // row sums of a wide depthwise layer's Gram cost as much as its products.
+        let (mut inner, mut cosine) = ([0.0; 4], [0.0; 4]);
+        let (scale_i, scales) = (scales[i], &scales[i + 1..]);
+        let (rows, row_scales) = (row.chunks_exact(4), scales.chunks_exact(4));
+        let (mut tail_inner, mut tail_cosine) = (0.0, 0.0);
+        for (&g, &scale) in rows.remainder().iter().zip(row_scales.remainder()) {
+            tail_inner += g.abs();
+            tail_cosine += g.abs() * scale;
         }
-        [inner, cosine * scales[i]]
+        for (g, scale) in rows.zip(row_scales) {
+            for l in 0..4 {
+                inner[l] += g[l].abs();
+                cosine[l] += g[l].abs() * scale[l];
+            }
+        }
+        let sum = |lanes: [f64; 4], tail: f64| lanes.iter().sum::<f64>() + tail;
+        [sum(inner, tail_inner), sum(cosine, tail_cosine) * scale_i]
     }
 
     fn figures(&self) -> FeatureSimilarity {
@@ -315,9 +327,13 @@ impl LayerInputs {
         if let Some(&variance) = self.variance.get() {
             return Ok(variance);
         }
-        let scalar = |t: Tensor| -> Result<f64> { Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?) };
-        let mean = scalar(self.inputs.mean_all()?)?;
-        let variance = (scalar(self.inputs.sqr()?.mean_all()?)? - mean * mean).max(0.0);
+        // Runs of equal length: the means over all values are the means of the runs' means.
+        let (h, w) = (self.inputs.dim(2)?, self.inputs.dim(3)?);
+        let runs = run_moments(&self.inputs, h * w)?;
+        let count = runs.len() as f64;
+        let mean = runs.iter().map(|[m, _]| m).sum::<f64>() / count;
+        let square = runs.iter().map(|[_, q]| q).sum::<f64>() / count;
+        let variance = (square - mean * mean).max(0.0);
         Ok(*self.variance.get_or_init(|| variance))
     }
 }

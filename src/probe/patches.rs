@@ -7,6 +7,7 @@ use rayon::prelude::*;
 
 use super::{output_size, pad, Padding};
 use crate::host_gemm::matmul;
+use crate::host_values::run_moments;
 use crate::Result;
 
 /// The patches of inputs `[B, C, H, W]` for a `kh x kw` kernel: row `(c, u, v)` of input `b`
@@ -119,17 +120,19 @@ impl Patches {
         if let Some(means) = self.means.get() {
             return Ok(means.clone());
         }
+        // One mean per row and input: the runs of `N` values, in either layout.
+        let runs: Vec<f64> = run_moments(&self.data, self.positions)?
+            .into_iter()
+            .map(|[mean, _]| mean)
+            .collect();
+        let (b, k) = (self.batch, runs.len() / self.batch);
         let means = match self.layout {
-            PatchLayout::PerInput => self.data.mean(2)?,
-            PatchLayout::Rows => {
-                let k = self.data.dim(0)?;
-                self.data
-                    .reshape((k, self.batch, self.positions))?
-                    .mean(2)?
-                    .t()?
-                    .contiguous()?
-            }
-        };
+            PatchLayout::PerInput => Tensor::from_vec(runs, (b, k), self.data.device())?,
+            PatchLayout::Rows => Tensor::from_vec(runs, (k, b), self.data.device())?
+                .t()?
+                .contiguous()?,
+        }
+        .to_dtype(self.data.dtype())?;
         Ok(self.means.get_or_init(|| means).clone())
     }
 
