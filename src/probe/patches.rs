@@ -19,8 +19,9 @@ pub(super) struct Patches {
     layout: PatchLayout,
     batch: usize,
     positions: usize,
-    /// [`Patches::means`], once asked for.
+    /// [`Patches::means`] and [`Patches::moments`], once asked for: a layer is measured twice.
     means: OnceLock<Tensor>,
+    moments: OnceLock<Tensor>,
 }
 
 /// How [`Patches`] are stored, for the product they are built for.
@@ -68,12 +69,23 @@ impl Patches {
             batch: b,
             positions: oh * ow,
             means: OnceLock::new(),
+            moments: OnceLock::new(),
         })
     }
 
-    /// The memory the patches take (counted in full even where they are the input itself).
+    /// The memory the patches take (counted in full even where they are the input itself), with
+    /// the moments they keep once asked for (per-input patches serve the factored form).
     pub(super) fn bytes(&self) -> usize {
-        self.data.elem_count() * self.data.dtype().size_in_bytes()
+        let moments = match self.layout {
+            PatchLayout::PerInput => self.data.elem_count() / self.positions * self.rows(),
+            PatchLayout::Rows => 0,
+        };
+        (self.data.elem_count() + moments) * self.data.dtype().size_in_bytes()
+    }
+
+    /// Rows per input (`C kh kw`).
+    fn rows(&self) -> usize {
+        self.data.elem_count() / (self.batch * self.positions)
     }
 
     /// Output positions per input (`N`).
@@ -138,8 +150,12 @@ impl Patches {
 
     /// `Σ_b = P_b P_bᵀ`, `[B, C kh kw, C kh kw]`, the index ordered as a flattened filter.
     pub(super) fn moments(&self) -> Result<Tensor> {
+        if let Some(moments) = self.moments.get() {
+            return Ok(moments.clone());
+        }
         let per_input = self.per_input()?;
-        matmul(&per_input, &per_input.transpose(1, 2)?)
+        let moments = matmul(&per_input, &per_input.transpose(1, 2)?)?;
+        Ok(self.moments.get_or_init(|| moments).clone())
     }
 }
 

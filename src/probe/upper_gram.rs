@@ -20,8 +20,9 @@ pub(crate) struct UpperGram {
 }
 
 impl UpperGram {
-    /// Rows per tile: a tile of a 768-filter layer is at most `32 x 768` products.
-    const TILE: usize = 32;
+    /// Rows per tile: a tile of a 768-filter layer is at most `64 x 768` products, and each
+    /// tile packs the rows after its first for gemm once.
+    const TILE: usize = 64;
 
     pub(crate) fn new(rows: &Tensor) -> Result<Self> {
         Self::between(rows, rows)
