@@ -462,6 +462,8 @@ fn main() {
     let number =
         |flag: &str, default: usize| value(flag).map_or(default, |v| v.parse().expect("a number"));
     let iterations = number("--iters", 200);
+    // As the command line does, so that the whole command is timed as users run it.
+    cs_init::run::keep_freed_memory();
     println!("Machine: {}; load average {}\n", machine(), load());
     if let Some(layer) = value("--layer") {
         // One layer on one path, for profiling: `--layer 258,1,256 --path spectral`.

@@ -272,22 +272,6 @@ fn usage(e: SettingsError) -> UsageError {
     UsageError(format!("{flag}: {}", e.message))
 }
 
-/// Has glibc's allocator keep the memory a layer frees for the next one. By default it maps
-/// every block over 128 KiB to fresh pages (the limit creeps up only as such blocks are freed)
-/// and hands freed memory back, so each layer's copies, optimizer state, records and probe
-/// buffers paid the kernel to zero and fault in their pages again: 8 % of ResNet-50's command
-/// (4.12 s -> 3.78 s, peak memory 98 -> 101 MB). Blocks and free memory over 256 MiB are still
-/// mapped and returned, so a long-running service gives back what one huge layer took.
-fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets allocator parameters; called before any thread is started.
-    unsafe {
-        const LIMIT: libc::c_int = 256 << 20;
-        libc::mallopt(libc::M_MMAP_THRESHOLD, LIMIT);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, LIMIT);
-    }
-}
-
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
     // Like other Unix tools, end quietly when the reader of stdout goes away (`cs-init plan | head`)
@@ -297,7 +281,7 @@ pub fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    keep_freed_memory();
+    crate::run::keep_freed_memory();
     let cli = Cli::parse();
     #[cfg(feature = "serve")]
     let serving = matches!(cli.command, Some(Command::Serve(_)));
