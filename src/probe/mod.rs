@@ -20,6 +20,7 @@ use crate::{Error, Result};
 mod patches;
 mod sample;
 mod upper_gram;
+mod winograd;
 
 use patches::{PatchLayout, Patches};
 use sample::MeanResponse;
@@ -483,7 +484,11 @@ impl Probe {
             let (dtype, layout) = if factored {
                 (DType::F64, PatchLayout::PerInput)
             } else {
-                (compute_dtype(weight), PatchLayout::for_maps(kh, kw))
+                let output = output_size(x, kh, kw, padding)?;
+                (
+                    compute_dtype(weight),
+                    PatchLayout::for_maps((kh, kw), output),
+                )
             };
             // The same for the layer's second measurement: made once.
             let layer_bytes = weight.elem_count() * weight.dtype().size_in_bytes();
@@ -621,7 +626,7 @@ fn feature_maps(weight: &Tensor, inputs: &Tensor, padding: Padding) -> Result<Te
         (kh, kw),
         padding,
         dtype,
-        PatchLayout::for_maps(kh, kw),
+        PatchLayout::for_maps((kh, kw), output_size(inputs, kh, kw, padding)?),
     )?
     .maps(weight)
 }

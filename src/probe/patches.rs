@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 use candle_core::{DType, Tensor, WithDType};
 use rayon::prelude::*;
 
-use super::{output_size, pad, Padding};
+use super::{output_size, pad, winograd, Padding};
 use crate::host_gemm::matmul;
 use crate::host_values::run_moments;
 use crate::Result;
@@ -18,7 +18,11 @@ pub(super) struct Patches {
     data: Tensor,
     layout: PatchLayout,
     batch: usize,
+    /// The maps' size `H' x W'`.
+    output: (usize, usize),
     positions: usize,
+    /// The padded inputs, kept where `data` does not hold the patches' rows (Winograd's tiles).
+    padded: Option<Tensor>,
     /// [`Patches::means`] and [`Patches::moments`], once asked for: a layer is measured twice.
     means: OnceLock<Tensor>,
     moments: OnceLock<Tensor>,
@@ -32,13 +36,19 @@ pub(super) enum PatchLayout {
     /// `[B, C kh kw, N]`: each input's moments `P_b P_bᵀ`; a 1x1 kernel's patches are then the
     /// input itself, not a copy.
     PerInput,
+    /// A 3x3 kernel's maps by Winograd's F(2x2, 3x3) ([`winograd`]): the inputs' 4x4 tiles
+    /// transformed, 16 planes `[C, B T]`, not the patches' rows.
+    Winograd,
 }
 
 impl PatchLayout {
-    /// The layout for the maps of a `kh x kw` kernel: one product where the patches are a copy
-    /// anyway, the input itself (a product per input) for 1x1 kernels.
-    pub(super) fn for_maps(kh: usize, kw: usize) -> Self {
-        if (kh, kw) == (1, 1) {
+    /// The layout for the maps of a `kh x kw` kernel with outputs `H' x W'`: Winograd's tiles
+    /// for a 3x3 kernel with whole 2x2 blocks of outputs, the input itself (a product per
+    /// input) for 1x1 kernels, one product by the patches' rows otherwise.
+    pub(super) fn for_maps(kernel: (usize, usize), output: (usize, usize)) -> Self {
+        if winograd::applies(kernel, output) {
+            Self::Winograd
+        } else if kernel == (1, 1) {
             Self::PerInput
         } else {
             Self::Rows
@@ -57,17 +67,33 @@ impl Patches {
     ) -> Result<Self> {
         let (oh, ow) = output_size(inputs, kh, kw, padding)?;
         let x = pad(&inputs.to_dtype(dtype)?, kh, kw, padding)?;
-        let b = x.dim(0)?;
-        let data = match ((kh, kw), layout) {
-            ((1, 1), PatchLayout::PerInput) => x.flatten_from(2)?,
-            _ if dtype == DType::F64 => copy_rows::<f64>(&x, kh, kw, (oh, ow), layout)?,
-            _ => copy_rows::<f32>(&x, kh, kw, (oh, ow), layout)?,
+        let (b, c) = (x.dim(0)?, x.dim(1)?);
+        let (data, padded) = match ((kh, kw), layout) {
+            (_, PatchLayout::Winograd) => {
+                let flat = x.flatten_all()?;
+                let tiles = match dtype {
+                    DType::F64 => Tensor::new(
+                        winograd::input_tiles(&flat.to_vec1::<f64>()?, (b, c), (oh, ow)),
+                        x.device(),
+                    )?,
+                    _ => Tensor::new(
+                        winograd::input_tiles(&flat.to_vec1::<f32>()?, (b, c), (oh, ow)),
+                        x.device(),
+                    )?,
+                };
+                (tiles, Some(x))
+            }
+            ((1, 1), PatchLayout::PerInput) => (x.flatten_from(2)?, None),
+            _ if dtype == DType::F64 => (copy_rows::<f64>(&x, kh, kw, (oh, ow), layout)?, None),
+            _ => (copy_rows::<f32>(&x, kh, kw, (oh, ow), layout)?, None),
         };
         Ok(Self {
             data,
             layout,
             batch: b,
+            output: (oh, ow),
             positions: oh * ow,
+            padded,
             means: OnceLock::new(),
             moments: OnceLock::new(),
         })
@@ -78,14 +104,23 @@ impl Patches {
     pub(super) fn bytes(&self) -> usize {
         let moments = match self.layout {
             PatchLayout::PerInput => self.data.elem_count() / self.positions * self.rows(),
-            PatchLayout::Rows => 0,
+            PatchLayout::Rows | PatchLayout::Winograd => 0,
         };
-        (self.data.elem_count() + moments) * self.data.dtype().size_in_bytes()
+        let padded = self.padded.as_ref().map_or(0, Tensor::elem_count);
+        (self.data.elem_count() + moments + padded) * self.data.dtype().size_in_bytes()
     }
 
     /// Rows per input (`C kh kw`).
     fn rows(&self) -> usize {
-        self.data.elem_count() / (self.batch * self.positions)
+        match &self.padded {
+            // Padded inputs `[B, C, H' + kh - 1, W' + kw - 1]`.
+            Some(padded) => {
+                let dims = padded.dims();
+                let (kh, kw) = (dims[2] + 1 - self.output.0, dims[3] + 1 - self.output.1);
+                dims[1] * kh * kw
+            }
+            None => self.data.elem_count() / (self.batch * self.positions),
+        }
     }
 
     /// Output positions per input (`N`).
@@ -93,10 +128,11 @@ impl Patches {
         self.positions
     }
 
-    /// `[B, C kh kw, N]`, a view or a copy.
+    /// `[B, C kh kw, N]`, a view or a copy (of patches' rows: the factored form takes them).
     fn per_input(&self) -> Result<Tensor> {
         Ok(match self.layout {
             PatchLayout::PerInput => self.data.clone(),
+            PatchLayout::Winograd => unreachable!("the factored form builds per-input patches"),
             PatchLayout::Rows => {
                 let k = self.data.dim(0)?;
                 self.data
@@ -123,6 +159,7 @@ impl Patches {
                     &self.data,
                 )?
             }
+            PatchLayout::Winograd => winograd::maps(weight, &self.data, self.batch, self.output)?,
         })
     }
 
@@ -132,17 +169,26 @@ impl Patches {
         if let Some(means) = self.means.get() {
             return Ok(means.clone());
         }
-        // One mean per row and input: the runs of `N` values, in either layout.
-        let runs: Vec<f64> = run_moments(&self.data, self.positions)?
-            .into_iter()
-            .map(|[mean, _]| mean)
-            .collect();
-        let (b, k) = (self.batch, runs.len() / self.batch);
-        let means = match self.layout {
-            PatchLayout::PerInput => Tensor::from_vec(runs, (b, k), self.data.device())?,
-            PatchLayout::Rows => Tensor::from_vec(runs, (k, b), self.data.device())?
-                .t()?
-                .contiguous()?,
+        let device = self.data.device();
+        let means = match (&self.padded, self.layout) {
+            (Some(padded), _) => {
+                let (b, k) = (self.batch, self.rows());
+                Tensor::from_vec(window_means(padded, self.output)?, (b, k), device)?
+            }
+            // One mean per row and input: the runs of `N` values, in either layout.
+            (None, layout) => {
+                let runs: Vec<f64> = run_moments(&self.data, self.positions)?
+                    .into_iter()
+                    .map(|[mean, _]| mean)
+                    .collect();
+                let (b, k) = (self.batch, runs.len() / self.batch);
+                match layout {
+                    PatchLayout::Rows => {
+                        Tensor::from_vec(runs, (k, b), device)?.t()?.contiguous()?
+                    }
+                    _ => Tensor::from_vec(runs, (b, k), device)?,
+                }
+            }
         }
         .to_dtype(self.data.dtype())?;
         Ok(self.means.get_or_init(|| means).clone())
@@ -159,8 +205,8 @@ impl Patches {
     }
 }
 
-/// The patches of a padded input `[B, C, H, W]` in `layout` (all but a 1x1 kernel's per-input
-/// patches, which are the input itself): each row of an input is `H'` lines of it, copied. The
+/// The patches of a padded input `[B, C, H, W]` in `layout`, `Rows` or `PerInput` (all but a
+/// 1x1 kernel's per-input patches, which are the input itself): each row of an input is `H'` lines of it, copied. The
 /// rows are filled in parallel: a wide layer's patches are tens of megabytes, whose copy and
 /// first-touch page faults on one thread cost as much as the product they serve.
 fn copy_rows<T: WithDType>(
@@ -176,9 +222,13 @@ fn copy_rows<T: WithDType>(
     let x = x.flatten_all()?.to_vec1::<T>()?;
     let mut data = vec![T::zero(); b * k * n];
     // Row `r` of `data` is tap `(ci, u, v)` of input `bi`, `n` values.
-    let tap_of = |r: usize| match layout {
-        PatchLayout::Rows => (r / b, r % b),
-        PatchLayout::PerInput => (r % k, r / k),
+    let per_input = layout == PatchLayout::PerInput;
+    let tap_of = |r: usize| {
+        if per_input {
+            (r % k, r / k)
+        } else {
+            (r / b, r % b)
+        }
     };
     data.par_chunks_exact_mut(n)
         .with_min_len(ROWS_PER_TASK)
@@ -191,11 +241,99 @@ fn copy_rows<T: WithDType>(
                 line.copy_from_slice(&image[(ci * h + y + u) * w + v..][..ow]);
             }
         });
-    Ok(match layout {
-        PatchLayout::Rows => Tensor::from_vec(data, (k, b * n), device)?,
-        PatchLayout::PerInput => Tensor::from_vec(data, (b, k, n), device)?,
+    Ok(if per_input {
+        Tensor::from_vec(data, (b, k, n), device)?
+    } else {
+        Tensor::from_vec(data, (k, b * n), device)?
     })
+}
+
+/// The patches' row means from the padded inputs `[B, C, H' + kh - 1, W' + kw - 1]`, `[B][C kh
+/// kw]`: row `(c, u, v)` of input `b` is the window of the input's channel `c` that starts at
+/// `(u, v)`.
+fn window_means(padded: &Tensor, (oh, ow): (usize, usize)) -> Result<Vec<f64>> {
+    let (b, c, ph, pw) = padded.dims4()?;
+    let (kh, kw) = (ph + 1 - oh, pw + 1 - ow);
+    let values = padded
+        .to_dtype(DType::F64)?
+        .flatten_all()?
+        .to_vec1::<f64>()?;
+    let count = (oh * ow) as f64;
+    Ok(values
+        .par_chunks_exact(ph * pw)
+        .take(b * c)
+        .flat_map_iter(|plane| {
+            (0..kh * kw).map(move |tap| {
+                let (u, v) = (tap / kw, tap % kw);
+                let sum: f64 = (0..oh)
+                    .map(|y| plane[(y + u) * pw + v..][..ow].iter().sum::<f64>())
+                    .sum();
+                sum / count
+            })
+        })
+        .collect())
 }
 
 /// Patch rows one parallel task fills: a row is a few hundred values.
 const ROWS_PER_TASK: usize = 64;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// The largest difference between two tensors' values.
+    fn largest_difference(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    }
+
+    #[test]
+    fn every_layout_gives_the_same_maps_and_row_means() {
+        let device = Device::Cpu;
+        // Outputs in whole 2x2 blocks under each padding, so that a 3x3 kernel takes Winograd's
+        // tiles: 8x6 inputs (same), 10x8 (valid), 6x4 (full).
+        for (padding, (h, w)) in [
+            (Padding::Same, (8, 6)),
+            (Padding::Valid, (10, 8)),
+            (Padding::Full, (6, 4)),
+        ] {
+            for dtype in [DType::F32, DType::F64] {
+                let inputs = Tensor::rand(0f32, 1., (2, 3, h, w), &device).unwrap();
+                let weight = Tensor::randn(0f32, 1., (5, 3, 3, 3), &device)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap();
+                let output = output_size(&inputs, 3, 3, padding).unwrap();
+                assert_eq!(PatchLayout::for_maps((3, 3), output), PatchLayout::Winograd);
+                let patches =
+                    |layout| Patches::new(&inputs, (3, 3), padding, dtype, layout).unwrap();
+                let (rows, tiles) = (patches(PatchLayout::Rows), patches(PatchLayout::Winograd));
+                let tol = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
+                let maps = rows.maps(&weight).unwrap();
+                assert_eq!(maps.dims(), tiles.maps(&weight).unwrap().dims());
+                let difference = largest_difference(&maps, &tiles.maps(&weight).unwrap());
+                assert!(
+                    difference <= tol,
+                    "{padding:?} {dtype:?}: maps {difference}"
+                );
+                for other in [tiles, patches(PatchLayout::PerInput)] {
+                    let difference =
+                        largest_difference(&rows.means().unwrap(), &other.means().unwrap());
+                    assert!(
+                        difference <= tol,
+                        "{padding:?} {dtype:?}: means {difference}"
+                    );
+                }
+            }
+        }
+    }
+}
