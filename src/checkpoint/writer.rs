@@ -3,13 +3,14 @@
 //! and [`remove_pending_outputs`] lets a Ctrl-C handler delete it before the process exits.
 
 use std::collections::BTreeMap;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use safetensors::Dtype;
 use serde_json::{json, Map, Value};
 
+use super::writeback::Writeback;
 use super::{CheckpointError, Result};
 
 /// The directory an output goes into (`.` for a bare file name).
@@ -62,7 +63,7 @@ pub fn remove_pending_outputs() {
 /// An output file that appears at its path only when [`OutputFile::commit`] succeeds.
 pub struct OutputFile {
     path: PathBuf,
-    writer: BufWriter<tempfile::NamedTempFile>,
+    writer: Writeback<tempfile::NamedTempFile>,
     overwrite: bool,
     _pending: Pending,
 }
@@ -111,7 +112,7 @@ impl OutputFile {
         Ok(Self {
             path: path.to_path_buf(),
             _pending: pending,
-            writer: BufWriter::with_capacity(1 << 20, temp),
+            writer: Writeback::new(temp),
             overwrite,
         })
     }
@@ -131,7 +132,7 @@ impl OutputFile {
         } = self;
         let temp = writer
             .into_inner()
-            .map_err(|e| CheckpointError::io(&path, e.into_error()))?;
+            .map_err(|e| CheckpointError::io(&path, e))?;
         temp.as_file()
             .sync_all()
             .map_err(|e| CheckpointError::io(&path, e))?;
@@ -311,19 +312,19 @@ impl OutputDir {
     }
 
     /// A file inside the (temporary) directory.
-    pub fn file(&self, name: &str) -> Result<BufWriter<std::fs::File>> {
+    pub fn file(&self, name: &str) -> Result<Writeback<std::fs::File>> {
         let path = self.temp.path().join(name);
         let file = std::fs::File::create(&path)
             .map_err(|e| CheckpointError::io(self.path.join(name), e))?;
-        Ok(BufWriter::with_capacity(1 << 20, file))
+        Ok(Writeback::new(file))
     }
 
     /// Flushes and syncs a file made by [`OutputDir::file`].
-    pub fn finish(&self, file: BufWriter<std::fs::File>, name: &str) -> Result<()> {
+    pub fn finish(&self, file: Writeback<std::fs::File>, name: &str) -> Result<()> {
         let path = self.path.join(name);
         let file = file
             .into_inner()
-            .map_err(|e| CheckpointError::io(&path, e.into_error()))?;
+            .map_err(|e| CheckpointError::io(&path, e))?;
         file.sync_all().map_err(|e| CheckpointError::io(&path, e))
     }
 
