@@ -4,6 +4,8 @@
 
 use std::io::{Read, Write};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use sha2::{Digest, Sha256};
 
 use crate::checkpoint::{CheckpointError, SafetensorsFile};
@@ -48,8 +50,12 @@ impl<W: Write> Write for HashingWriter<W> {
 }
 
 /// SHA-256 of every file of an input in order, each as its bytes (a PyTorch file as its
-/// conversion to safetensors, a built-in network as its serialization).
-pub fn input_sha256(files: &[SafetensorsFile]) -> Result<String, CheckpointError> {
+/// conversion to safetensors, a built-in network as its serialization); `None` once `abandon` is
+/// set (checked between reads).
+pub fn input_sha256(
+    files: &[SafetensorsFile],
+    abandon: &AtomicBool,
+) -> Result<Option<String>, CheckpointError> {
     let mut hasher = Sha256::new();
     for file in files {
         match file.in_memory_bytes() {
@@ -60,6 +66,9 @@ pub fn input_sha256(files: &[SafetensorsFile]) -> Result<String, CheckpointError
                     std::fs::File::open(path).map_err(|e| CheckpointError::io(path, e))?;
                 let mut buffer = vec![0u8; 1 << 20];
                 loop {
+                    if abandon.load(Ordering::Relaxed) {
+                        return Ok(None);
+                    }
                     let n = reader
                         .read(&mut buffer)
                         .map_err(|e| CheckpointError::io(path, e))?;
@@ -71,7 +80,7 @@ pub fn input_sha256(files: &[SafetensorsFile]) -> Result<String, CheckpointError
             }
         }
     }
-    Ok(hex(hasher.finalize().as_slice()))
+    Ok(Some(hex(hasher.finalize().as_slice())))
 }
 
 /// Lower-case hex of bytes.

@@ -27,6 +27,7 @@ mod settings;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use candle_core::Device;
@@ -187,11 +188,21 @@ impl Prepared {
     /// SHA-256 of the input as read (every file, after a PyTorch file's conversion), hex;
     /// computed once.
     pub fn input_sha256(&self) -> Result<String, RunError> {
+        let never = AtomicBool::new(false);
+        Ok(self
+            .input_sha256_unless(&never)?
+            .expect("only abandoned hashing stops early"))
+    }
+
+    /// [`Prepared::input_sha256`], or `None` once `abandon` is set.
+    fn input_sha256_unless(&self, abandon: &AtomicBool) -> Result<Option<String>, RunError> {
         if let Some(digest) = self.input_sha256.get() {
-            return Ok(digest.clone());
+            return Ok(Some(digest.clone()));
         }
-        let digest = digest::input_sha256(&self.opened.files)?;
-        Ok(self.input_sha256.get_or_init(|| digest).clone())
+        let Some(digest) = digest::input_sha256(&self.opened.files, abandon)? else {
+            return Ok(None);
+        };
+        Ok(Some(self.input_sha256.get_or_init(|| digest).clone()))
     }
 
     /// Runs every layer and writes the checkpoint, the report and the plot. Each file appears
@@ -212,7 +223,6 @@ impl Prepared {
             .as_ref()
             .map(|(p, _)| OutputFile::create(p, destination.force))
             .transpose()?;
-        let input_sha256 = self.input_sha256()?;
         let device = &execution.device;
         let job = Job {
             settings: self.settings.minimize.clone(),
@@ -227,7 +237,22 @@ impl Prepared {
                 .transpose()?,
             sampling: self.settings.sampling,
         };
-        let (layers, files) = self.write_checkpoint(&paths, &job, destination.force, observer)?;
+        // The input is hashed beside the work, on a thread of its own, and needed only before the
+        // checkpoint is committed: hashing is sequential, and up front it kept a core idle for
+        // 0.1 s per 100 MB. A run that ends early abandons it.
+        let abandon = AtomicBool::new(false);
+        let (layers, files, input_sha256) = std::thread::scope(|scope| {
+            let hashing = scope.spawn(|| self.input_sha256_unless(&abandon));
+            let hashed = || match hashing.join() {
+                Ok(digest) => Ok(digest?.expect("not abandoned before the commit")),
+                Err(panic) => std::panic::resume_unwind(panic),
+            };
+            let written = self.write_checkpoint(&paths, &job, destination.force, observer, hashed);
+            if written.is_err() {
+                abandon.store(true, Ordering::Relaxed);
+            }
+            written
+        })?;
 
         let mut totals = Totals::from_layers(self.tensor_count(), &layers);
         totals.total_seconds = started.elapsed().as_secs_f64();
@@ -285,7 +310,8 @@ impl Prepared {
         job: &Job,
         force: bool,
         observer: &mut dyn Observer,
-    ) -> Result<(Vec<crate::report::LayerReport>, Vec<WrittenFile>), RunError> {
+        input_sha256: impl FnOnce() -> Result<String, RunError>,
+    ) -> Result<(Vec<crate::report::LayerReport>, Vec<WrittenFile>, String), RunError> {
         let files = &self.opened.files;
         let provenance = metadata::provenance(&self.settings);
         let items = items(files, &self.plans);
@@ -300,13 +326,14 @@ impl Prepared {
                 let (out, layers) =
                     process(&items, job, Some(&metadata), out, &mut count, observer)?;
                 let (out, size, sha256) = out.finish();
+                let input_sha256 = input_sha256()?;
                 out.commit()?;
                 let written = WrittenFile {
                     path: paths.checkpoint.clone(),
                     size,
                     sha256,
                 };
-                Ok((layers, vec![written]))
+                Ok((layers, vec![written], input_sha256))
             }
             Sharding::Shards(shards) => {
                 let index_metadata = self
@@ -359,8 +386,9 @@ impl Prepared {
                 if observer.stop_requested() {
                     return Err(RunError::Stopped);
                 }
+                let input_sha256 = input_sha256()?;
                 dir.commit()?;
-                Ok((layers, written))
+                Ok((layers, written, input_sha256))
             }
         }
     }
