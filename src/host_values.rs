@@ -56,6 +56,32 @@ pub(crate) fn row_dots(a: &Tensor, b: &Tensor, len: usize) -> Result<Vec<f64>> {
     })?
 }
 
+/// `<a_r, q_b>` for every row `a_r` of `a` and every row `q_b` of `q` (rows of `len` values,
+/// `len > 0`), in f64, as `[rows of a][rows of q]`: each row of `a` is read once, where a matrix
+/// product with `q`'s few rows would pack a copy of all of `a` first.
+pub(crate) fn row_products(a: &Tensor, q: &Tensor, len: usize) -> Result<Vec<f64>> {
+    fn products<A: WithDType, B: WithDType>(a: &[A], q: &[B], len: usize) -> Vec<f64> {
+        let rows: Vec<&[B]> = q.chunks_exact(len).collect();
+        let mut out = vec![0.0; a.len() / len * rows.len()];
+        out.par_chunks_exact_mut(rows.len().max(1))
+            .zip(a.par_chunks_exact(len))
+            .for_each(|(out, row)| {
+                for (o, q) in out.iter_mut().zip(&rows) {
+                    *o = dot(row, q);
+                }
+            });
+        out
+    }
+    with_values(a, |a| {
+        with_values(q, |q| match (a, q) {
+            (Values::F32(a), Values::F32(q)) => products(a, q, len),
+            (Values::F32(a), Values::F64(q)) => products(a, q, len),
+            (Values::F64(a), Values::F32(q)) => products(a, q, len),
+            (Values::F64(a), Values::F64(q)) => products(a, q, len),
+        })
+    })?
+}
+
 /// The mean and the mean square of every run of `len` consecutive values (`len > 0`) of a
 /// tensor, summed in f64 over the values where they lie, runs in parallel: candle's reductions
 /// run on one thread and its squares allocate a tensor.
@@ -199,6 +225,25 @@ mod tests {
                     (square - want_square).abs() <= 1e-14,
                     "{square} vs {want_square}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn row_products_pair_every_row_with_every_row() {
+        let device = Device::Cpu;
+        let a = Tensor::randn(0f32, 1., (5, 19), &device).unwrap();
+        let q = Tensor::randn(0f64, 1., (3, 19), &device).unwrap();
+        let (x, y) = (
+            a.to_dtype(DType::F64).unwrap().to_vec2::<f64>().unwrap(),
+            q.to_vec2::<f64>().unwrap(),
+        );
+        let got = row_products(&a, &q, 19).unwrap();
+        assert_eq!(got.len(), 15);
+        for (r, row) in x.iter().enumerate() {
+            for (b, other) in y.iter().enumerate() {
+                let want: f64 = row.iter().zip(other).map(|(u, v)| u * v).sum();
+                assert!((got[r * 3 + b] - want).abs() <= 1e-12, "{r} {b}");
             }
         }
     }

@@ -665,14 +665,21 @@ fn output_size(inputs: &Tensor, kh: usize, kw: usize, padding: Padding) -> Resul
     Ok((ph - kh + 1, pw - kw + 1))
 }
 
-/// Pads `[B, C, H, W]` for a `kh x kw` kernel.
-fn pad(x: &Tensor, kh: usize, kw: usize, padding: Padding) -> Result<Tensor> {
+/// The zeros `(top, bottom)` and `(left, right)` of an input's padding for a `kh x kw` kernel.
+fn margins(kh: usize, kw: usize, padding: Padding) -> ((usize, usize), (usize, usize)) {
     let split = |k: usize| match padding {
         Padding::Same => ((k - 1) / 2, k - 1 - (k - 1) / 2),
         Padding::Valid => (0, 0),
         Padding::Full => (k - 1, k - 1),
     };
-    let ((top, bottom), (left, right)) = (split(kh), split(kw));
+    (split(kh), split(kw))
+}
+
+/// Pads `[B, C, H, W]` for a `kh x kw` kernel, with candle's pads: what the probe's own
+/// padding is tested against.
+#[cfg(test)]
+fn pad(x: &Tensor, kh: usize, kw: usize, padding: Padding) -> Result<Tensor> {
+    let ((top, bottom), (left, right)) = margins(kh, kw, padding);
     Ok(x.pad_with_zeros(2, top, bottom)?
         .pad_with_zeros(3, left, right)?)
 }

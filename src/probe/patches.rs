@@ -3,11 +3,12 @@
 use std::sync::OnceLock;
 
 use candle_core::{DType, Tensor, WithDType};
+use num_traits::Float;
 use rayon::prelude::*;
 
-use super::{output_size, pad, winograd, Padding};
+use super::{margins, output_size, winograd, Padding};
 use crate::host_gemm::matmul;
-use crate::host_values::run_moments;
+use crate::host_values::{run_moments, with_values, Values};
 use crate::Result;
 
 /// The patches of inputs `[B, C, H, W]` for a `kh x kw` kernel: row `(c, u, v)` of input `b`
@@ -60,32 +61,49 @@ impl Patches {
     /// The patches in `dtype` (f32 or f64).
     pub(super) fn new(
         inputs: &Tensor,
-        (kh, kw): (usize, usize),
+        kernel: (usize, usize),
         padding: Padding,
         dtype: DType,
         layout: PatchLayout,
     ) -> Result<Self> {
+        match dtype {
+            DType::F64 => Self::new_in::<f64>(inputs, kernel, padding, layout),
+            _ => Self::new_in::<f32>(inputs, kernel, padding, layout),
+        }
+    }
+
+    fn new_in<T: WithDType + Float>(
+        inputs: &Tensor,
+        (kh, kw): (usize, usize),
+        padding: Padding,
+        layout: PatchLayout,
+    ) -> Result<Self> {
         let (oh, ow) = output_size(inputs, kh, kw, padding)?;
-        let x = pad(&inputs.to_dtype(dtype)?, kh, kw, padding)?;
-        let (b, c) = (x.dim(0)?, x.dim(1)?);
+        let (b, c, h, w) = inputs.dims4()?;
+        let ((top, bottom), (left, right)) = margins(kh, kw, padding);
+        let (ph, pw) = (h + top + bottom, w + left + right);
+        let x: Vec<T> = padded(inputs, ((top, bottom), (left, right)))?;
+        let device = inputs.device();
         let (data, padded) = match ((kh, kw), layout) {
             (_, PatchLayout::Winograd) => {
-                let flat = x.flatten_all()?;
-                let tiles = match dtype {
-                    DType::F64 => Tensor::new(
-                        winograd::input_tiles(&flat.to_vec1::<f64>()?, (b, c), (oh, ow)),
-                        x.device(),
-                    )?,
-                    _ => Tensor::new(
-                        winograd::input_tiles(&flat.to_vec1::<f32>()?, (b, c), (oh, ow)),
-                        x.device(),
-                    )?,
-                };
-                (tiles, Some(x))
+                let tiles = winograd::input_tiles(&x, (b, c), (oh, ow));
+                let len = tiles.len();
+                let x = Tensor::from_vec(x, (b, c, ph, pw), device)?;
+                (Tensor::from_vec(tiles, len, device)?, Some(x))
             }
-            ((1, 1), PatchLayout::PerInput) => (x.flatten_from(2)?, None),
-            _ if dtype == DType::F64 => (copy_rows::<f64>(&x, kh, kw, (oh, ow), layout)?, None),
-            _ => (copy_rows::<f32>(&x, kh, kw, (oh, ow), layout)?, None),
+            // A 1x1 kernel's patches are the input (padded only by `full`, for a 1x1 by nothing).
+            ((1, 1), PatchLayout::PerInput) => {
+                (Tensor::from_vec(x, (b, c, ph * pw), device)?, None)
+            }
+            _ => {
+                let rows = copy_rows(&x, (b, c, ph, pw), (kh, kw), (oh, ow), layout);
+                let rows = if layout == PatchLayout::PerInput {
+                    Tensor::from_vec(rows, (b, c * kh * kw, oh * ow), device)?
+                } else {
+                    Tensor::from_vec(rows, (c * kh * kw, b * oh * ow), device)?
+                };
+                (rows, None)
+            }
         };
         Ok(Self {
             data,
@@ -205,21 +223,19 @@ impl Patches {
     }
 }
 
-/// The patches of a padded input `[B, C, H, W]` in `layout`, `Rows` or `PerInput` (all but a
-/// 1x1 kernel's per-input patches, which are the input itself): each row of an input is `H'` lines of it, copied. The
-/// rows are filled in parallel: a wide layer's patches are tens of megabytes, whose copy and
-/// first-touch page faults on one thread cost as much as the product they serve.
+/// The patches of padded inputs `[B, C, H, W]` (row-major `x`) in `layout`, `Rows` or
+/// `PerInput` (all but a 1x1 kernel's per-input patches, which are the input itself): each row
+/// of an input is `H'` lines of it, copied. The rows are filled in parallel: a wide layer's
+/// patches are tens of megabytes, whose copy and first-touch page faults on one thread cost as
+/// much as the product they serve.
 fn copy_rows<T: WithDType>(
-    x: &Tensor,
-    kh: usize,
-    kw: usize,
+    x: &[T],
+    (b, c, h, w): (usize, usize, usize, usize),
+    (kh, kw): (usize, usize),
     (oh, ow): (usize, usize),
     layout: PatchLayout,
-) -> Result<Tensor> {
-    let (b, c, h, w) = x.dims4()?;
+) -> Vec<T> {
     let (k, n) = (c * kh * kw, oh * ow);
-    let device = x.device();
-    let x = x.flatten_all()?.to_vec1::<T>()?;
     let mut data = vec![T::zero(); b * k * n];
     // Row `r` of `data` is tap `(ci, u, v)` of input `bi`, `n` values.
     let per_input = layout == PatchLayout::PerInput;
@@ -241,10 +257,39 @@ fn copy_rows<T: WithDType>(
                 line.copy_from_slice(&image[(ci * h + y + u) * w + v..][..ow]);
             }
         });
-    Ok(if per_input {
-        Tensor::from_vec(data, (b, k, n), device)?
-    } else {
-        Tensor::from_vec(data, (k, b * n), device)?
+    data
+}
+
+/// Inputs `[B, C, H, W]` with `(top, bottom)` and `(left, right)` zeros around every channel, in
+/// one parallel pass (candle's pads copy the whole input once per side).
+fn padded<T: WithDType>(
+    inputs: &Tensor,
+    ((top, bottom), (left, right)): ((usize, usize), (usize, usize)),
+) -> Result<Vec<T>> {
+    fn pad<S: WithDType, T: WithDType>(
+        values: &[S],
+        (h, w): (usize, usize),
+        ((top, bottom), (left, right)): ((usize, usize), (usize, usize)),
+    ) -> Vec<T> {
+        let (ph, pw) = (h + top + bottom, w + left + right);
+        let mut out = vec![T::zero(); values.len() / (h * w).max(1) * ph * pw];
+        out.par_chunks_exact_mut(ph * pw)
+            .zip(values.par_chunks_exact(h * w))
+            .for_each(|(plane, image)| {
+                for (y, line) in image.chunks_exact(w).enumerate() {
+                    let row = &mut plane[(y + top) * pw + left..][..w];
+                    for (o, &v) in row.iter_mut().zip(line) {
+                        *o = T::from_f64(v.to_f64());
+                    }
+                }
+            });
+        out
+    }
+    let (_, _, h, w) = inputs.dims4()?;
+    let margins = ((top, bottom), (left, right));
+    with_values(inputs, |values| match values {
+        Values::F32(v) => pad(v, (h, w), margins),
+        Values::F64(v) => pad(v, (h, w), margins),
     })
 }
 

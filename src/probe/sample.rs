@@ -1,9 +1,9 @@
 //! Wide layers' figures from a sample of their filters.
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 
 use super::{FeatureSimilarity, Patches};
-use crate::host_gemm::matmul;
+use crate::host_values::row_products;
 use crate::Result;
 
 /// Each filter's response to the mean of the probe's inputs: the control variate that makes a
@@ -36,19 +36,15 @@ impl MeanResponse {
         patches: &Patches,
     ) -> Result<Self> {
         let positions = patches.positions() as f64;
-        // A control variate needs to be the same on every run, not precise: f32 will do.
         let patch_means = patches.means()?;
-        let w = weight.to_dtype(patch_means.dtype())?.flatten_from(1)?;
-        // `W Qᵀ`, `[S, B]`, then turned: with the wide weight on the left the product is a
-        // plain one, where `Q Wᵀ` has gemm pack the whole weight.
-        let map_means = matmul(&w, &patch_means.t()?)?
-            .t()?
-            .to_dtype(DType::F64)?
-            .to_vec2::<f64>()?;
+        let batch = patch_means.dim(0)?;
+        // `W Qᵀ`, `[S][B]`: each filter's map mean on each input.
+        let map_means = row_products(weight, &patch_means, patch_means.dim(1)?)?;
         let (mut cosine, mut inner, mut energy) = (Vec::new(), Vec::new(), Vec::new());
-        for means in map_means {
+        for b in 0..batch {
             let (mut a, mut g, mut e) = (Vec::new(), Vec::new(), Vec::new());
-            for (m, q) in means.iter().zip(squares) {
+            let means = map_means.iter().skip(b).step_by(batch);
+            for (m, q) in means.zip(squares) {
                 let (dc, ac) = (m * m, variance * q);
                 a.push(if dc + ac > 0.0 {
                     (dc / (dc + ac)).sqrt()
