@@ -20,6 +20,50 @@ pub(crate) fn matmul(lhs: &Tensor, rhs: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// A matrix operand as gemm reads it: its first value and its row and column strides.
+pub(crate) struct Strided<T> {
+    pub first: *const T,
+    pub row: isize,
+    pub column: isize,
+}
+
+/// `dst = lhs rhs`, `[m, k] x [k, n]`, with `dst` row-major at row stride `dst_row`.
+///
+/// # Safety
+/// Every value the operands' strides address for rows `< m` (`< k`) and columns `< k` (`< n`)
+/// is readable, and `dst`'s `m` rows of `n` values are writable and read by no one else.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn product<T: WithDType>(
+    (m, k, n): (usize, usize, usize),
+    dst: *mut T,
+    dst_row: isize,
+    lhs: Strided<T>,
+    rhs: Strided<T>,
+    parallelism: gemm::Parallelism,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_row,
+        false,
+        lhs.first,
+        lhs.column,
+        lhs.row,
+        rhs.first,
+        rhs.column,
+        rhs.row,
+        T::zero(),
+        T::one(),
+        false,
+        false,
+        false,
+        parallelism,
+    )
+}
+
 /// The sizes of a product gemm can take as it is.
 struct Product {
     batch: Option<usize>,
@@ -81,25 +125,12 @@ impl Product {
                 // element gemm reads for batch `i`, row `< m` (`< k`) and column `< k` (`< n`)
                 // lies within their storage; `dst` holds `m * n` values written row-major.
                 unsafe {
-                    gemm::gemm(
-                        m,
-                        n,
-                        k,
+                    product(
+                        (m, k, n),
                         dst.as_mut_ptr(),
-                        1,
                         n as isize,
-                        false,
                         l.batch(i),
-                        l.col_stride,
-                        l.row_stride,
                         r.batch(i),
-                        r.col_stride,
-                        r.row_stride,
-                        T::zero(),
-                        T::one(),
-                        false,
-                        false,
-                        false,
                         parallelism,
                     )
                 }
@@ -135,9 +166,13 @@ impl<'a, T: WithDType> Operand<'a, T> {
         })
     }
 
-    /// The first value of batch `i`.
-    fn batch(&self, i: usize) -> *const T {
-        self.values[self.start + i * self.batch_stride..].as_ptr()
+    /// Batch `i` as gemm reads it.
+    fn batch(&self, i: usize) -> Strided<T> {
+        Strided {
+            first: self.values[self.start + i * self.batch_stride..].as_ptr(),
+            row: self.row_stride,
+            column: self.col_stride,
+        }
     }
 }
 

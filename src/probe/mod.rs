@@ -675,6 +675,14 @@ fn margins(kh: usize, kw: usize, padding: Padding) -> ((usize, usize), (usize, u
     (split(kh), split(kw))
 }
 
+/// The largest difference between two tensors' values, for the probe's tests.
+#[cfg(test)]
+fn largest_difference(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b)
+        .and_then(|d| d.abs()?.max_all()?.to_dtype(DType::F64)?.to_scalar::<f64>())
+        .expect("tensors of one shape and dtype")
+}
+
 /// Pads `[B, C, H, W]` for a `kh x kw` kernel, with candle's pads: what the probe's own
 /// padding is tested against.
 #[cfg(test)]
@@ -868,16 +876,7 @@ mod tests {
                 .flatten_from(2)
                 .unwrap();
             assert_eq!(got.dims(), want.dims());
-            let diff = (got - &want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_dtype(DType::F64)
-                .unwrap()
-                .to_scalar::<f64>()
-                .unwrap();
+            let diff = largest_difference(&got, &want);
             let tol = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
             assert!(
                 diff <= tol,

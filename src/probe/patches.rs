@@ -324,22 +324,9 @@ const ROWS_PER_TASK: usize = 64;
 
 #[cfg(test)]
 mod tests {
+    use super::super::largest_difference;
     use super::*;
     use candle_core::Device;
-
-    /// The largest difference between two tensors' values.
-    fn largest_difference(a: &Tensor, b: &Tensor) -> f64 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_dtype(DType::F64)
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
-    }
 
     #[test]
     fn every_layout_gives_the_same_maps_and_row_means() {

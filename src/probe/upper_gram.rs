@@ -3,6 +3,7 @@
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
+use crate::host_gemm::{product, Strided};
 use crate::host_values::{with_values, Values};
 use crate::Result;
 
@@ -109,25 +110,21 @@ impl Shape {
         // SAFETY: rows `start..start + n` of `left` and `start..s` of `right` lie within input
         // `b` (`s` rows of `k` values, row-major); the products are `n x width`, row-major.
         unsafe {
-            gemm::gemm(
-                n,
-                width,
-                k,
+            product(
+                (n, k, width),
                 scratch.products.as_mut_ptr(),
-                1,
                 width as isize,
-                false,
-                left[input + start * k..].as_ptr(),
-                1,
-                k as isize,
-                right[input + start * k..].as_ptr(),
-                k as isize,
-                1,
-                T::zero(),
-                T::one(),
-                false,
-                false,
-                false,
+                Strided {
+                    first: left[input + start * k..].as_ptr(),
+                    row: k as isize,
+                    column: 1,
+                },
+                // `rightᵀ`: row `kk` of it is value `kk` of every row.
+                Strided {
+                    first: right[input + start * k..].as_ptr(),
+                    row: 1,
+                    column: k as isize,
+                },
                 gemm::Parallelism::None,
             )
         }

@@ -9,6 +9,7 @@ use candle_core::{Tensor, WithDType};
 use num_traits::Float;
 use rayon::prelude::*;
 
+use crate::host_gemm::{product, Strided};
 use crate::host_values::{with_values, Values};
 use crate::Result;
 
@@ -93,25 +94,20 @@ fn maps_of<T: WithDType + Float>(
         // `products` `[S][16][columns]`; plane `k` of each is read or written with those
         // strides only, so the tasks write disjoint values of `products`, which outlives them.
         unsafe {
-            gemm::gemm(
-                s,
-                columns,
-                c,
+            product(
+                (s, c, columns),
                 out.at(k * columns),
-                1,
                 (TILE * columns) as isize,
-                false,
-                filters[k..].as_ptr(),
-                TILE as isize,
-                (c * TILE) as isize,
-                tiles[k * columns..].as_ptr(),
-                1,
-                (TILE * columns) as isize,
-                T::zero(),
-                T::one(),
-                false,
-                false,
-                false,
+                Strided {
+                    first: filters[k..].as_ptr(),
+                    row: (c * TILE) as isize,
+                    column: TILE as isize,
+                },
+                Strided {
+                    first: tiles[k * columns..].as_ptr(),
+                    row: (TILE * columns) as isize,
+                    column: 1,
+                },
                 gemm::Parallelism::None,
             )
         }
@@ -250,16 +246,7 @@ mod tests {
             let want = x.conv2d(&w, 0, 1, 1, 1).unwrap().flatten_from(2).unwrap();
             assert_eq!(got.dims(), want.dims());
             assert_eq!(got.dtype(), dtype);
-            let diff = (got - &want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_dtype(DType::F64)
-                .unwrap()
-                .to_scalar::<f64>()
-                .unwrap();
+            let diff = super::super::largest_difference(&got, &want);
             let tol = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
             assert!(diff <= tol, "{:?} {dtype:?}: {diff}", (b, s, c, oh, ow));
         }
