@@ -13,7 +13,9 @@
 //! - `--calibrate`: instead, time every path of the engine on a grid of shapes next to the cost
 //!   model's estimate (how the model's constants were fitted);
 //! - `--layer S,C,k... [--path channels|filters|spectral]`: instead, time one layer (for
-//!   profiling, e.g. under `valgrind --tool=callgrind`).
+//!   profiling, e.g. under `valgrind --tool=callgrind`);
+//! - `--probe-layer S,C,kh,kw`: instead, time the default probe's two measurements of one conv2d
+//!   layer, over `--iters` fresh inputs (the first draws the inputs and builds the patches).
 //!
 //! Each network is also run as the whole command would run it (`cs-init INPUT --iters N`,
 //! default probe, through `cs_init::run` on a checkpoint of its conv weights), with the shares of
@@ -34,8 +36,10 @@ use std::path::{Path as FsPath, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use candle_core::Device;
 use common::kaiming;
 use cs_init::optim::{OptimizerConfig, SgdConfig};
+use cs_init::probe::Probe;
 use cs_init::run::{
     prepare, with_threads, Destination, Execution, InputAccess, RunSettings, Silent,
 };
@@ -369,6 +373,26 @@ fn networks(only: Option<&[String]>, iterations: usize, torch_iterations: usize)
 }
 
 /// Every path on a grid of shapes, measured against the cost model.
+/// Milliseconds of the default probe's first and second measurement of a layer, averaged over
+/// `repeats` layer indices (fresh inputs each).
+fn time_probe(dims: &[usize], repeats: usize) -> cs_init::Result<[f64; 2]> {
+    let settings = RunSettings::default()
+        .check()
+        .expect("the defaults are valid");
+    let probe = Probe::new(settings.probe.expect("the default probe"), &Device::Cpu)?;
+    let weight = kaiming(dims, 0);
+    let after = (&weight * 0.5)?;
+    let mut seconds = [0.0; 2];
+    for layer in 0..repeats as u64 {
+        for (second, w) in seconds.iter_mut().zip([&weight, &after]) {
+            let started = Instant::now();
+            probe.feature_similarity(w, layer)?;
+            *second += started.elapsed().as_secs_f64();
+        }
+    }
+    Ok(seconds.map(|s| s * 1e3 / repeats.max(1) as f64))
+}
+
 fn calibrate(iterations: usize) {
     let grid: [&[usize]; 16] = [
         &[512, 512, 3, 3],
@@ -483,6 +507,17 @@ fn main() {
             "{dims:?} {path:?}: {:.3} ms per iteration",
             s * 1e3 / iterations as f64
         );
+        return;
+    }
+    if let Some(layer) = value("--probe-layer") {
+        let dims: Vec<usize> = layer
+            .split(',')
+            .map(|d| d.parse().expect("a dimension"))
+            .collect();
+        let [first, second] = with_threads(None, || time_probe(&dims, number("--iters", 20)))
+            .unwrap()
+            .unwrap();
+        println!("{dims:?}: first measurement {first:.3} ms, second {second:.3} ms");
         return;
     }
     if args.iter().any(|a| a == "--calibrate") {
