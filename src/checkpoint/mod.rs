@@ -7,7 +7,6 @@ mod pytorch;
 mod reader;
 mod sharded;
 mod tensor_bytes;
-mod writeback;
 mod writer;
 
 pub use error::CheckpointError;
@@ -20,7 +19,6 @@ pub use pytorch::{
 pub use reader::{HeaderError, SafetensorsFile, TensorEntryError, TensorInfo};
 pub use sharded::{index_json, ShardIndex, INDEX_FILE};
 pub use tensor_bytes::{candle_dtype, tensor_from_bytes, tensor_to_bytes};
-pub use writeback::{Writeback, WritebackTarget};
 pub use writer::{
     remove_pending_outputs, serialize, HeaderEntry, OutputDir, OutputFile, SafetensorsWriter,
 };

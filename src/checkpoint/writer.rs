@@ -3,14 +3,13 @@
 //! and [`remove_pending_outputs`] lets a Ctrl-C handler delete it before the process exits.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use safetensors::Dtype;
 use serde_json::{json, Map, Value};
 
-use super::writeback::Writeback;
 use super::{CheckpointError, Result};
 
 /// The directory an output goes into (`.` for a bare file name).
@@ -63,7 +62,7 @@ pub fn remove_pending_outputs() {
 /// An output file that appears at its path only when [`OutputFile::commit`] succeeds.
 pub struct OutputFile {
     path: PathBuf,
-    writer: Writeback<tempfile::NamedTempFile>,
+    writer: BufWriter<tempfile::NamedTempFile>,
     overwrite: bool,
     _pending: Pending,
 }
@@ -112,7 +111,7 @@ impl OutputFile {
         Ok(Self {
             path: path.to_path_buf(),
             _pending: pending,
-            writer: Writeback::new(temp),
+            writer: BufWriter::with_capacity(1 << 20, temp),
             overwrite,
         })
     }
@@ -132,7 +131,7 @@ impl OutputFile {
         } = self;
         let temp = writer
             .into_inner()
-            .map_err(|e| CheckpointError::io(&path, e))?;
+            .map_err(|e| CheckpointError::io(&path, e.into_error()))?;
         temp.as_file()
             .sync_all()
             .map_err(|e| CheckpointError::io(&path, e))?;
@@ -312,19 +311,19 @@ impl OutputDir {
     }
 
     /// A file inside the (temporary) directory.
-    pub fn file(&self, name: &str) -> Result<Writeback<std::fs::File>> {
+    pub fn file(&self, name: &str) -> Result<BufWriter<std::fs::File>> {
         let path = self.temp.path().join(name);
         let file = std::fs::File::create(&path)
             .map_err(|e| CheckpointError::io(self.path.join(name), e))?;
-        Ok(Writeback::new(file))
+        Ok(BufWriter::with_capacity(1 << 20, file))
     }
 
     /// Flushes and syncs a file made by [`OutputDir::file`].
-    pub fn finish(&self, file: Writeback<std::fs::File>, name: &str) -> Result<()> {
+    pub fn finish(&self, file: BufWriter<std::fs::File>, name: &str) -> Result<()> {
         let path = self.path.join(name);
         let file = file
             .into_inner()
-            .map_err(|e| CheckpointError::io(&path, e))?;
+            .map_err(|e| CheckpointError::io(&path, e.into_error()))?;
         file.sync_all().map_err(|e| CheckpointError::io(&path, e))
     }
 
