@@ -179,6 +179,7 @@ impl<'a, T: WithDType> Operand<'a, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_tensors::standard_normal;
     use rand::{Rng, SeedableRng};
 
     /// `lhs rhs` by the definition, in f64; `n` columns.
@@ -206,7 +207,6 @@ mod tests {
     #[test]
     fn products_of_views_match_the_definition() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
-        let device = Device::Cpu;
         for draw in 0..40 {
             let (b, m, k, n) = (
                 rng.random_range(1..4),
@@ -215,12 +215,7 @@ mod tests {
                 rng.random_range(1..40),
             );
             let dtype = [DType::F32, DType::F64][draw % 2];
-            let random = |dims: &[usize]| {
-                Tensor::randn(0f64, 1., dims, &device)
-                    .unwrap()
-                    .to_dtype(dtype)
-                    .unwrap()
-            };
+            let random = |dims: &[usize]| standard_normal(dims, dtype);
             // Plain, transposed, narrowed and broadcast operands.
             let (lhs, rhs) = match draw % 4 {
                 0 => (random(&[b, m, k]), random(&[b, k, n])),

@@ -52,6 +52,8 @@ pub mod run;
 pub mod serve;
 pub mod sharding;
 pub mod similarity;
+#[cfg(test)]
+mod test_tensors;
 
 pub use error::{Error, Result};
 pub use minimize::{minimize, minimize_while, Engine, Minimized, Settings, Trace};

@@ -675,14 +675,6 @@ fn margins(kh: usize, kw: usize, padding: Padding) -> ((usize, usize), (usize, u
     (split(kh), split(kw))
 }
 
-/// The largest difference between two tensors' values, for the probe's tests.
-#[cfg(test)]
-fn largest_difference(a: &Tensor, b: &Tensor) -> f64 {
-    (a - b)
-        .and_then(|d| d.abs()?.max_all()?.to_dtype(DType::F64)?.to_scalar::<f64>())
-        .expect("tensors of one shape and dtype")
-}
-
 /// Pads `[B, C, H, W]` for a `kh x kw` kernel, with candle's pads: what the probe's own
 /// padding is tested against.
 #[cfg(test)]
@@ -753,6 +745,7 @@ fn collect_images(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_tensors::largest_difference;
 
     fn probe(padding: Padding) -> Probe {
         let settings = ProbeSettings {

@@ -324,8 +324,8 @@ const ROWS_PER_TASK: usize = 64;
 
 #[cfg(test)]
 mod tests {
-    use super::super::largest_difference;
     use super::*;
+    use crate::test_tensors::largest_difference;
     use candle_core::Device;
 
     #[test]

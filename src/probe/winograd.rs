@@ -205,6 +205,7 @@ fn output_block<T: Float>(m: &[[T; 4]; 4]) -> [[T; 2]; 2] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_tensors::{largest_difference, standard_normal};
     use candle_core::{DType, Device};
     use rand::{Rng, SeedableRng};
 
@@ -222,12 +223,7 @@ mod tests {
             let (oh, ow) = (2 * rng.random_range(1..6), 2 * rng.random_range(1..6));
             assert!(applies((3, 3), (oh, ow)));
             let dtype = [DType::F32, DType::F64][draw % 2];
-            let random = |dims: &[usize]| {
-                Tensor::randn(0f64, 1., dims, &device)
-                    .unwrap()
-                    .to_dtype(dtype)
-                    .unwrap()
-            };
+            let random = |dims: &[usize]| standard_normal(dims, dtype);
             let (x, w) = (random(&[b, c, oh + 2, ow + 2]), random(&[s, c, 3, 3]));
             let flat = x.flatten_all().unwrap();
             let tiles = match dtype {
@@ -246,7 +242,7 @@ mod tests {
             let want = x.conv2d(&w, 0, 1, 1, 1).unwrap().flatten_from(2).unwrap();
             assert_eq!(got.dims(), want.dims());
             assert_eq!(got.dtype(), dtype);
-            let diff = super::super::largest_difference(&got, &want);
+            let diff = largest_difference(&got, &want);
             let tol = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
             assert!(diff <= tol, "{:?} {dtype:?}: {diff}", (b, s, c, oh, ow));
         }
