@@ -82,8 +82,21 @@ impl Patches {
         let (b, c, h, w) = inputs.dims4()?;
         let ((top, bottom), (left, right)) = margins(kh, kw, padding);
         let (ph, pw) = (h + top + bottom, w + left + right);
-        let x: Vec<T> = padded(inputs, ((top, bottom), (left, right)))?;
         let device = inputs.device();
+        // A 1x1 kernel's patches are the input itself: shared, not copied, where no margin is
+        // added and it already has the patches' dtype (the noise inputs of f32 layers).
+        if (kh, kw, ph, pw, layout) == (1, 1, h, w, PatchLayout::PerInput)
+            && inputs.dtype() == T::DTYPE
+        {
+            return Ok(Self::of(
+                inputs.reshape((b, c, h * w))?,
+                layout,
+                b,
+                (oh, ow),
+                None,
+            ));
+        }
+        let x: Vec<T> = padded(inputs, ((top, bottom), (left, right)))?;
         let (data, padded) = match ((kh, kw), layout) {
             (_, PatchLayout::Winograd) => {
                 let tiles = winograd::input_tiles(&x, (b, c), (oh, ow));
@@ -91,7 +104,7 @@ impl Patches {
                 let x = Tensor::from_vec(x, (b, c, ph, pw), device)?;
                 (Tensor::from_vec(tiles, len, device)?, Some(x))
             }
-            // A 1x1 kernel's patches are the input (padded only by `full`, for a 1x1 by nothing).
+            // Padded only by `full`, for a 1x1 by nothing; or converted to the patches' dtype.
             ((1, 1), PatchLayout::PerInput) => {
                 (Tensor::from_vec(x, (b, c, ph * pw), device)?, None)
             }
@@ -105,16 +118,26 @@ impl Patches {
                 (rows, None)
             }
         };
-        Ok(Self {
+        Ok(Self::of(data, layout, b, (oh, ow), padded))
+    }
+
+    fn of(
+        data: Tensor,
+        layout: PatchLayout,
+        batch: usize,
+        output: (usize, usize),
+        padded: Option<Tensor>,
+    ) -> Self {
+        Self {
             data,
             layout,
-            batch: b,
-            output: (oh, ow),
-            positions: oh * ow,
+            batch,
+            output,
+            positions: output.0 * output.1,
             padded,
             means: OnceLock::new(),
             moments: OnceLock::new(),
-        })
+        }
     }
 
     /// The memory the patches take (counted in full even where they are the input itself), with
@@ -366,6 +389,41 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_1x1_kernels_patches_are_its_input_in_every_dtype() {
+        let device = Device::Cpu;
+        let inputs = Tensor::rand(0f32, 1., (3, 4, 5, 7), &device).unwrap();
+        for dtype in [DType::F32, DType::F64] {
+            let weight = Tensor::randn(0f32, 1., (6, 4, 1, 1), &device)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            // Shared with the input (f32), or converted from it (f64): the same as the rows.
+            let patches =
+                |layout| Patches::new(&inputs, (1, 1), Padding::Same, dtype, layout).unwrap();
+            let (rows, own) = (patches(PatchLayout::Rows), patches(PatchLayout::PerInput));
+            let tol = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
+            let maps = rows.maps(&weight).unwrap();
+            assert_eq!(maps.dims(), [3, 6, 35]);
+            assert_eq!(maps.dtype(), dtype);
+            for (what, a, b) in [
+                ("maps", maps, own.maps(&weight).unwrap()),
+                ("means", rows.means().unwrap(), own.means().unwrap()),
+                ("moments", rows.moments().unwrap(), own.moments().unwrap()),
+            ] {
+                let difference = largest_difference(&a, &b);
+                assert!(difference <= tol, "{dtype:?}: {what} {difference}");
+            }
+            let direct = weight
+                .flatten_from(1)
+                .unwrap()
+                .broadcast_matmul(&inputs.to_dtype(dtype).unwrap().flatten_from(2).unwrap())
+                .unwrap();
+            let difference = largest_difference(&own.maps(&weight).unwrap(), &direct);
+            assert!(difference <= tol, "{dtype:?}: maps vs W x {difference}");
         }
     }
 }
