@@ -11,7 +11,7 @@ use candle_core::{CpuStorage, DType, Device, Layout, Storage, Tensor, WithDType}
 
 use crate::Result;
 
-/// `lhs rhs` for `[M, K] x [K, N]` or `[B, M, K] x [B, N, K]`-shaped operands (any strides);
+/// `lhs rhs` for `[M, K] x [K, N]` or `[B, M, K] x [B, K, N]`-shaped operands (any strides);
 /// other devices, dtypes and shapes go to candle's matmul, which also reports mismatched shapes.
 pub(crate) fn matmul(lhs: &Tensor, rhs: &Tensor) -> Result<Tensor> {
     match Product::of(lhs, rhs) {

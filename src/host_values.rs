@@ -90,25 +90,12 @@ pub(crate) fn run_moments(t: &Tensor, len: usize) -> Result<Vec<[f64; 2]>> {
         values
             .par_chunks(len)
             .map(|run| {
-                let (mut sum, mut squares) = ([0.0f64; 4], [0.0f64; 4]);
-                let chunks = run.chunks_exact(4);
-                let tail = chunks.remainder();
-                for chunk in chunks {
-                    for l in 0..4 {
-                        let x = chunk[l].to_f64();
-                        sum[l] += x;
-                        squares[l] += x * x;
-                    }
-                }
-                let (tail_sum, tail_squares) = tail.iter().fold((0.0, 0.0), |(s, q), x| {
-                    let x = x.to_f64();
-                    (s + x, q + x * x)
-                });
                 let n = run.len() as f64;
-                [
-                    (sum.iter().sum::<f64>() + tail_sum) / n,
-                    (squares.iter().sum::<f64>() + tail_squares) / n,
-                ]
+                lane_sums(run, |x| {
+                    let x = x.to_f64();
+                    [x, x * x]
+                })
+                .map(|sum| sum / n)
             })
             .collect()
     }
@@ -116,6 +103,31 @@ pub(crate) fn run_moments(t: &Tensor, len: usize) -> Result<Vec<[f64; 2]>> {
         Values::F32(v) => moments(v, len),
         Values::F64(v) => moments(v, len),
     })
+}
+
+/// The sums over `values` of each of the `K` figures `each` gives a value, every one over four
+/// interleaved partial sums, the values after the last whole four summed apart: one running sum
+/// makes every addition wait for the one before. The order depends only on the length.
+pub(crate) fn lane_sums<T: Copy, const K: usize>(
+    values: &[T],
+    each: impl Fn(T) -> [f64; K],
+) -> [f64; K] {
+    let mut lanes = [[0.0f64; K]; 4];
+    let chunks = values.chunks_exact(lanes.len());
+    let mut tail = [0.0f64; K];
+    for &x in chunks.remainder() {
+        for (t, v) in tail.iter_mut().zip(each(x)) {
+            *t += v;
+        }
+    }
+    for chunk in chunks {
+        for (lane, &x) in lanes.iter_mut().zip(chunk) {
+            for (l, v) in lane.iter_mut().zip(each(x)) {
+                *l += v;
+            }
+        }
+    }
+    std::array::from_fn(|k| lanes.iter().map(|lane| lane[k]).sum::<f64>() + tail[k])
 }
 
 /// Independent partial sums of a row's products: one running sum makes every addition wait for

@@ -4,13 +4,12 @@
 //! The scale-free similarity and the norm ratio separate decorrelation from shrinking; the kernel
 //! cosine is the "kernel orthogonality" quantity the paper argues is the wrong target.
 
-use candle_core::{DType, Tensor, WithDType};
-use rayon::prelude::*;
+use candle_core::{DType, Tensor};
 
 use crate::filter_sample::FilterSample;
-use crate::host_values::{row_dots, with_values, Values};
+use crate::host_values::{lane_sums, row_dots};
 use crate::probe::UpperGram;
-use crate::similarity::{KernelGeometry, RecordFigures, Variant};
+use crate::similarity::{unit_filters, KernelGeometry, RecordFigures, Variant};
 use crate::Result;
 
 /// Figures of one conv weight.
@@ -80,32 +79,6 @@ fn computable(weight: &Tensor) -> Result<Tensor> {
 /// Every filter flattened to a row: `[S, C * prod(k)]`.
 fn rows(weight: &Tensor) -> Result<Tensor> {
     Ok(weight.flatten_from(1)?)
-}
-
-/// Every filter divided by its norm, `squares` holding their squared norms (zero filters stay
-/// zero), in one pass over the weight.
-fn unit_filters(weight: &Tensor, squares: &[f64]) -> Result<Tensor> {
-    let len = weight.elem_count() / squares.len().max(1);
-    if len == 0 {
-        return Ok(weight.clone());
-    }
-    let norms: Vec<f64> = squares.iter().map(|q| q.sqrt()).collect();
-    let (shape, device) = (weight.shape(), weight.device());
-    // `computable` weights are f32 or f64, which `with_values` keeps.
-    Ok(with_values(weight, |values| match values {
-        Values::F32(v) => Tensor::from_vec(divided(v, len, &norms), shape, device),
-        Values::F64(v) => Tensor::from_vec(divided(v, len, &norms), shape, device),
-    })??)
-}
-
-/// Rows of `len` values, each divided by its norm (by 1 where the norm is 0).
-fn divided<T: WithDType>(values: &[T], len: usize, norms: &[f64]) -> Vec<T> {
-    let mut out = values.to_vec();
-    out.par_chunks_mut(len).zip(norms).for_each(|(row, &n)| {
-        let n = T::from_f64(if n > 0.0 { n } else { 1.0 });
-        row.iter_mut().for_each(|x| *x /= n);
-    });
-    out
 }
 
 /// L_CS of the weight with unit-norm filters, per filter pair: comparable across layers and
@@ -183,19 +156,6 @@ fn kernel_cosine_of_unit(unit: &Tensor) -> Result<f64> {
         return Ok(0.0);
     }
     let rows = rows(unit)?.unsqueeze(0)?;
-    let [total] = UpperGram::new(&rows)?.sum_rows(|_, _, row| [absolute_sum(row)])?;
+    let [total] = UpperGram::new(&rows)?.sum_rows(|_, _, row| lane_sums(row, |x| [x.abs()]))?;
     Ok(total / (s * (s - 1) / 2) as f64)
-}
-
-/// `sum |x|` over four partial sums (one would make every addition wait for the one before).
-fn absolute_sum(row: &[f64]) -> f64 {
-    let mut lanes = [0.0; 4];
-    let chunks = row.chunks_exact(4);
-    let tail: f64 = chunks.remainder().iter().map(|x| x.abs()).sum();
-    for chunk in chunks {
-        for (lane, x) in lanes.iter_mut().zip(chunk) {
-            *lane += x.abs();
-        }
-    }
-    lanes.iter().sum::<f64>() + tail
 }

@@ -398,10 +398,10 @@ impl Prepared {
 /// every block over 128 KiB to fresh pages (the limit creeps up only as such blocks are freed)
 /// and hands freed memory back, so each layer's copies, optimizer state, records and probe
 /// buffers paid the kernel to zero and fault in their pages again: about 5 % of ResNet-50's
-/// command (3.57-3.63 s -> 3.39-3.54 s, peak memory 101 -> 111 MB). Blocks and free memory over 256 MiB are still
-/// mapped and returned, so a long-running service gives back what one huge layer took. The
-/// command line and the service set this at start; a program running many layers through the
-/// library may do the same.
+/// command (3.57-3.63 s -> 3.39-3.54 s, peak memory 101 -> 111 MB). Blocks and free memory over
+/// 256 MiB are still mapped and returned, so a long-running service gives back what one huge
+/// layer took. The command line and the service set this at start; a program running many
+/// layers through the library may do the same.
 pub fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets the allocator's parameters (it takes the allocator's lock).

@@ -233,12 +233,9 @@ fn optimize_tensor(
     if job.settings.iterations == 0 {
         return Ok((converted(job, weight, layer)?, None));
     }
-    let (result, work) = job.minimize(weight, observer)?;
+    let (mut result, work) = job.minimize(weight, observer)?;
     // The engine's figures of the weights it started from and ended with, where it has them.
-    let (start, end) = match result.trace.records.clone() {
-        Some((start, end)) => (Some(start), Some(end)),
-        None => (None, None),
-    };
+    let (start, end) = result.trace.records.take().unzip();
     let (before, records_before) = job.figures(weight, start, layer)?;
     let diverged = |reason: String, work: Work| {
         let outcome = Outcome::Diverged {

@@ -1,6 +1,7 @@
 //! What one pass of a layer's records tells beyond L_CS.
 
-use candle_core::Tensor;
+use candle_core::{Tensor, WithDType};
+use rayon::prelude::*;
 
 use super::{conv_similarity_value, fused, KernelGeometry, Variant};
 use crate::host_values::{row_dots, with_values, Values};
@@ -23,10 +24,10 @@ impl RecordFigures {
     /// in f64): one pass of the fused engine's records on CPU, two evaluations of the loss
     /// elsewhere.
     pub fn measure(weight: &Tensor, variant: Variant) -> Result<Self> {
-        let geometry = KernelGeometry::from_dims(weight.dims())?;
         if !weight.device().is_cpu() {
             return Self::by_evaluation(weight, variant);
         }
+        let geometry = KernelGeometry::from_dims(weight.dims())?;
         with_values(weight, |values| match values {
             Values::F32(v) => fused::record_figures(v, &geometry, variant),
             Values::F64(v) => fused::record_figures(v, &geometry, variant),
@@ -37,16 +38,7 @@ impl RecordFigures {
     fn by_evaluation(weight: &Tensor, variant: Variant) -> Result<Self> {
         let geometry = KernelGeometry::from_dims(weight.dims())?;
         let filter_squares = row_dots(weight, weight, geometry.filter_len().max(1))?;
-        // Zero filters stay zero.
-        let norms: Vec<f64> = filter_squares
-            .iter()
-            .map(|&q| if q > 0.0 { q.sqrt() } else { 1.0 })
-            .collect();
-        let mut per_filter = vec![1; weight.rank()];
-        per_filter[0] = norms.len();
-        let norms =
-            Tensor::from_vec(norms, per_filter, weight.device())?.to_dtype(weight.dtype())?;
-        let unit = weight.broadcast_div(&norms)?;
+        let unit = unit_filters(weight, &filter_squares)?;
         Ok(Self {
             loss: conv_similarity_value(weight, variant)?,
             unit_loss: conv_similarity_value(&unit, variant)?,
@@ -61,6 +53,32 @@ impl RecordFigures {
             pairs => self.unit_loss / pairs as f64,
         }
     }
+}
+
+/// Every filter divided by its norm, `squares` holding their squared norms (zero filters stay
+/// zero), in one pass over the weight.
+pub(crate) fn unit_filters(weight: &Tensor, squares: &[f64]) -> Result<Tensor> {
+    let len = weight.elem_count() / squares.len().max(1);
+    if len == 0 {
+        return Ok(weight.clone());
+    }
+    let norms: Vec<f64> = squares.iter().map(|q| q.sqrt()).collect();
+    let (shape, device) = (weight.shape(), weight.device());
+    // f32 and f64 stay as they are; other dtypes are divided in f64.
+    Ok(with_values(weight, |values| match values {
+        Values::F32(v) => Tensor::from_vec(divided(v, len, &norms), shape, device),
+        Values::F64(v) => Tensor::from_vec(divided(v, len, &norms), shape, device),
+    })??)
+}
+
+/// Rows of `len` values, each divided by its norm (by 1 where the norm is 0).
+fn divided<T: WithDType>(values: &[T], len: usize, norms: &[f64]) -> Vec<T> {
+    let mut out = values.to_vec();
+    out.par_chunks_mut(len).zip(norms).for_each(|(row, &n)| {
+        let n = T::from_f64(if n > 0.0 { n } else { 1.0 });
+        row.iter_mut().for_each(|x| *x /= n);
+    });
+    out
 }
 
 #[cfg(test)]
@@ -83,7 +101,7 @@ mod tests {
                 mask[1] = 0.0;
                 let mut per_filter = vec![1; dims.len()];
                 per_filter[0] = dims[0];
-                let mask = Tensor::from_vec(mask, per_filter, &device).unwrap();
+                let mask = Tensor::from_vec(mask, per_filter.as_slice(), &device).unwrap();
                 let weight = Tensor::randn(0f64, 1., dims, &device)
                     .unwrap()
                     .broadcast_mul(&mask)
@@ -107,8 +125,6 @@ mod tests {
                     .iter()
                     .map(|&q| if q > 0.0 { q.sqrt() } else { 1.0 })
                     .collect();
-                let mut per_filter = vec![1; dims.len()];
-                per_filter[0] = dims[0];
                 let unit = weight
                     .broadcast_div(&Tensor::from_vec(norms, per_filter, &device).unwrap())
                     .unwrap();
