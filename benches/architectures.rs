@@ -43,7 +43,7 @@ use cs_init::probe::Probe;
 use cs_init::run::{
     prepare, with_threads, Destination, Execution, InputAccess, RunSettings, Silent,
 };
-use cs_init::similarity::fused::{Iterations, Path};
+use cs_init::similarity::fused::{Iterations, Method};
 use cs_init::similarity::{KernelGeometry, Variant};
 use cs_init::Settings;
 use machine::machine;
@@ -99,7 +99,7 @@ fn weight(dims: &[usize], seed: u64) -> Vec<f32> {
 
 /// Seconds of `iterations` Adam steps of one layer on `path`, the loss evaluated before each
 /// step as the minimize loop does.
-fn time_layer(dims: &[usize], path: Path, iterations: usize, seed: u64) -> f64 {
+fn time_layer(dims: &[usize], path: Method, iterations: usize, seed: u64) -> f64 {
     let data = weight(dims, seed);
     let geometry = KernelGeometry::from_dims(dims).unwrap();
     let settings = Settings::default();
@@ -239,7 +239,7 @@ fn networks(only: Option<&[String]>, iterations: usize, torch_iterations: usize)
     let reference_dims = [512, 512, 3, 3];
     let reference = time_layer(
         &reference_dims,
-        Path::choose(
+        Method::choose(
             &KernelGeometry::from_dims(&reference_dims).unwrap(),
             Variant::Paper,
         ),
@@ -260,7 +260,7 @@ fn networks(only: Option<&[String]>, iterations: usize, torch_iterations: usize)
         let mut per_layer = Vec::new();
         for (i, conv) in convs.iter().enumerate() {
             let geometry = KernelGeometry::from_dims(&conv.dims).unwrap();
-            let path = Path::choose(&geometry, Variant::Paper);
+            let path = Method::choose(&geometry, Variant::Paper);
             per_layer.push((path, time_layer(&conv.dims, path, iterations, i as u64)));
         }
         let torch_layers = if torch {
@@ -419,8 +419,8 @@ fn calibrate(iterations: usize) {
     println!("|---|---|---|---|---|");
     for dims in grid {
         let geometry = KernelGeometry::from_dims(dims).unwrap();
-        let chosen = Path::choose(&geometry, Variant::Paper);
-        for path in Path::ALL {
+        let chosen = Method::choose(&geometry, Variant::Paper);
+        for path in Method::ALL {
             let s = time_layer(dims, path, iterations, 0);
             println!(
                 "| {dims:?} | {path:?} | {:.3} | {:.3} | {} |",
@@ -447,7 +447,7 @@ fn memory() {
     for dims in shapes {
         let data = weight(dims, 0);
         let geometry = KernelGeometry::from_dims(dims).unwrap();
-        for path in Path::ALL {
+        for path in Method::ALL {
             for variant in [Variant::Paper, Variant::SameChannel] {
                 let mut row = format!("| {dims:?} | {path:?} | {variant} |");
                 for optimizer in [
@@ -500,10 +500,10 @@ fn main() {
             .collect();
         let geometry = KernelGeometry::from_dims(&dims).unwrap();
         let path = match value("--path").as_deref() {
-            Some("channels") => Path::Channels,
-            Some("filters") => Path::Filters,
-            Some("spectral") => Path::Spectral,
-            _ => Path::choose(&geometry, Variant::Paper),
+            Some("channels") => Method::Channels,
+            Some("filters") => Method::Filters,
+            Some("spectral") => Method::Spectral,
+            _ => Method::choose(&geometry, Variant::Paper),
         };
         let s = with_threads(None, || time_layer(&dims, path, iterations, 0)).unwrap();
         println!(

@@ -1,12 +1,28 @@
 //! cs-init: minimize the Convolutional Similarity (Belmekki et al., "Feature Map Similarity
 //! Reduction in Convolutional Neural Networks") of every conv layer of a network.
 //!
-//! - [`similarity`]: the loss L_CS in linear time, its variants, and its engines.
-//! - [`optim`]: Adam and SGD with PyTorch's semantics.
-//! - [`minimize`]: minimizing one layer.
-//! - [`metrics`]: the per-layer figures of the reports.
-//! - [`run`]: one run of the main job (settings, input, plan, engine, writer, report), shared by
-//!   the command line and the service.
+//! The modules, in the order the data flows through a run (docs/architecture.md says why each
+//! boundary is where it is):
+//!
+//! - [`input`]: what a run's input names (a file, a sharded directory, `hf://`, a built-in).
+//! - [`checkpoint`]: the formats on disk: safetensors, shards, PyTorch files, the Hub's cache.
+//! - [`arch`]: the built-in architectures, freshly initialized with PyTorch's names.
+//! - [`plan`]: which tensors are conv weights to optimize, and why.
+//! - [`device`]: which device a run computes on.
+//! - `host`: arithmetic on tensors in CPU memory, the leaf the compute core stands on.
+//! - [`similarity`]: the loss L_CS, its variants, its engines and the literal reference.
+//! - [`optim`]: Adam and SGD with PyTorch's semantics, applied by the engines.
+//! - [`minimize`]: minimizing one layer for its iterations.
+//! - [`filter_sample`]: which filters the figures over filter pairs look at.
+//! - [`metrics`] and [`probe`]: a layer's figures from its kernels, and from its feature maps.
+//! - [`measure`]: a layer's figures at one moment, from the metrics and the probe.
+//! - [`sharding`]: how the output is split into files.
+//! - [`run`]: one run of the main job (settings, input, plan, engine, writer, report), shared
+//!   by the command line, the service and the Python package.
+//! - [`inspect`]: a checkpoint's figures, measured as a run measures them, changing nothing.
+//! - [`check`]: the fast engines against the literal definition on a checkpoint's own layers.
+//! - [`report`]: the run's report as data, and its renderings (JSON, table, plot).
+//! - [`reproduce`]: the paper's 1-D experiments, re-run.
 //!
 //! As a regularizer in a candle training step:
 //!
@@ -26,32 +42,31 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The library's default build is the math, the checkpoint formats and the pipeline. Features add
-//! the rest: `hub` (downloads from the Hugging Face Hub), `cli` (the command line, `cs_init::cli`,
-//! which the `cs-init` binary in `cli/` calls), `serve` (the job service), `cuda` and `metal`.
+//! The library's default build is the math, the checkpoint formats and the pipeline; it has no
+//! command line and no HTTP stack (the `cs-init` binary in `cli/` and the job service in `serve/`
+//! are crates of their own). Features add `hub` (downloads from the Hugging Face Hub),
+//! `openapi` (the settings' OpenAPI schema, for the service), `cuda` and `metal`.
 
-pub mod arch;
-pub mod checkpoint;
-#[cfg(feature = "cli")]
-pub mod cli;
-pub mod device;
-mod error;
-pub mod filter_sample;
-mod host_gemm;
-mod host_values;
 pub mod input;
-pub mod metrics;
-pub mod minimize;
-pub mod optim;
+pub mod checkpoint;
+pub mod arch;
 pub mod plan;
+pub mod device;
+mod host;
+pub mod similarity;
+pub mod optim;
+pub mod minimize;
+pub mod filter_sample;
+pub mod metrics;
 pub mod probe;
+pub mod measure;
+pub mod sharding;
+pub mod run;
+pub mod inspect;
+pub mod check;
 pub mod report;
 pub mod reproduce;
-pub mod run;
-#[cfg(feature = "serve")]
-pub mod serve;
-pub mod sharding;
-pub mod similarity;
+mod error;
 #[cfg(test)]
 mod test_tensors;
 

@@ -7,9 +7,9 @@
 use candle_core::{DType, Tensor};
 
 use crate::filter_sample::FilterSample;
-use crate::host_values::{lane_sums, row_dots};
-use crate::probe::UpperGram;
-use crate::similarity::{unit_filters, KernelGeometry, RecordFigures, Variant};
+use crate::host::values::lane_sums;
+use crate::host::{filter_squares, unit_filters, UpperGram};
+use crate::similarity::{KernelGeometry, RecordFigures, Variant};
 use crate::Result;
 
 /// Figures of one conv weight.
@@ -92,16 +92,6 @@ pub fn filter_norms(weight: &Tensor) -> Result<Vec<f64>> {
     let mut norms = filter_squares(weight)?;
     norms.iter_mut().for_each(|n| *n = n.sqrt());
     Ok(norms)
-}
-
-/// The sum of squares of every output filter, accumulated in f64.
-pub fn filter_squares(weight: &Tensor) -> Result<Vec<f64>> {
-    let s = weight.dim(0)?;
-    let len = weight.elem_count() / s.max(1);
-    if len == 0 {
-        return Ok(vec![0.0; s]);
-    }
-    row_dots(weight, weight, len)
 }
 
 /// Per-filter norm ratios after/before, summarized.

@@ -1,12 +1,15 @@
 //! Which tensors of a checkpoint are conv weights to optimize, and why (docs/cli.md has the rule).
 
 mod one_channel;
+mod weight;
 
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use self::one_channel::{Channels, Layer, OneChannel};
 use crate::checkpoint::{candle_dtype, TensorInfo};
+
+pub use weight::ConvWeight;
 
 /// How kernels are laid out in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -203,12 +203,9 @@ fn shards_are_planned_together() {
 
 #[test]
 fn the_tinygrad_mnist_cnn_starts_with_a_single_channel_conv() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data/checkpoints/tinygrad-mnist-cnn.safetensors");
-    if !path.is_file() {
-        eprintln!("skipped: {} is absent", path.display());
+    let Some(path) = crate::common::shared_checkpoint("tinygrad-mnist-cnn.safetensors") else {
         return;
-    }
+    };
     let file = SafetensorsFile::open(&path).unwrap();
     let entries = plan(file.tensors(), &Selection::default());
     // layers.2 also has 32 filters, but it reads layers.0's output: layers.0 is the first conv

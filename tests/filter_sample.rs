@@ -2,22 +2,20 @@
 //! unbiased, within the error docs/math.md states, and exact where the layer is no wider than
 //! the sample.
 
-#[path = "common/mod.rs"]
-mod common;
-
-use std::path::Path;
+use crate::common;
 
 use candle_core::{Device, Tensor};
 use cs_init::arch::Architecture;
 use cs_init::filter_sample::PairSampling;
 use cs_init::metrics::kernel_cosine;
-use cs_init::report::Figures;
 use cs_init::run::DEFAULT_KERNEL_COSINE_SAMPLE;
 use cs_init::Variant;
 
 /// The kernel cosine of `weight` as the `layer`-th layer, and how many filters it looked at.
 fn measured(weight: &Tensor, sampling: &PairSampling, layer: u64) -> (f64, Option<usize>) {
-    let (f, _) = Figures::measure(weight, None, Variant::Paper, None, sampling, layer).unwrap();
+    let (f, _) =
+        cs_init::measure::weight_figures(weight, None, Variant::Paper, None, sampling, layer)
+            .unwrap();
     (f.metrics.kernel_cosine, f.kernel_cosine_sampled)
 }
 
@@ -49,12 +47,9 @@ fn estimates_on_trained_layers_are_unbiased_with_the_stated_error() {
     // 40 draws per layer: the mean estimate must lie within 4 standard errors of the exact
     // figure (a biased draw, such as always the first filters, fails this) and the
     // root-mean-square error within the bound docs/math.md gives.
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data/checkpoints/resnet20-cifar10.safetensors");
-    if !path.is_file() {
-        eprintln!("skipped: {} is absent", path.display());
+    let Some(path) = common::shared_checkpoint("resnet20-cifar10.safetensors") else {
         return;
-    }
+    };
     let tensors = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
     let mut layers: Vec<(String, Tensor)> = tensors
         .into_iter()

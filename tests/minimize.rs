@@ -4,16 +4,14 @@
 //! `CS_INIT_TEST_DEVICE` (CPU by default, see `common::test_device`); the fused engine always runs
 //! on CPU, and results are compared on CPU.
 
-mod common;
-
-use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::Optimizer;
-use common::{
+use crate::common::{
     device_for, kaiming, on_cpu, on_test_device, relative_norm, resnet18_conv_shapes, uniform,
     values,
 };
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::Optimizer;
 use cs_init::optim::{Adam, AdamConfig, OptimizerConfig, Sgd, SgdConfig};
-use cs_init::similarity::fused::{Iterations, Path};
+use cs_init::similarity::fused::{Iterations, Method};
 use cs_init::similarity::KernelGeometry;
 use cs_init::{minimize, Engine, Settings, Variant};
 
@@ -361,7 +359,7 @@ fn half_precision_weights_come_back_in_their_dtype() {
 
 /// `iterations` steps of one layer on `path`: the losses seen and the final weights.
 fn run_path<T: cs_init::similarity::fused::Real>(
-    path: Path,
+    path: Method,
     weight: &[T],
     dims: &[usize],
     settings: &Settings,
@@ -436,13 +434,13 @@ fn every_path_follows_the_same_trajectory() {
         let w32: Vec<f32> = w64.iter().map(|&x| x as f32).collect();
         let start: Vec<f64> = w32.iter().map(|&x| f64::from(x)).collect();
         for settings in path_settings() {
-            let (losses, reference) = run_path(Path::Channels, &w64, dims, &settings);
-            let (_, reference32) = run_path(Path::Channels, &w32, dims, &settings);
+            let (losses, reference) = run_path(Method::Channels, &w64, dims, &settings);
+            let (_, reference32) = run_path(Method::Channels, &w32, dims, &settings);
             let update = |w: &[f64], start: &[f64]| -> Vec<f64> {
                 w.iter().zip(start).map(|(a, b)| a - b).collect()
             };
             let widen = |w: &[f32]| -> Vec<f64> { w.iter().map(|&x| f64::from(x)).collect() };
-            for path in [Path::Filters, Path::Spectral] {
+            for path in [Method::Filters, Method::Spectral] {
                 let (other_losses, other) = run_path(path, &w64, dims, &settings);
                 for (a, b) in other_losses.iter().zip(&losses) {
                     assert!(
@@ -476,7 +474,7 @@ fn every_path_is_bit_identical_across_runs_and_thread_counts() {
             .iter()
             .map(|&x| x as f32)
             .collect();
-        for path in Path::ALL {
+        for path in Method::ALL {
             for variant in [Variant::Paper, Variant::AdjacentSameChannel] {
                 let settings = Settings {
                     variant,

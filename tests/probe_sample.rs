@@ -3,14 +3,13 @@
 //! error docs/math.md states, far closer than the same sample without the correction, and exact
 //! where the layer is narrow or cheap.
 
-#[path = "common/mod.rs"]
-mod common;
+use crate::common;
 
+use crate::common::kaiming;
 use candle_core::{Device, Tensor};
-use common::kaiming;
 use cs_init::arch::Architecture;
 use cs_init::filter_sample::PairSampling;
-use cs_init::probe::{FeatureSimilarity, Padding, Probe, ProbeSettings, ProbeSource};
+use cs_init::probe::{FeatureSimilarity, Probe, ProbePadding, ProbeSettings, ProbeSource};
 use cs_init::run::DEFAULT_PROBE_SAMPLE;
 
 fn probe(sample: PairSampling) -> Probe {
@@ -19,7 +18,7 @@ fn probe(sample: PairSampling) -> Probe {
         batch: 4,
         height: 16,
         width: 16,
-        padding: Padding::Same,
+        padding: ProbePadding::Same,
         sample,
     };
     Probe::new(settings, &Device::Cpu).unwrap()

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use cs_init::checkpoint::{
     looks_like_pth, read_pth, CheckpointError, Dtype, PthCheckpoint, PthTensor, SafetensorsFile,
@@ -11,18 +11,6 @@ use cs_init::checkpoint::{
 use half::{bf16, f16};
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipWriter};
-
-fn shared_checkpoint(name: &str) -> Option<PathBuf> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data/checkpoints")
-        .join(name);
-    if path.is_file() {
-        Some(path)
-    } else {
-        eprintln!("skipped: {} is absent", path.display());
-        None
-    }
-}
 
 fn tensor<'a>(checkpoint: &'a PthCheckpoint, name: &str) -> &'a PthTensor {
     checkpoint
@@ -60,8 +48,8 @@ fn error_text(result: Result<PthCheckpoint, CheckpointError>) -> String {
 #[test]
 fn resnet20_legacy_file_matches_its_safetensors_conversion() {
     let (Some(th), Some(st)) = (
-        shared_checkpoint("resnet20-cifar10-12fca82f.th"),
-        shared_checkpoint("resnet20-cifar10.safetensors"),
+        crate::common::shared_checkpoint("resnet20-cifar10-12fca82f.th"),
+        crate::common::shared_checkpoint("resnet20-cifar10.safetensors"),
     ) else {
         return;
     };
@@ -102,7 +90,7 @@ fn resnet20_legacy_file_matches_its_safetensors_conversion() {
 
 #[test]
 fn resnet56_legacy_file_has_the_56_layer_structure() {
-    let Some(th) = shared_checkpoint("resnet56-cifar10-4bfd9763.th") else {
+    let Some(th) = crate::common::shared_checkpoint("resnet56-cifar10-4bfd9763.th") else {
         return;
     };
     let checkpoint = read_pth(&th, None, None).unwrap();
@@ -799,7 +787,7 @@ fn malformed_files_are_rejected_with_clear_errors() {
 
 #[test]
 fn truncated_legacy_files_are_rejected() {
-    let Some(th) = shared_checkpoint("resnet20-cifar10-12fca82f.th") else {
+    let Some(th) = crate::common::shared_checkpoint("resnet20-cifar10-12fca82f.th") else {
         return;
     };
     let bytes = std::fs::read(&th).unwrap();

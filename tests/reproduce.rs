@@ -2,7 +2,7 @@
 //! determinism, the paper's qualitative claims, and the JSON rows.
 
 use cs_init::reproduce::{
-    run_episodes, window_gram, Objective, Optimizer, RowSetup, Settings, Similarity, Table,
+    run_episodes, window_gram, Objective, Optimizer, Protocol, RowSetup, Similarity, Table,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -128,10 +128,10 @@ fn setup(seed: u64) -> RowSetup {
 fn deterministic_for_a_seed() {
     assert_eq!(run_episodes(&setup(7)), run_episodes(&setup(7)));
     assert_ne!(run_episodes(&setup(7)), run_episodes(&setup(8)));
-    let settings = Settings {
+    let settings = Protocol {
         episodes: 10,
         seed: 3,
-        ..Settings::default()
+        ..Protocol::default()
     };
     assert_eq!(Table::Table6.run(&settings), Table::Table6.run(&settings));
 }
@@ -153,9 +153,9 @@ fn episodes_do_not_interact() {
 /// that of the kernel similarity, for every kernel size and optimizer.
 #[test]
 fn qualitative_claims_hold() {
-    let settings = Settings {
+    let settings = Protocol {
         episodes: 300,
-        ..Settings::default()
+        ..Protocol::default()
     };
     let kernel = Table::Table1.run(&settings);
     let conv = Table::Table3.run(&settings);
@@ -182,9 +182,9 @@ fn qualitative_claims_hold() {
 
 #[test]
 fn json_rows_have_exactly_the_documented_keys() {
-    let settings = Settings {
+    let settings = Protocol {
         episodes: 5,
-        ..Settings::default()
+        ..Protocol::default()
     };
     let figures = [
         "corr_mean",

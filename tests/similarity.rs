@@ -4,11 +4,9 @@
 //! by `CS_INIT_TEST_DEVICE` (CPU by default, see `common::test_device`); the fused engine, which
 //! reads raw slices, always runs on CPU.
 
-mod common;
-
+use crate::common::{on_test_device, relative, relative_norm, scalar, uniform, values};
 use candle_core::{DType, Tensor, Var};
-use common::{on_test_device, relative, relative_norm, scalar, uniform, values};
-use cs_init::similarity::fused::Path;
+use cs_init::similarity::fused::Method;
 use cs_init::similarity::{fused, literal, portable, KernelGeometry, Variant};
 
 /// At least 50 shapes: the edge cases the issue names, then random ones.
@@ -273,7 +271,7 @@ fn every_path_matches_the_literal_definition() {
             let exact = literal::conv_similarity_value(&on_test_device(&w64), variant).unwrap();
             let exact32 =
                 literal::conv_similarity_value(&on_test_device(&rounded), variant).unwrap();
-            for path in Path::ALL {
+            for path in Method::ALL {
                 let got = fused::loss_on(path, &values(&w64), &geometry, variant);
                 assert!(
                     relative(got, exact) <= 1e-10,
@@ -305,7 +303,7 @@ fn every_path_has_the_gradient_of_the_literal_definition() {
                 |w| literal::conv_similarity(w, variant).unwrap(),
                 &on_test_device(&w32.to_dtype(DType::F64).unwrap()),
             );
-            for path in Path::ALL {
+            for path in Method::ALL {
                 let (_, got) = fused::loss_and_gradient_on(path, &values(&w), &geometry, variant);
                 let err = relative_norm(&got, &expected);
                 assert!(err < 1e-10, "{path:?} f64 {dims:?} {variant}: {err:e}");
@@ -332,7 +330,7 @@ fn every_path_matches_central_finite_differences() {
         let data = values(&uniform(dims, 900 + n as u64));
         let geometry = KernelGeometry::from_dims(dims).unwrap();
         for variant in Variant::ALL {
-            for path in Path::ALL {
+            for path in Method::ALL {
                 let h = 1e-5;
                 let numeric: Vec<f64> = (0..data.len())
                     .map(|k| {
@@ -361,8 +359,8 @@ fn the_custom_op_runs_the_chosen_path() {
         let w = uniform(dims, 950 + n as u64);
         let geometry = KernelGeometry::from_dims(dims).unwrap();
         assert_ne!(
-            Path::choose(&geometry, Variant::Paper),
-            Path::Channels,
+            Method::choose(&geometry, Variant::Paper),
+            Method::Channels,
             "{dims:?}"
         );
         let expected = autograd(|w| literal::conv_similarity(w, Variant::Paper).unwrap(), &w);
@@ -375,11 +373,11 @@ fn the_custom_op_runs_the_chosen_path() {
 #[test]
 fn the_cost_model_picks_the_path_the_shape_needs() {
     let choose =
-        |dims: &[usize]| Path::choose(&KernelGeometry::from_dims(dims).unwrap(), Variant::Paper);
-    assert_eq!(choose(&[512, 512, 3, 3]), Path::Channels);
-    assert_eq!(choose(&[768, 1, 7, 7]), Path::Filters);
-    assert_eq!(choose(&[64, 3, 7, 7]), Path::Filters);
-    assert_eq!(choose(&[208, 8, 3, 3]), Path::Filters);
-    assert_eq!(choose(&[258, 1, 256]), Path::Spectral);
-    assert_eq!(choose(&[1024, 1, 512, 1]), Path::Spectral);
+        |dims: &[usize]| Method::choose(&KernelGeometry::from_dims(dims).unwrap(), Variant::Paper);
+    assert_eq!(choose(&[512, 512, 3, 3]), Method::Channels);
+    assert_eq!(choose(&[768, 1, 7, 7]), Method::Filters);
+    assert_eq!(choose(&[64, 3, 7, 7]), Method::Filters);
+    assert_eq!(choose(&[208, 8, 3, 3]), Method::Filters);
+    assert_eq!(choose(&[258, 1, 256]), Method::Spectral);
+    assert_eq!(choose(&[1024, 1, 512, 1]), Method::Spectral);
 }

@@ -4,10 +4,10 @@
 
 use cs_init::metrics::{LayerMetrics, NormRatio};
 use cs_init::plan::ConvKind;
-use cs_init::report::{Curve, Figures, LayerReport, Outcome, Totals, Work};
+use cs_init::report::{Curve, LayerOutcome, LayerReport, Totals, WeightFigures, Work};
 
-fn figures(loss: f64, feature_cosine: Option<f64>) -> Figures {
-    Figures {
+fn figures(loss: f64, feature_cosine: Option<f64>) -> WeightFigures {
+    WeightFigures {
         metrics: LayerMetrics {
             loss,
             scale_free: 1.0,
@@ -31,7 +31,7 @@ fn work() -> Work {
 
 /// An optimized layer: L_CS and feature-map |cos| before and after, and the mean norm ratio.
 fn optimized(loss: (f64, f64), cosine: (Option<f64>, Option<f64>), norm_ratio: f64) -> LayerReport {
-    let outcome = Outcome::Optimized {
+    let outcome = LayerOutcome::Optimized {
         before: figures(loss.0, cosine.0),
         after: figures(loss.1, cosine.1),
         norm_ratio: NormRatio {
@@ -45,14 +45,14 @@ fn optimized(loss: (f64, f64), cosine: (Option<f64>, Option<f64>), norm_ratio: f
 }
 
 fn skipped() -> LayerReport {
-    let outcome = Outcome::Skipped {
+    let outcome = LayerOutcome::Skipped {
         reason: "1x1".into(),
     };
     LayerReport::new("s", &[2, 2, 1, 1], "F32", ConvKind::Pointwise, outcome)
 }
 
 fn diverged() -> LayerReport {
-    let outcome = Outcome::Diverged {
+    let outcome = LayerOutcome::Diverged {
         before: figures(9.0, Some(0.9)),
         reason: "loss not finite".into(),
         work: work(),

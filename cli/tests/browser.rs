@@ -5,13 +5,11 @@
 //! Needs Chromium (`apt-get install chromium`; `CS_INIT_CHROMIUM` names another binary). Without
 //! it the test says so and passes, unless `CS_INIT_REQUIRE_BROWSER=1` (CI sets it).
 
-mod common;
-
 use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::server::{Options, Server};
+use crate::common::server::{Options, Server};
 use headless_chrome::protocol::cdp::Page::CaptureScreenshotFormatOption;
 use headless_chrome::{Browser, LaunchOptions, Tab};
 

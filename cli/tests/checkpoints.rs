@@ -1,7 +1,7 @@
 //! `checkpoints/` is reproducible: the commands of its README write the same bytes again.
 //! (`resnet20.cs.safetensors` needs the `models` crate: `models/tests/checkpoints.rs`.)
 
-mod common;
+use crate::common;
 
 #[test]
 fn the_paper_networks_regenerate_byte_for_byte() {

@@ -1,12 +1,14 @@
 //! The real `cs-init` binary on generated and real checkpoints, good and bad.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::process::{Command, Output};
 
+use crate::common::{
+    check_output, cs_init, loss, no_outputs, shared_checkpoints, small_network, write,
+};
 use candle_core::Tensor;
-use common::{check_output, cs_init, loss, no_outputs, shared_checkpoints, small_network, write};
 use cs_init::checkpoint::{
     serialize, tensor_from_bytes, tensor_to_bytes, Dtype, HeaderEntry, SafetensorsFile,
     SafetensorsWriter,

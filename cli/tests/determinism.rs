@@ -2,11 +2,11 @@
 //! counts, working directories and output paths, and between a PyTorch file and cs-init's own
 //! conversion of it to safetensors.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 
-use common::cs_init_ok;
+use crate::common::cs_init_ok;
 
 fn sha256(path: &Path) -> String {
     use sha2::Digest;

@@ -2,13 +2,11 @@
 //! write. No test touches the network: HF_HUB_OFFLINE is set, or HF_ENDPOINT points at a closed
 //! local port.
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use common::hub_cache::{cache_file, set_ref};
-use common::{check_output, no_outputs, small_network};
+use crate::common::hub_cache::{cache_file, set_ref};
+use crate::common::{check_output, no_outputs, small_network};
 use cs_init::checkpoint::{serialize, Dtype};
 
 const MAIN: &str = "0123456789abcdef0123456789abcdef01234567";

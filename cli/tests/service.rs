@@ -2,15 +2,13 @@
 //! over HTTP: uploads, jobs, events, downloads, the result cache, idempotency, cancel,
 //! retention, crashes and restarts, tokens, and every bad request.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-use common::hub_cache::{cache_file, set_ref};
-use common::server::{Options, Server};
-use common::{cs_init_ok, small_network};
+use crate::common::hub_cache::{cache_file, set_ref};
+use crate::common::server::{Options, Server};
+use crate::common::{cs_init_ok, small_network};
 use cs_init::checkpoint::{serialize, Dtype, SafetensorsFile};
 use serde_json::{json, Value};
 

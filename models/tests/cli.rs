@@ -1,6 +1,6 @@
 //! The `models` command end to end.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output};

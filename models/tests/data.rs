@@ -1,7 +1,7 @@
 //! The CIFAR-10 loaders: the official binary format on real records, the image-folder layout and
 //! its .tar.gz, and the mini-batches.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! The networks: parameter counts against PyTorch's, seeding, loading, and the arms' effect on
 //! L_CS.
 
-mod common;
+use crate::common;
 
 use candle_core::{DType, Device, Tensor};
 use models::data::{Normalization, Source, Split};

@@ -2,7 +2,7 @@
 //! ResNet-20 scores in candle what it scores in PyTorch (about 91.6 % on the 1017 original test
 //! records and about 81 % on the 10,000 JPEG test images).
 
-mod common;
+use crate::common;
 
 use candle_core::Device;
 use models::data::{Normalization, Source, Split};

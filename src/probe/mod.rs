@@ -12,24 +12,22 @@ use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
 use crate::filter_sample::PairSampling;
-use crate::host_gemm::matmul;
-use crate::host_values::{row_dots, run_moments};
-use crate::metrics::filter_squares;
+use crate::host::gemm::matmul;
+use crate::host::values::{row_dots, run_moments};
+use crate::host::{filter_squares, UpperGram};
 use crate::{Error, Result};
 
 mod patches;
 mod sample;
-mod upper_gram;
 mod winograd;
 
 use patches::{PatchLayout, Patches};
 use sample::MeanResponse;
-pub(crate) use upper_gram::UpperGram;
 
 /// Zero padding of the probe's convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Padding {
+pub enum ProbePadding {
     /// Output the size of the input (`k - 1` zeros split over both sides).
     #[default]
     Same,
@@ -73,7 +71,7 @@ pub struct ProbeSettings {
     pub batch: usize,
     pub height: usize,
     pub width: usize,
-    pub padding: Padding,
+    pub padding: ProbePadding,
     /// Which filters of a wide layer the figures look at (see [`Probe::feature_similarity`]).
     pub sample: PairSampling,
 }
@@ -165,7 +163,7 @@ impl PatchMoments {
     /// than the maps are not enough: the moments cost `K² N` per input whatever the filter
     /// count, which a narrow layer with long patches (`[10, 240, 1, 1]`) never earns back. The
     /// moments are taken in f64, at about half the speed of f32.
-    fn pays(weight: &Tensor, inputs: &Tensor, padding: Padding) -> Result<bool> {
+    fn pays(weight: &Tensor, inputs: &Tensor, padding: ProbePadding) -> Result<bool> {
         let cost = ExactCost::of(weight, inputs, padding)?;
         let moments_in_f64 = if compute_dtype(weight) == DType::F64 {
             0.0
@@ -302,7 +300,7 @@ impl LayerInputs {
     fn patches(
         &self,
         kernel: (usize, usize),
-        padding: Padding,
+        padding: ProbePadding,
         dtype: DType,
         layout: PatchLayout,
         keep_bytes: usize,
@@ -441,7 +439,7 @@ impl Probe {
     }
 
     /// [`Probe::feature_similarity`] of a weight whose filters' squared norms
-    /// ([`crate::metrics::filter_squares`]) the caller has: a wide layer's estimate needs them.
+    /// ([`crate::host::filter_squares`]) the caller has: a wide layer's estimate needs them.
     pub fn feature_similarity_with_squares(
         &self,
         weight: &Tensor,
@@ -565,7 +563,7 @@ struct ExactCost {
 }
 
 impl ExactCost {
-    fn of(weight: &Tensor, inputs: &Tensor, padding: Padding) -> Result<Self> {
+    fn of(weight: &Tensor, inputs: &Tensor, padding: ProbePadding) -> Result<Self> {
         let (s, c, kh, kw) = weight.dims4()?;
         let (oh, ow) = output_size(inputs, kh, kw, padding)?;
         Ok(Self {
@@ -607,7 +605,7 @@ impl ExactCost {
 /// `F_i = sum_c x[b, c] ⊛ weight[i, c]` of a conv2d weight `[S, C, kh, kw]` on `inputs`
 /// `[B, C, H, W]` zero-padded as `padding` says, stride 1. The convolution and the products run
 /// in f64 for an f64 weight and in f32 otherwise.
-pub fn feature_gram(weight: &Tensor, inputs: &Tensor, padding: Padding) -> Result<Tensor> {
+pub fn feature_gram(weight: &Tensor, inputs: &Tensor, padding: ProbePadding) -> Result<Tensor> {
     gram(&feature_maps(weight, inputs, padding)?)
 }
 
@@ -618,7 +616,7 @@ fn gram(maps: &Tensor) -> Result<Tensor> {
 
 /// The feature maps `[B, S, H' W']` of [`feature_gram`], in f64 for an f64 weight and in f32
 /// otherwise.
-fn feature_maps(weight: &Tensor, inputs: &Tensor, padding: Padding) -> Result<Tensor> {
+fn feature_maps(weight: &Tensor, inputs: &Tensor, padding: ProbePadding) -> Result<Tensor> {
     let (_, _, kh, kw) = weight.dims4()?;
     let dtype = compute_dtype(weight);
     Patches::new(
@@ -649,12 +647,17 @@ fn compute_dtype(weight: &Tensor) -> DType {
 }
 
 /// The size of the feature maps of a `kh x kw` kernel on `inputs` `[B, C, H, W]`, stride 1.
-fn output_size(inputs: &Tensor, kh: usize, kw: usize, padding: Padding) -> Result<(usize, usize)> {
+fn output_size(
+    inputs: &Tensor,
+    kh: usize,
+    kw: usize,
+    padding: ProbePadding,
+) -> Result<(usize, usize)> {
     let (h, w) = (inputs.dim(2)?, inputs.dim(3)?);
     let zeros = |k: usize| match padding {
-        Padding::Same => k - 1,
-        Padding::Valid => 0,
-        Padding::Full => 2 * (k - 1),
+        ProbePadding::Same => k - 1,
+        ProbePadding::Valid => 0,
+        ProbePadding::Full => 2 * (k - 1),
     };
     let (ph, pw) = (h + zeros(kh), w + zeros(kw));
     if ph < kh || pw < kw {
@@ -666,11 +669,11 @@ fn output_size(inputs: &Tensor, kh: usize, kw: usize, padding: Padding) -> Resul
 }
 
 /// The zeros `(top, bottom)` and `(left, right)` of an input's padding for a `kh x kw` kernel.
-fn margins(kh: usize, kw: usize, padding: Padding) -> ((usize, usize), (usize, usize)) {
+fn margins(kh: usize, kw: usize, padding: ProbePadding) -> ((usize, usize), (usize, usize)) {
     let split = |k: usize| match padding {
-        Padding::Same => ((k - 1) / 2, k - 1 - (k - 1) / 2),
-        Padding::Valid => (0, 0),
-        Padding::Full => (k - 1, k - 1),
+        ProbePadding::Same => ((k - 1) / 2, k - 1 - (k - 1) / 2),
+        ProbePadding::Valid => (0, 0),
+        ProbePadding::Full => (k - 1, k - 1),
     };
     (split(kh), split(kw))
 }
@@ -678,7 +681,7 @@ fn margins(kh: usize, kw: usize, padding: Padding) -> ((usize, usize), (usize, u
 /// Pads `[B, C, H, W]` for a `kh x kw` kernel, with candle's pads: what the probe's own
 /// padding is tested against.
 #[cfg(test)]
-fn pad(x: &Tensor, kh: usize, kw: usize, padding: Padding) -> Result<Tensor> {
+fn pad(x: &Tensor, kh: usize, kw: usize, padding: ProbePadding) -> Result<Tensor> {
     let ((top, bottom), (left, right)) = margins(kh, kw, padding);
     Ok(x.pad_with_zeros(2, top, bottom)?
         .pad_with_zeros(3, left, right)?)
@@ -747,7 +750,7 @@ mod tests {
     use super::*;
     use crate::test_tensors::largest_difference;
 
-    fn probe(padding: Padding) -> Probe {
+    fn probe(padding: ProbePadding) -> Probe {
         let settings = ProbeSettings {
             source: ProbeSource::Random { seed: 1 },
             batch: 3,
@@ -761,10 +764,16 @@ mod tests {
 
     #[test]
     fn patches_are_kept_for_the_second_measurement_within_their_bound() {
-        let inputs = LayerInputs::new(0, probe(Padding::Same).inputs(4, 0).unwrap());
+        let inputs = LayerInputs::new(0, probe(ProbePadding::Same).inputs(4, 0).unwrap());
         let patches = |keep: usize, kernel: (usize, usize)| {
             inputs
-                .patches(kernel, Padding::Same, DType::F32, PatchLayout::Rows, keep)
+                .patches(
+                    kernel,
+                    ProbePadding::Same,
+                    DType::F32,
+                    PatchLayout::Rows,
+                    keep,
+                )
                 .unwrap()
         };
         let first = patches(usize::MAX, (3, 3));
@@ -783,7 +792,7 @@ mod tests {
         let pays = |s: usize, c: usize, k: usize, dtype: DType| {
             let weight = Tensor::zeros((s, c, k, k), dtype, &Device::Cpu).unwrap();
             let inputs = inputs.broadcast_as((4, c, 16, 16)).unwrap();
-            PatchMoments::pays(&weight, &inputs, Padding::Same).unwrap()
+            PatchMoments::pays(&weight, &inputs, ProbePadding::Same).unwrap()
         };
         // Short patches and many filters: depthwise and narrow 1x1 layers.
         assert!(pays(1152, 1, 5, DType::F32));
@@ -809,7 +818,7 @@ mod tests {
             (4, 2, 1, 3),
         ];
         for (s, c, kh, kw) in shapes {
-            for padding in [Padding::Same, Padding::Valid, Padding::Full] {
+            for padding in [ProbePadding::Same, ProbePadding::Valid, ProbePadding::Full] {
                 for dtype in [DType::F32, DType::F64] {
                     let w = Tensor::randn(0f64, 1., (s, c, kh, kw), &Device::Cpu)
                         .unwrap()
@@ -851,7 +860,7 @@ mod tests {
         for draw in 0..24 {
             let (s, c) = (rng.random_range(1..6), rng.random_range(1..5));
             let (kh, kw) = (rng.random_range(1..6), rng.random_range(1..6));
-            let padding = [Padding::Same, Padding::Valid, Padding::Full][draw % 3];
+            let padding = [ProbePadding::Same, ProbePadding::Valid, ProbePadding::Full][draw % 3];
             let dtype = [DType::F32, DType::F64][draw % 2];
             let x = probe(padding).inputs(c, draw as u64).unwrap();
             if output_size(&x, kh, kw, padding).is_err() {
@@ -883,7 +892,10 @@ mod tests {
     fn identical_filters_have_cosine_one_and_opposite_filters_too() {
         let k = Tensor::randn(0f32, 1., (1, 2, 3, 3), &Device::Cpu).unwrap();
         let w = Tensor::cat(&[&k, &k, &k.neg().unwrap()], 0).unwrap();
-        let cos = probe(Padding::Same).feature_cosine(&w, 0).unwrap().unwrap();
+        let cos = probe(ProbePadding::Same)
+            .feature_cosine(&w, 0)
+            .unwrap()
+            .unwrap();
         assert!((cos - 1.0).abs() < 1e-6, "{cos}");
     }
 
@@ -895,7 +907,7 @@ mod tests {
             &Device::Cpu,
         )
         .unwrap();
-        let p = probe(Padding::Valid);
+        let p = probe(ProbePadding::Valid);
         let x = p.inputs(2, 4).unwrap().to_dtype(DType::F64).unwrap();
         let (a, b) = (x.narrow(1, 0, 1).unwrap(), x.narrow(1, 1, 1).unwrap());
         let maps = [a.clone(), b.clone(), (&a + &b).unwrap()];
@@ -953,7 +965,7 @@ mod tests {
                 batch: 2,
                 height: h,
                 width: w,
-                padding: Padding::Full,
+                padding: ProbePadding::Full,
                 sample: PairSampling::EXACT,
             };
             let p = Probe::new(settings, &Device::Cpu).unwrap();
@@ -1052,7 +1064,7 @@ mod tests {
     fn the_normalised_inner_product_is_one_for_equal_maps_only() {
         let k = Tensor::randn(0f64, 1., (1, 2, 3, 3), &Device::Cpu).unwrap();
         let equal = Tensor::cat(&[&k, &k.neg().unwrap(), &k], 0).unwrap();
-        let p = probe(Padding::Same);
+        let p = probe(ProbePadding::Same);
         let f = p.feature_similarity(&equal, 1).unwrap().unwrap();
         assert!(
             (f.inner - 1.0).abs() < 1e-12 && (f.cosine - 1.0).abs() < 1e-12,
@@ -1074,7 +1086,7 @@ mod tests {
     #[test]
     fn noise_is_rands_uniform_floats() {
         // 3 x 9 x 7 floats per input, and more than a chunk of them with many channels.
-        let p = probe(Padding::Same);
+        let p = probe(ProbePadding::Same);
         for channels in [3, 400] {
             let got = p.inputs(channels, 5).unwrap();
             let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
@@ -1094,7 +1106,7 @@ mod tests {
                 batch: 2,
                 height: 5,
                 width: 4,
-                padding: Padding::Same,
+                padding: ProbePadding::Same,
                 sample: PairSampling::EXACT,
             };
             let p = Probe::new(settings, &Device::Cpu).unwrap();
@@ -1115,16 +1127,16 @@ mod tests {
 
     #[test]
     fn inputs_repeat_per_layer_and_paddings_shape_the_maps() {
-        let p = probe(Padding::Same);
+        let p = probe(ProbePadding::Same);
         let flat = |t: Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(flat(p.inputs(3, 2).unwrap()), flat(p.inputs(3, 2).unwrap()));
         assert_ne!(flat(p.inputs(3, 2).unwrap()), flat(p.inputs(3, 3).unwrap()));
         let x = p.inputs(2, 5).unwrap();
         assert_eq!(x.dims(), &[3, 2, 9, 7]);
-        let same = pad(&x, 4, 3, Padding::Same).unwrap();
+        let same = pad(&x, 4, 3, ProbePadding::Same).unwrap();
         assert_eq!(same.dims(), &[3, 2, 12, 9]);
         assert_eq!(
-            pad(&x, 4, 3, Padding::Full).unwrap().dims(),
+            pad(&x, 4, 3, ProbePadding::Full).unwrap().dims(),
             &[3, 2, 15, 11]
         );
         let w = Tensor::randn(0f32, 1., (4, 3, 5, 5), &Device::Cpu).unwrap();

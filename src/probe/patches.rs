@@ -6,9 +6,9 @@ use candle_core::{DType, Tensor, WithDType};
 use num_traits::Float;
 use rayon::prelude::*;
 
-use super::{margins, output_size, winograd, Padding};
-use crate::host_gemm::matmul;
-use crate::host_values::{run_moments, with_values, Values};
+use super::{margins, output_size, winograd, ProbePadding};
+use crate::host::gemm::matmul;
+use crate::host::values::{run_moments, with_values, Values};
 use crate::Result;
 
 /// The patches of inputs `[B, C, H, W]` for a `kh x kw` kernel: row `(c, u, v)` of input `b`
@@ -62,7 +62,7 @@ impl Patches {
     pub(super) fn new(
         inputs: &Tensor,
         kernel: (usize, usize),
-        padding: Padding,
+        padding: ProbePadding,
         dtype: DType,
         layout: PatchLayout,
     ) -> Result<Self> {
@@ -75,7 +75,7 @@ impl Patches {
     fn new_in<T: WithDType + Float>(
         inputs: &Tensor,
         (kh, kw): (usize, usize),
-        padding: Padding,
+        padding: ProbePadding,
         layout: PatchLayout,
     ) -> Result<Self> {
         let (oh, ow) = output_size(inputs, kh, kw, padding)?;
@@ -357,9 +357,9 @@ mod tests {
         // Outputs in whole 2x2 blocks under each padding, so that a 3x3 kernel takes Winograd's
         // tiles: 8x6 inputs (same), 10x8 (valid), 6x4 (full).
         for (padding, (h, w)) in [
-            (Padding::Same, (8, 6)),
-            (Padding::Valid, (10, 8)),
-            (Padding::Full, (6, 4)),
+            (ProbePadding::Same, (8, 6)),
+            (ProbePadding::Valid, (10, 8)),
+            (ProbePadding::Full, (6, 4)),
         ] {
             for dtype in [DType::F32, DType::F64] {
                 let inputs = Tensor::rand(0f32, 1., (2, 3, h, w), &device).unwrap();
@@ -403,7 +403,7 @@ mod tests {
                 .unwrap();
             // Shared with the input (f32), or converted from it (f64): the same as the rows.
             let patches =
-                |layout| Patches::new(&inputs, (1, 1), Padding::Same, dtype, layout).unwrap();
+                |layout| Patches::new(&inputs, (1, 1), ProbePadding::Same, dtype, layout).unwrap();
             let (rows, own) = (patches(PatchLayout::Rows), patches(PatchLayout::PerInput));
             let tol = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
             let maps = rows.maps(&weight).unwrap();

@@ -3,7 +3,7 @@
 use candle_core::Tensor;
 
 use super::{FeatureSimilarity, Patches};
-use crate::host_values::row_products;
+use crate::host::values::row_products;
 use crate::Result;
 
 /// Each filter's response to the mean of the probe's inputs: the control variate that makes a

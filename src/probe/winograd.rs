@@ -9,8 +9,8 @@ use candle_core::{Tensor, WithDType};
 use num_traits::Float;
 use rayon::prelude::*;
 
-use crate::host_gemm::{product, Strided};
-use crate::host_values::{with_values, Values};
+use crate::host::gemm::{product, Strided};
+use crate::host::values::{with_values, Values};
 use crate::Result;
 
 /// Values of a transformed tile.

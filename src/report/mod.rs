@@ -9,15 +9,8 @@ pub use table::{layer_table, plan_table, render, shape};
 
 use serde::Serialize;
 
-use std::time::Instant;
-
-use candle_core::Tensor;
-
-use crate::filter_sample::PairSampling;
 use crate::metrics::{LayerMetrics, NormRatio};
 use crate::plan::ConvKind;
-use crate::probe::Probe;
-use crate::similarity::{RecordFigures, Variant};
 
 /// Version of the JSON report layout; bumped on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -62,9 +55,10 @@ impl Curve {
     }
 }
 
-/// Figures of a conv weight at one moment: before the run, or as written.
+/// Figures of a conv weight at one moment: before the run, or as written
+/// ([`crate::measure::weight_figures`] measures them).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Figures {
+pub struct WeightFigures {
     pub metrics: LayerMetrics,
     /// Mean |cos| between the feature maps of filter pairs on the probe's inputs (conv2d only).
     pub feature_cosine: Option<f64>,
@@ -75,47 +69,6 @@ pub struct Figures {
     /// Seconds spent on `metrics` and on `feature_cosine`.
     pub metrics_seconds: f64,
     pub probe_seconds: f64,
-}
-
-impl Figures {
-    /// The figures of a weight (PyTorch layout) as the `layer`-th optimized layer: the probe's
-    /// inputs and the kernel cosine's filter sample depend on that index, so a layer's two
-    /// moments are measured on the same inputs and the same filters (the probe's sample is drawn
-    /// like the kernel cosine's, from its own limit). `known` are the weight's [`RecordFigures`]
-    /// where the engine has them; they are measured otherwise, and returned with the figures:
-    /// the norm ratio compares their filter norms.
-    pub fn measure(
-        weight: &Tensor,
-        known: Option<RecordFigures>,
-        variant: Variant,
-        probe: Option<&Probe>,
-        sampling: &PairSampling,
-        layer: u64,
-    ) -> crate::Result<(Self, RecordFigures)> {
-        let started = Instant::now();
-        let sample = sampling.for_layer(weight.dim(0)?, layer);
-        let records = match known {
-            Some(records) => records,
-            None => RecordFigures::measure(weight, variant)?,
-        };
-        let metrics = LayerMetrics::measure_with(weight, &records, variant, &sample)?;
-        let metrics_seconds = started.elapsed().as_secs_f64();
-        let started = Instant::now();
-        let squares = &records.filter_squares;
-        let features = match probe {
-            Some(p) => p.feature_similarity_with_squares(weight, squares, layer)?,
-            None => None,
-        };
-        let figures = Figures {
-            metrics,
-            feature_cosine: features.map(|f| f.cosine),
-            kernel_cosine_sampled: sample.sampled(),
-            feature_cosine_sampled: features.and_then(|f| f.sampled),
-            metrics_seconds,
-            probe_seconds: started.elapsed().as_secs_f64(),
-        };
-        Ok((figures, records))
-    }
 }
 
 /// The optimizer's work on a tensor.
@@ -129,18 +82,18 @@ pub struct Work {
 
 /// What happened to a conv tensor.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub enum LayerOutcome {
     /// Left alone: the selection rules, or a weight holding NaN or Inf.
     Skipped { reason: String },
     Optimized {
-        before: Figures,
-        after: Figures,
+        before: WeightFigures,
+        after: WeightFigures,
         norm_ratio: NormRatio,
         work: Work,
     },
     /// The loss or the weights stopped being finite; the tensor kept its input values.
     Diverged {
-        before: Figures,
+        before: WeightFigures,
         reason: String,
         work: Work,
     },
@@ -155,11 +108,17 @@ pub struct LayerReport {
     pub shape: Vec<usize>,
     pub dtype: String,
     pub kind: ConvKind,
-    pub outcome: Outcome,
+    pub outcome: LayerOutcome,
 }
 
 impl LayerReport {
-    pub fn new(name: &str, shape: &[usize], dtype: &str, kind: ConvKind, outcome: Outcome) -> Self {
+    pub fn new(
+        name: &str,
+        shape: &[usize],
+        dtype: &str,
+        kind: ConvKind,
+        outcome: LayerOutcome,
+    ) -> Self {
         Self {
             name: name.into(),
             shape: shape.to_vec(),
@@ -171,45 +130,51 @@ impl LayerReport {
 
     pub fn status(&self) -> Status {
         match self.outcome {
-            Outcome::Skipped { .. } => Status::Skipped,
-            Outcome::Optimized { .. } => Status::Optimized,
-            Outcome::Diverged { .. } => Status::Diverged,
+            LayerOutcome::Skipped { .. } => Status::Skipped,
+            LayerOutcome::Optimized { .. } => Status::Optimized,
+            LayerOutcome::Diverged { .. } => Status::Diverged,
         }
     }
 
     /// Why it was skipped or diverged.
     pub fn reason(&self) -> Option<&str> {
         match &self.outcome {
-            Outcome::Skipped { reason } | Outcome::Diverged { reason, .. } => Some(reason),
-            Outcome::Optimized { .. } => None,
+            LayerOutcome::Skipped { reason } | LayerOutcome::Diverged { reason, .. } => {
+                Some(reason)
+            }
+            LayerOutcome::Optimized { .. } => None,
         }
     }
 
-    pub fn before(&self) -> Option<&Figures> {
+    pub fn before(&self) -> Option<&WeightFigures> {
         match &self.outcome {
-            Outcome::Optimized { before, .. } | Outcome::Diverged { before, .. } => Some(before),
-            Outcome::Skipped { .. } => None,
+            LayerOutcome::Optimized { before, .. } | LayerOutcome::Diverged { before, .. } => {
+                Some(before)
+            }
+            LayerOutcome::Skipped { .. } => None,
         }
     }
 
-    pub fn after(&self) -> Option<&Figures> {
+    pub fn after(&self) -> Option<&WeightFigures> {
         match &self.outcome {
-            Outcome::Optimized { after, .. } => Some(after),
+            LayerOutcome::Optimized { after, .. } => Some(after),
             _ => None,
         }
     }
 
     pub fn norm_ratio(&self) -> Option<&NormRatio> {
         match &self.outcome {
-            Outcome::Optimized { norm_ratio, .. } => Some(norm_ratio),
+            LayerOutcome::Optimized { norm_ratio, .. } => Some(norm_ratio),
             _ => None,
         }
     }
 
     pub fn work(&self) -> Option<&Work> {
         match &self.outcome {
-            Outcome::Optimized { work, .. } | Outcome::Diverged { work, .. } => Some(work),
-            Outcome::Skipped { .. } => None,
+            LayerOutcome::Optimized { work, .. } | LayerOutcome::Diverged { work, .. } => {
+                Some(work)
+            }
+            LayerOutcome::Skipped { .. } => None,
         }
     }
 
@@ -219,7 +184,7 @@ impl LayerReport {
     }
 
     /// Seconds spent on one kind of figure, before and after together.
-    pub fn figure_seconds(&self, seconds: fn(&Figures) -> f64) -> f64 {
+    pub fn figure_seconds(&self, seconds: fn(&WeightFigures) -> f64) -> f64 {
         self.before().map_or(0.0, seconds) + self.after().map_or(0.0, seconds)
     }
 
@@ -265,8 +230,9 @@ struct LayerRecord {
 impl From<LayerReport> for LayerRecord {
     fn from(l: LayerReport) -> Self {
         let (before, after) = (l.before().copied(), l.after().copied());
-        let figure =
-            |f: Option<Figures>, pick: fn(&Figures) -> Option<f64>| f.as_ref().and_then(pick);
+        let figure = |f: Option<WeightFigures>, pick: fn(&WeightFigures) -> Option<f64>| {
+            f.as_ref().and_then(pick)
+        };
         Self {
             status: l.status(),
             reason: l.reason().map(str::to_string),
@@ -335,7 +301,7 @@ impl Totals {
         let (mut cosine_before, mut cosine_after, mut norm_ratio) = (0.0, 0.0, 0.0);
         for l in layers {
             match &l.outcome {
-                Outcome::Optimized {
+                LayerOutcome::Optimized {
                     before,
                     after,
                     norm_ratio: ratio,
@@ -351,8 +317,8 @@ impl Totals {
                         cosine_after += a;
                     }
                 }
-                Outcome::Skipped { .. } => t.skipped += 1,
-                Outcome::Diverged { .. } => t.diverged += 1,
+                LayerOutcome::Skipped { .. } => t.skipped += 1,
+                LayerOutcome::Diverged { .. } => t.diverged += 1,
             }
             t.optimize_seconds += l.seconds();
             t.metrics_seconds += l.figure_seconds(|f| f.metrics_seconds);

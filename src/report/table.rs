@@ -1,6 +1,6 @@
 //! Compact terminal tables.
 
-use super::{Figures, LayerReport, Outcome};
+use super::{LayerOutcome, LayerReport, WeightFigures};
 use crate::plan::PlanEntry;
 
 /// `64x3x7x7`, or `scalar` for a 0-d tensor.
@@ -52,13 +52,13 @@ pub fn layer_table(layers: &[LayerReport]) -> String {
     let rows: Vec<Vec<String>> = layers
         .iter()
         .map(|l| {
-            let loss = |f: Option<&Figures>| f.map(|f| f.metrics.loss);
+            let loss = |f: Option<&WeightFigures>| f.map(|f| f.metrics.loss);
             let change = match &l.outcome {
-                Outcome::Optimized { before, after, .. } => {
+                LayerOutcome::Optimized { before, after, .. } => {
                     format!("{} -> {}", sci(loss(Some(before))), sci(loss(Some(after))))
                 }
-                Outcome::Skipped { reason } => format!("skipped: {reason}"),
-                Outcome::Diverged { reason, .. } => format!("diverged: {reason}"),
+                LayerOutcome::Skipped { reason } => format!("skipped: {reason}"),
+                LayerOutcome::Diverged { reason, .. } => format!("diverged: {reason}"),
             };
             vec![
                 l.name.clone(),

@@ -12,9 +12,9 @@
 //! docs/reproduction.md has the results and the reading of the paper's undefined details.
 //!
 //! ```
-//! use cs_init::reproduce::{Settings, Table};
+//! use cs_init::reproduce::{Protocol, Table};
 //!
-//! let settings = Settings { episodes: 20, ..Settings::default() };
+//! let settings = Protocol { episodes: 20, ..Protocol::default() };
 //! let rows = Table::Table3.run(&settings);
 //! assert_eq!(rows.len(), 6);
 //! assert!(rows.iter().all(|r| r.ours.reduction_frequency > 90.0));
@@ -36,4 +36,4 @@ pub use feature_map::{window_gram, Padding, Similarity};
 pub use figures::Figures;
 pub use objective::Objective;
 pub use padding::{padding_error, padding_table, PaddingError};
-pub use table::{RowResult, Settings, Table};
+pub use table::{Protocol, RowResult, Table};

@@ -16,14 +16,14 @@ pub enum Table {
 
 /// How the rows are run; the defaults are the paper's protocol.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Settings {
+pub struct Protocol {
     /// Episodes per row (the paper: 1000).
     pub episodes: usize,
     pub seed: u64,
     pub similarity: Similarity,
 }
 
-impl Default for Settings {
+impl Default for Protocol {
     fn default() -> Self {
         Self {
             episodes: 1000,
@@ -101,7 +101,7 @@ impl Table {
     }
 
     /// Runs one row.
-    pub fn run_row(self, row: &PaperRow, settings: &Settings) -> RowResult {
+    pub fn run_row(self, row: &PaperRow, settings: &Protocol) -> RowResult {
         let pad = self
             .padding()
             .amount(row.n)
@@ -128,7 +128,7 @@ impl Table {
     }
 
     /// Runs every row, in the paper's order.
-    pub fn run(self, settings: &Settings) -> Vec<RowResult> {
+    pub fn run(self, settings: &Protocol) -> Vec<RowResult> {
         self.paper_rows()
             .iter()
             .map(|row| self.run_row(row, settings))

@@ -12,15 +12,14 @@ use candle_core::{DType, Device, Tensor};
 
 use super::{LayerStart, Observer, RunError};
 use crate::checkpoint::{
-    tensor_from_bytes, tensor_to_bytes, CheckpointError, HeaderEntry, SafetensorsFile,
-    SafetensorsWriter, TensorInfo,
+    tensor_to_bytes, CheckpointError, HeaderEntry, SafetensorsFile, SafetensorsWriter, TensorInfo,
 };
 use crate::filter_sample::PairSampling;
 use crate::metrics::NormRatio;
 use crate::minimize::{minimize_while, Engine, Minimized, Settings};
-use crate::plan::{ConvKind, KernelLayout, PlanEntry};
+use crate::plan::{ConvKind, ConvWeight, KernelLayout, PlanEntry};
 use crate::probe::Probe;
-use crate::report::{Curve, Figures, LayerReport, Outcome, Work};
+use crate::report::{Curve, LayerOutcome, LayerReport, WeightFigures, Work};
 use crate::similarity::RecordFigures;
 
 /// How every layer is processed.
@@ -109,7 +108,7 @@ pub fn process<W: Write>(
             None => None,
             Some(kind) if !entry.optimize => {
                 let reason = entry.reason.clone();
-                let report = layer_report(entry, kind, Outcome::Skipped { reason });
+                let report = layer_report(entry, kind, LayerOutcome::Skipped { reason });
                 observer.layer_finished(&report);
                 layers.push(report);
                 None
@@ -147,9 +146,9 @@ impl Job {
         weight: &Tensor,
         known: Option<RecordFigures>,
         layer: u64,
-    ) -> Result<(Figures, RecordFigures), RunError> {
+    ) -> Result<(WeightFigures, RecordFigures), RunError> {
         let (variant, probe) = (self.settings.variant, self.probe.as_ref());
-        Ok(Figures::measure(
+        Ok(crate::measure::weight_figures(
             weight,
             known,
             variant,
@@ -183,38 +182,6 @@ impl Job {
     }
 }
 
-/// A conv tensor as stored, and as the engines see it (PyTorch layout, f32).
-struct StoredWeight {
-    stored: Tensor,
-    weight: Tensor,
-}
-
-impl StoredWeight {
-    fn read(file: &SafetensorsFile, tensor: &TensorInfo, job: &Job) -> Result<Self, RunError> {
-        let stored =
-            tensor_from_bytes(file.data(tensor), tensor.dtype, &tensor.shape, &job.device)?;
-        let weight = to_f32_oihw(&stored, job.layout)?;
-        Ok(Self { stored, weight })
-    }
-
-    /// Whether the stored dtype holds every f32 value exactly, so that what the engines see of
-    /// a new weight is that weight.
-    fn holds_f32(&self) -> bool {
-        matches!(self.stored.dtype(), DType::F32 | DType::F64)
-    }
-
-    /// A new weight in the stored layout and dtype, and what the engines see of it after the
-    /// rounding to that dtype.
-    fn store(&self, weight: &Tensor, layout: KernelLayout) -> Result<(Tensor, Tensor), RunError> {
-        let stored = weight
-            .permute(layout.from_oihw_permutation(self.stored.rank()))?
-            .contiguous()?
-            .to_dtype(self.stored.dtype())?;
-        let seen = to_f32_oihw(&stored, layout)?;
-        Ok((stored, seen))
-    }
-}
-
 /// Minimizes one conv tensor; returns its outcome and its new bytes (None: keep the input's).
 fn optimize_tensor(
     file: &SafetensorsFile,
@@ -223,12 +190,12 @@ fn optimize_tensor(
     job: &Job,
     layer: u64,
     observer: &mut dyn Observer,
-) -> Result<(Outcome, Option<Vec<u8>>), RunError> {
-    let input = StoredWeight::read(file, tensor, job)?;
-    let weight = &input.weight;
+) -> Result<(LayerOutcome, Option<Vec<u8>>), RunError> {
+    let input = ConvWeight::read(file, tensor, job.layout, &job.device)?;
+    let weight = input.weight();
     if !all_finite(weight)? {
         let reason = "holds NaN or Inf (or values beyond f32's range); left unchanged".into();
-        return Ok((Outcome::Skipped { reason }, None));
+        return Ok((LayerOutcome::Skipped { reason }, None));
     }
     if job.settings.iterations == 0 {
         return Ok((converted(job, weight, layer)?, None));
@@ -238,7 +205,7 @@ fn optimize_tensor(
     let (start, end) = result.trace.records.take().unzip();
     let (before, records_before) = job.figures(weight, start, layer)?;
     let diverged = |reason: String, work: Work| {
-        let outcome = Outcome::Diverged {
+        let outcome = LayerOutcome::Diverged {
             before,
             reason,
             work,
@@ -252,7 +219,7 @@ fn optimize_tensor(
         );
         return diverged(reason, work);
     }
-    let (stored, written) = input.store(&result.weight, job.layout)?;
+    let (stored, written) = input.store(&result.weight)?;
     if !all_finite(&written)? {
         let reason = format!(
             "the result does not fit in {} (values overflow); input weights kept (lower --lr?)",
@@ -263,7 +230,7 @@ fn optimize_tensor(
     // The engine's figures are of its f32 result, which a narrower stored dtype rounds.
     let end = end.filter(|_| input.holds_f32());
     let (after, records_after) = job.figures(&written, end, layer)?;
-    let outcome = Outcome::Optimized {
+    let outcome = LayerOutcome::Optimized {
         before,
         after,
         norm_ratio: NormRatio::of_squares(
@@ -277,12 +244,12 @@ fn optimize_tensor(
 
 /// The outcome of a run without iterations: a plain conversion, whose stored bytes are kept
 /// exactly (f64 would not survive f32), measured once.
-fn converted(job: &Job, weight: &Tensor, layer: u64) -> Result<Outcome, RunError> {
+fn converted(job: &Job, weight: &Tensor, layer: u64) -> Result<LayerOutcome, RunError> {
     let (before, records) = job.figures(weight, None, layer)?;
-    Ok(Outcome::Optimized {
+    Ok(LayerOutcome::Optimized {
         before,
         // Not measured again: the same weights.
-        after: Figures {
+        after: WeightFigures {
             metrics_seconds: 0.0,
             probe_seconds: 0.0,
             ..before
@@ -296,15 +263,8 @@ fn converted(job: &Job, weight: &Tensor, layer: u64) -> Result<Outcome, RunError
     })
 }
 
-fn layer_report(entry: &PlanEntry, kind: ConvKind, outcome: Outcome) -> LayerReport {
+fn layer_report(entry: &PlanEntry, kind: ConvKind, outcome: LayerOutcome) -> LayerReport {
     LayerReport::new(&entry.name, &entry.shape, &entry.dtype, kind, outcome)
-}
-
-fn to_f32_oihw(stored: &Tensor, layout: KernelLayout) -> candle_core::Result<Tensor> {
-    stored
-        .permute(layout.to_oihw_permutation(stored.rank()))?
-        .contiguous()?
-        .to_dtype(DType::F32)
 }
 
 fn all_finite(weight: &Tensor) -> candle_core::Result<bool> {

@@ -12,12 +12,12 @@ use crate::input::PthOptions;
 use crate::minimize::Settings;
 use crate::optim::{AdamConfig, OptimizerConfig, SgdConfig};
 use crate::plan::{KernelLayout, Selection};
-use crate::probe::{Padding, ProbeNoise, ProbeSettings, ProbeSource};
+use crate::probe::{ProbeNoise, ProbePadding, ProbeSettings, ProbeSource};
 use crate::Variant;
 
 /// Which optimizer minimizes L_CS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum OptimizerName {
     /// PyTorch's Adam: betas 0.9/0.999, eps 1e-8, no weight decay.
@@ -30,7 +30,7 @@ pub enum OptimizerName {
 /// Every option of a run, named as on the command line (`--keep-norm` is `keep_norm`,
 /// `--no-probe` is `probe: false`), with the command line's defaults. Unknown fields are refused.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default, deny_unknown_fields)]
 pub struct RunSettings {
     /// Optimizer iterations per conv layer.
@@ -41,7 +41,7 @@ pub struct RunSettings {
     /// SGD momentum (optimizer `sgd` only; 0 disables it).
     pub momentum: Option<f64>,
     /// Which kernel pairs L_CS sums over.
-    #[cfg_attr(feature = "serve", schema(value_type = String, example = "paper"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "paper"))]
     pub variant: Variant,
     /// Rescale every filter to its starting norm after each step.
     pub keep_norm: bool,
@@ -52,7 +52,7 @@ pub struct RunSettings {
     /// Leave 1x1 (pointwise) convs alone.
     pub skip_pointwise: bool,
     /// Kernel layout in the file: `oihw` (PyTorch) or `hwio` (Keras/Flax).
-    #[cfg_attr(feature = "serve", schema(value_type = String, example = "oihw"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "oihw"))]
     pub layout: KernelLayout,
     /// PyTorch files: the top-level entry holding the state dict.
     pub key: Option<String>,
@@ -67,15 +67,15 @@ pub struct RunSettings {
     /// Probe input size, `HxW` (or one number for a square).
     pub probe_size: String,
     /// PNG/JPEG images from this folder instead of U(0,1) noise.
-    #[cfg_attr(feature = "serve", schema(value_type = Option<String>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub probe_images: Option<PathBuf>,
     /// The probe's noise without `probe_images`: `uniform` U(0,1), or `centered` U(-1/2,1/2),
     /// the same draws without their mean.
-    #[cfg_attr(feature = "serve", schema(value_type = String, example = "uniform"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "uniform"))]
     pub probe_noise: ProbeNoise,
     /// Padding of the probe's convolution: `same`, `valid` or `full`.
-    #[cfg_attr(feature = "serve", schema(value_type = String, example = "same"))]
-    pub probe_padding: Padding,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "same"))]
+    pub probe_padding: ProbePadding,
     /// The probe's figures of a layer with more filters than this, whose exact figures would be
     /// costly, are estimated on this many of them, drawn with `seed`; 0 measures every pair.
     pub probe_sample: u32,
@@ -108,7 +108,7 @@ impl Default for RunSettings {
             probe_size: "16x16".into(),
             probe_images: None,
             probe_noise: ProbeNoise::default(),
-            probe_padding: Padding::default(),
+            probe_padding: ProbePadding::default(),
             probe_sample: DEFAULT_PROBE_SAMPLE,
             kernel_cosine_sample: DEFAULT_KERNEL_COSINE_SAMPLE,
             max_shard_size: None,

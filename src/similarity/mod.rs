@@ -12,7 +12,6 @@ mod record_figures;
 mod variant;
 
 pub use geometry::{KernelGeometry, PositionPair, ShiftTable};
-pub(crate) use record_figures::unit_filters;
 pub use record_figures::RecordFigures;
 pub use variant::Variant;
 

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod hub_cache;
+mod shared;
 
 /// Prints a layer's exact and estimated figures before -> after, for the sampling tests.
 pub fn print_level_and_change(name: &str, dims: &[usize], exact: (f64, f64), estimate: (f64, f64)) {
@@ -246,24 +247,20 @@ pub fn no_outputs(dir: &Path, keep: &[&str]) {
     assert!(left.is_empty(), "unexpected files left behind: {left:?}");
 }
 
-/// `../shared/data/checkpoints`, which developer checkouts and CI have; `None`, said on stderr,
-/// elsewhere.
-pub fn shared_checkpoints() -> Option<std::path::PathBuf> {
-    let dir = repository().join("../shared/data/checkpoints");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "skipped: {} is absent (only developer checkouts and CI have it)",
-            dir.display()
-        );
-        None
-    }
+/// `part` of `../shared/data` (`checkpoints/NAME`, `cifar10/...`); `None`, said on stderr,
+/// where it is absent, and a failure instead under `CS_INIT_REQUIRE_SHARED=1`.
+pub fn shared_data(part: &str) -> Option<std::path::PathBuf> {
+    shared::shared_data_at(&repository(), part)
 }
 
-/// One of the shared checkpoints, if they are there.
+/// `../shared/data/checkpoints`, as [`shared_data`].
+pub fn shared_checkpoints() -> Option<std::path::PathBuf> {
+    shared_data("checkpoints")
+}
+
+/// One of the shared checkpoints, as [`shared_data`].
 pub fn shared_checkpoint(name: &str) -> Option<std::path::PathBuf> {
-    shared_checkpoints().map(|dir| dir.join(name))
+    shared_data(&format!("checkpoints/{name}"))
 }
 
 /// The repository's root, where `checkpoints/`, `tests/fixtures/` and `../shared` are: the

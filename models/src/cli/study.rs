@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use cs_init::probe::Padding;
+use cs_init::probe::ProbePadding;
 use cs_init::Variant;
 
 use crate::data::{Source, Split};
@@ -261,7 +261,7 @@ fn run_identity(args: IdentityArgs) -> Result<()> {
 fn run_report(args: ReportArgs) -> Result<()> {
     let records = read_lines(&args.records)?;
     println!("### Starting figures\n\n{}", start_table(&records));
-    for padding in [Padding::Same, Padding::Full, Padding::Valid] {
+    for padding in [ProbePadding::Same, ProbePadding::Full, ProbePadding::Valid] {
         println!(
             "\n### Runs, {} padding\n{}",
             crate::study::padding_name(padding),

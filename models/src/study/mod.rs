@@ -22,7 +22,9 @@ use candle_core::{DType, Device, Tensor};
 use cs_init::filter_sample::PairSampling;
 use cs_init::metrics::{LayerMetrics, NormRatio};
 use cs_init::optim::{AdamConfig, OptimizerConfig};
-use cs_init::probe::{feature_gram, FeatureSimilarity, Padding, Probe, ProbeSettings, ProbeSource};
+use cs_init::probe::{
+    feature_gram, FeatureSimilarity, Probe, ProbePadding, ProbeSettings, ProbeSource,
+};
 use cs_init::{Engine, Settings, Variant};
 use serde::{Deserialize, Serialize};
 
@@ -101,18 +103,19 @@ impl fmt::Display for Input {
 }
 
 /// The probe's paddings, in the order of the records.
-pub const PADDINGS: [Padding; 3] = [Padding::Full, Padding::Same, Padding::Valid];
+pub const PADDINGS: [ProbePadding; 3] =
+    [ProbePadding::Full, ProbePadding::Same, ProbePadding::Valid];
 
-pub fn padding_name(padding: Padding) -> &'static str {
+pub fn padding_name(padding: ProbePadding) -> &'static str {
     match padding {
-        Padding::Full => "full",
-        Padding::Same => "same",
-        Padding::Valid => "valid",
+        ProbePadding::Full => "full",
+        ProbePadding::Same => "same",
+        ProbePadding::Valid => "valid",
     }
 }
 
 /// The key of an input and a padding in [`Record::probe`]: `uniform/same`.
-pub fn probe_key(input: Input, padding: Padding) -> String {
+pub fn probe_key(input: Input, padding: ProbePadding) -> String {
     format!("{input}/{}", padding_name(padding))
 }
 
@@ -329,7 +332,7 @@ fn layers(config: &SweepConfig, seed: u64, images_dir: &Path) -> Result<Vec<Laye
                 batch: config.probe_batch,
                 height: config.probe_size,
                 width: config.probe_size,
-                padding: Padding::Same,
+                padding: ProbePadding::Same,
                 // The study compares exact figures.
                 sample: PairSampling::EXACT,
             },
@@ -394,7 +397,7 @@ fn probe_figures(weight: &Tensor, layer: &Layer) -> Result<BTreeMap<String, Feat
     let mut figures = BTreeMap::new();
     for (&input, x) in &layer.inputs {
         for padding in PADDINGS {
-            if padding == Padding::Valid && (x.dim(2)? < kh || x.dim(3)? < kw) {
+            if padding == ProbePadding::Valid && (x.dim(2)? < kh || x.dim(3)? < kw) {
                 continue;
             }
             let gram = feature_gram(weight, x, padding)?;
@@ -714,7 +717,7 @@ pub fn identity_check(
                         layers_skipped: Vec::new(),
                         inputs_per_layer,
                     });
-                if wide || (padding == Padding::Valid && (x.dim(2)? < kh || x.dim(3)? < kw)) {
+                if wide || (padding == ProbePadding::Valid && (x.dim(2)? < kh || x.dim(3)? < kw)) {
                     record.layers_skipped.push(layer.name.clone());
                     continue;
                 }
@@ -776,7 +779,7 @@ mod tests {
             batch: 2,
             height: SIDE,
             width: SIDE,
-            padding: Padding::Same,
+            padding: ProbePadding::Same,
             sample: PairSampling::EXACT,
         };
         let probe = Probe::new(settings, &Device::Cpu).unwrap();

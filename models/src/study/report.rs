@@ -10,7 +10,7 @@ use cs_init::report::plot::{write_plot_with, Axes, Curve, XScale, YScale};
 use cs_init::Variant;
 
 use super::{probe_key, AccuracyRecord, IdentityRecord, Input, ProbeChange, Record, Subject};
-use cs_init::probe::Padding;
+use cs_init::probe::ProbePadding;
 
 /// Reads JSON lines of `T`, naming the file and line of a bad one.
 pub fn read_lines<T: serde::de::DeserializeOwned>(paths: &[PathBuf]) -> Result<Vec<T>> {
@@ -151,7 +151,7 @@ fn inputs_of(groups: &[Group], subject: Subject) -> Vec<Input> {
                 g.subject == subject
                     && g.records
                         .iter()
-                        .any(|r| r.probe.contains_key(&probe_key(input, Padding::Same)))
+                        .any(|r| r.probe.contains_key(&probe_key(input, ProbePadding::Same)))
             })
         })
         .collect()
@@ -159,7 +159,7 @@ fn inputs_of(groups: &[Group], subject: Subject) -> Vec<Input> {
 
 /// One Markdown table per subject and variant: what the runs did to the weights (L_CS, norms,
 /// directions) and the change of both probe figures on every input with `padding`.
-pub fn runs_table(records: &[Record], padding: Padding) -> String {
+pub fn runs_table(records: &[Record], padding: ProbePadding) -> String {
     let groups = groups(records);
     let mut out = String::new();
     let mut seen: Vec<(Subject, Variant)> = Vec::new();
@@ -263,7 +263,7 @@ pub fn accuracy_table(records: &[Record]) -> String {
         "| variant | mode | lr | iters | L_CS reduction % | norm ratio | Δ\\|cos\\| activations | Δinner activations | accuracy, stored BN | accuracy, BN re-estimated |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for g in groups.iter().filter(|g| g.records[0].accuracy.is_some()) {
-        let key = probe_key(Input::Activations, Padding::Same);
+        let key = probe_key(Input::Activations, ProbePadding::Same);
         let accuracy = |f: fn(&AccuracyRecord) -> f64| g.stat(|r| r.accuracy.as_ref().map(f));
         let _ = writeln!(
             out,
@@ -386,7 +386,7 @@ pub fn write_plots(records: &[Record], dir: &Path, extensions: &[&str]) -> Resul
     let mut written = Vec::new();
     for (subject, variant) in pairs {
         for input in inputs_of(&groups, subject) {
-            let key = probe_key(input, Padding::Same);
+            let key = probe_key(input, ProbePadding::Same);
             for measure in [Measure::Cosine, Measure::Inner] {
                 let curves = curves(records, subject, variant, &key, measure);
                 let y_label = match measure {
@@ -493,7 +493,7 @@ mod tests {
         assert_eq!(curves[0].label, "plain lr 1e-3");
         assert_eq!(curves[0].points.len(), 2);
         assert!((curves[0].points[1].1 + 0.4).abs() < 1e-12);
-        let table = runs_table(&records, Padding::Same);
+        let table = runs_table(&records, ProbePadding::Same);
         assert!(
             table.contains("| plain | 1e-3 | 10 | 90.0 [90.0, 90.0] |"),
             "{table}"

@@ -3,21 +3,15 @@
 
 use std::path::{Path, PathBuf};
 
+#[path = "../../../tests/common/shared.rs"]
+mod shared;
+
 /// `../shared/data/<part>` beside the repository, present in CI and developer checkouts and
-/// absent in user clones: tests that need it skip with a message.
+/// absent in user clones: tests that need it skip with a message, or fail under
+/// `CS_INIT_REQUIRE_SHARED=1`.
 pub fn shared(part: &str) -> Option<PathBuf> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/data")
-        .join(part);
-    if path.exists() {
-        Some(path)
-    } else {
-        eprintln!(
-            "skipped: {} is absent (only developer checkouts and CI have it)",
-            path.display()
-        );
-        None
-    }
+    let repository = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    shared::shared_data_at(&repository, part)
 }
 
 /// The first labels of the official test and training batches.

@@ -4,10 +4,10 @@
 //! runs all its iterations before the next layer is loaded (layers are independent:
 //! docs/math.md).
 //!
-//! Three [`Path`]s compute the same loss and gradient with different layouts, and a cost model
-//! picks one per layer shape: [`Path::Channels`] (one filter `[P][C]` per unit, SIMD over input
-//! channels), [`Path::Filters`] (16 filters `[P][C][16]` per unit, SIMD over filters, for few
-//! channels) and [`Path::Spectral`] (FFT and Parseval, for long kernels). Each works on its own
+//! Three [`Method`]s compute the same loss and gradient with different layouts, and a cost model
+//! picks one per layer shape: [`Method::Channels`] (one filter `[P][C]` per unit, SIMD over input
+//! channels), [`Method::Filters`] (16 filters `[P][C][16]` per unit, SIMD over filters, for few
+//! channels) and [`Method::Spectral`] (FFT and Parseval, for long kernels). Each works on its own
 //! copy of the layer in f32 or f64, not through candle's graph: a graph would materialize every
 //! intermediate of every iteration, while here the only memory besides the weights is the
 //! optimizer state and two record buffers. [`conv_similarity`] exposes the same kernels to
@@ -130,11 +130,11 @@ impl<T: Real> Update<T> {
     }
 }
 
-/// How the fused engine lays out and computes a layer. All paths give the same loss, gradient
+/// How the fused engine lays out and computes a layer. All methods give the same loss, gradient
 /// and optimizer trajectory up to rounding; they differ only in speed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Path {
+pub enum Method {
     /// Direct, one filter per unit, vectorized over input channels: wide layers.
     Channels,
     /// Direct, 16 filters per unit in SIMD lanes: depthwise, grouped and few-channel layers.
@@ -143,14 +143,14 @@ pub enum Path {
     Spectral,
 }
 
-impl Path {
+impl Method {
     /// Every path.
-    pub const ALL: [Path; 3] = [Path::Channels, Path::Filters, Path::Spectral];
+    pub const ALL: [Method; 3] = [Method::Channels, Method::Filters, Method::Spectral];
 
-    /// The path with the lowest [`Path::cost`]; ties go to the direct paths. Depends on the
+    /// The method with the lowest [`Method::cost`]; ties go to the direct methods. Depends on the
     /// shape alone, so a layer always runs the same arithmetic.
-    pub fn choose(geometry: &KernelGeometry, variant: Variant) -> Path {
-        Path::ALL
+    pub fn choose(geometry: &KernelGeometry, variant: Variant) -> Method {
+        Method::ALL
             .into_iter()
             .min_by(|a, b| {
                 a.cost(geometry, variant)
@@ -171,7 +171,7 @@ impl Path {
         let lanes = blocked::LANES as f64;
         let per_channel = variant.same_channel_only();
         match self {
-            Path::Channels => {
+            Method::Channels => {
                 // Rows of C: full vectors of 16, then a scalar tail of C mod 16.
                 let vectors = (c / lanes).floor();
                 let tail = c % lanes;
@@ -187,7 +187,7 @@ impl Path {
                 };
                 s * (record + gradient + c * p * COST_UPDATE / lanes)
             }
-            Path::Filters => {
+            Method::Filters => {
                 let blocks = (s / lanes).ceil();
                 // A unit of 16 wide filters outgrows L1, and every position pair streams it.
                 let spill = if lanes * c * p * 4.0 > L1_BYTES {
@@ -201,7 +201,7 @@ impl Path {
                         + spill
                         + c * p * COST_UPDATE)
             }
-            Path::Spectral => {
+            Method::Spectral => {
                 let n = spectral::embedding(&geometry.kernel).1 as f64;
                 s * c * (COST_FFT * 3.0 * n * n.log2() + n * COST_POINTWISE)
                     + s * c * p * COST_UPDATE / lanes
@@ -275,7 +275,7 @@ impl DirectTables {
     }
 }
 
-/// Below this estimated cost per iteration (cycles, [`Path::cost`]), a layer runs on the
+/// Below this estimated cost per iteration (cycles, [`Method::cost`]), a layer runs on the
 /// calling thread: waking a second one and splitting the work costs more than it saves (a few
 /// microseconds per parallel call, and a tiny layer makes two or three per iteration).
 const SERIAL_BELOW_CYCLES: f64 = 15_000.0;
@@ -283,7 +283,7 @@ const SERIAL_BELOW_CYCLES: f64 = 15_000.0;
 /// The fewest units one parallel task of this layer takes: all of them (no split) for a layer
 /// too small to share. Splitting never changes a result: units are independent and every
 /// reduction over them has a fixed order.
-fn min_units_per_task(path: Path, geometry: &KernelGeometry, variant: Variant) -> usize {
+fn min_units_per_task(path: Method, geometry: &KernelGeometry, variant: Variant) -> usize {
     if path.cost(geometry, variant) < SERIAL_BELOW_CYCLES {
         geometry.filters.max(1)
     } else {
@@ -293,24 +293,24 @@ fn min_units_per_task(path: Path, geometry: &KernelGeometry, variant: Variant) -
 
 /// Calls `visit` with the kernel and record space of `path` for this layer.
 fn with_kernel<T: Real, V: Visit<T>>(
-    path: Path,
+    path: Method,
     geometry: &KernelGeometry,
     variant: Variant,
     visit: V,
 ) -> V::Output {
     let min_units = min_units_per_task(path, geometry, variant);
     match path {
-        Path::Channels => {
+        Method::Channels => {
             let tables = DirectTables::new(geometry, variant);
             let space = tables.space(geometry.filters, variant);
             visit.visit(Channels(tables), space, min_units)
         }
-        Path::Filters => {
+        Method::Filters => {
             let tables = DirectTables::new(geometry, variant);
             let space = tables.space(geometry.filters, variant);
             visit.visit(Blocked(tables), space, min_units)
         }
-        Path::Spectral => {
+        Method::Spectral => {
             let per_channel = variant.same_channel_only();
             let kernel = Spectral::<T>::new(geometry.channels, &geometry.kernel, per_channel);
             let (bins, n) = (kernel.length() / 2 + 1, kernel.length());
@@ -477,12 +477,12 @@ impl<T: Real, K: Kernel<T>> Layer<T, K> {
 
 /// L_CS of a PyTorch-layout weight, in f64, on the path the cost model picks.
 pub fn loss<T: Real>(weight: &[T], geometry: &KernelGeometry, variant: Variant) -> f64 {
-    loss_on(Path::choose(geometry, variant), weight, geometry, variant)
+    loss_on(Method::choose(geometry, variant), weight, geometry, variant)
 }
 
 /// L_CS of a PyTorch-layout weight, in f64, on `path`.
 pub fn loss_on<T: Real>(
-    path: Path,
+    path: Method,
     weight: &[T],
     geometry: &KernelGeometry,
     variant: Variant,
@@ -522,7 +522,7 @@ pub fn record_figures<T: Real>(
         }
     }
     check_length(weight, geometry);
-    let path = Path::choose(geometry, variant);
+    let path = Method::choose(geometry, variant);
     with_kernel(
         path,
         geometry,
@@ -538,12 +538,12 @@ pub fn loss_and_gradient<T: Real>(
     geometry: &KernelGeometry,
     variant: Variant,
 ) -> (f64, Vec<T>) {
-    loss_and_gradient_on(Path::choose(geometry, variant), weight, geometry, variant)
+    loss_and_gradient_on(Method::choose(geometry, variant), weight, geometry, variant)
 }
 
 /// L_CS and its gradient (PyTorch layout) of a PyTorch-layout weight, on `path`.
 pub fn loss_and_gradient_on<T: Real>(
-    path: Path,
+    path: Method,
     weight: &[T],
     geometry: &KernelGeometry,
     variant: Variant,
@@ -586,7 +586,7 @@ fn check_length<T>(weight: &[T], geometry: &KernelGeometry) {
 /// `crate::minimize::fused`'s.
 pub struct Iterations<T> {
     run: Box<dyn Stepper<T>>,
-    path: Path,
+    path: Method,
 }
 
 impl<T: Real> Iterations<T> {
@@ -599,13 +599,13 @@ impl<T: Real> Iterations<T> {
         optimizer: &OptimizerConfig,
         keep_norm: bool,
     ) -> Self {
-        let path = Path::choose(geometry, variant);
+        let path = Method::choose(geometry, variant);
         Self::on(path, weight, geometry, variant, optimizer, keep_norm)
     }
 
     /// [`Iterations::new`] on a given path.
     pub fn on(
-        path: Path,
+        path: Method,
         weight: &[T],
         geometry: &KernelGeometry,
         variant: Variant,
@@ -638,7 +638,7 @@ impl<T: Real> Iterations<T> {
     }
 
     /// The path these iterations run on.
-    pub fn path(&self) -> Path {
+    pub fn path(&self) -> Method {
         self.path
     }
 

@@ -8,8 +8,8 @@ use anyhow::Context;
 use clap::Args;
 
 use super::output::{Exit, UsageError};
-use crate::device::DeviceChoice;
-use crate::serve::Config;
+use cs_init::device::DeviceChoice;
+use cs_init_serve::Config;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -30,7 +30,7 @@ pub struct ServeArgs {
     token_file: Option<PathBuf>,
 
     /// Largest upload accepted (e.g. 2GB, 500MiB).
-    #[arg(long, default_value = "4GB", value_name = "SIZE", value_parser = crate::sharding::parse_size)]
+    #[arg(long, default_value = "4GB", value_name = "SIZE", value_parser = cs_init::sharding::parse_size)]
     max_upload: usize,
 
     /// Queued jobs beyond which new ones are refused (429, with Retry-After).
@@ -98,7 +98,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Exit> {
                 .with_context(|| format!("--allow-dir {}", d.display()))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    crate::serve::run(Config {
+    cs_init_serve::run(Config {
         listen: args.listen,
         data: args.data,
         workers: usize::from(args.workers),

@@ -12,7 +12,7 @@ use tower_http::services::ServeFile;
 use super::error::ApiError;
 use super::jobs::blocking;
 use super::AppState;
-use crate::serve::view::ErrorBody;
+use crate::view::ErrorBody;
 
 async fn serve(
     state: &AppState,
@@ -39,9 +39,10 @@ async fn serve(
     if let Some(mime) = content_type {
         serve = ServeFile::new_with_mime(&path, &mime.parse().expect("a valid mime type"));
     }
-    let response = serve.oneshot(request).await.map_err(|e| {
-        crate::serve::error::ServiceError::internal(format!("{}: {e}", path.display()))
-    })?;
+    let response = serve
+        .oneshot(request)
+        .await
+        .map_err(|e| crate::error::ServiceError::internal(format!("{}: {e}", path.display())))?;
     let mut response = response.map(Body::new);
     if response.status().is_success() {
         if let Some(length) = response

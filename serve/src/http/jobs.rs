@@ -14,8 +14,8 @@ use utoipa::IntoParams;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::serve::service::Service;
-use crate::serve::view::{CreateJob, ErrorBody, JobList, JobView};
+use crate::service::Service;
+use crate::view::{CreateJob, ErrorBody, JobList, JobView};
 
 /// The longest `Prefer: wait=N` honoured, in seconds.
 const MAX_WAIT: u64 = 600;
@@ -23,7 +23,7 @@ const MAX_WAIT: u64 = 600;
 /// Runs a service call on a blocking thread.
 pub async fn blocking<T: Send + 'static>(
     service: &Arc<Service>,
-    f: impl FnOnce(&Service) -> Result<T, crate::serve::error::ServiceError> + Send + 'static,
+    f: impl FnOnce(&Service) -> Result<T, crate::error::ServiceError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let service = service.clone();
     Ok(tokio::task::spawn_blocking(move || f(&service)).await??)
@@ -83,7 +83,7 @@ pub async fn create(
         .get("idempotency-key")
         .map(|v| {
             v.to_str().map(str::to_string).map_err(|_| {
-                crate::serve::error::ServiceError::invalid(
+                crate::error::ServiceError::invalid(
                     "bad_idempotency_key",
                     "Idempotency-Key must be visible ASCII",
                 )

@@ -7,9 +7,9 @@ use anyhow::Context;
 use clap::Args;
 
 use super::output::Exit;
-use crate::arch::Architecture;
-use crate::checkpoint::{OutputFile, SafetensorsFile};
-use crate::input::built_in_bytes;
+use cs_init::arch::Architecture;
+use cs_init::checkpoint::{OutputFile, SafetensorsFile};
+use cs_init::input::built_in_bytes;
 
 #[derive(Debug, Args)]
 pub struct NewArgs {

@@ -15,8 +15,8 @@ use tokio::sync::{broadcast, watch};
 use super::error::ApiError;
 use super::jobs::blocking;
 use super::AppState;
-use crate::serve::live::Event;
-use crate::serve::view::ErrorBody;
+use crate::live::Event;
+use crate::view::ErrorBody;
 
 fn sse(event: &Event) -> Result<SseEvent, Infallible> {
     Ok(SseEvent::default().event(event.name).data(&event.data))
@@ -102,7 +102,7 @@ pub async fn stream(
 fn live_events(
     events: broadcast::Receiver<Arc<Event>>,
     shutdown: watch::Receiver<bool>,
-    service: Arc<crate::serve::service::Service>,
+    service: Arc<crate::service::Service>,
     id: String,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     stream::unfold(
@@ -128,10 +128,8 @@ fn live_events(
                             .ok()?;
                         let event = Event {
                             name: "job",
-                            data: serde_json::to_string(&crate::serve::view::JobView::new(
-                                &row, None,
-                            ))
-                            .expect("a job serializes"),
+                            data: serde_json::to_string(&crate::view::JobView::new(&row, None))
+                                .expect("a job serializes"),
                             terminal: row.state.is_terminal(),
                         };
                         Some((sse(&event), (events, shutdown, event.terminal)))

@@ -9,8 +9,8 @@ use super::progress::Progress;
 use super::{
     check_settings, input_text, ExecutionArgs, ProbeArgs, PthArgs, SelectionArgs, VariantArg,
 };
-use crate::report::layer_table;
-use crate::run::{prepare, Destination, Execution, InputAccess, OptimizerName, RunSettings};
+use cs_init::report::layer_table;
+use cs_init::run::{prepare, Destination, Execution, InputAccess, OptimizerName, RunSettings};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {

@@ -19,9 +19,9 @@ use super::store::{
     now_ms, CachedResult, Cancel, CreateError, Created, JobRow, JobState, NewJob, Store,
 };
 use super::view::{CreateJob, JobList, JobView, StoredFile, StoredResult};
-use crate::checkpoint::{CheckpointError, HubEnv};
-use crate::device::DeviceChoice;
-use crate::run::{hex, prepare, InputAccess, RunError, RunSettings};
+use cs_init::checkpoint::{CheckpointError, HubEnv};
+use cs_init::device::DeviceChoice;
+use cs_init::run::{hex, prepare, InputAccess, RunError, RunSettings};
 
 /// How the service runs (`cs-init serve`'s flags).
 #[derive(Debug, Clone)]

@@ -11,8 +11,8 @@ use super::error::{ErrorKind, ServiceError};
 use super::layout::{new_id, Layout};
 use super::service::Service;
 use super::store::{now_ms, UploadRow};
-use crate::checkpoint::{check_pth, looks_like_pth, SafetensorsFile};
-use crate::run::hex;
+use cs_init::checkpoint::{check_pth, looks_like_pth, SafetensorsFile};
+use cs_init::run::hex;
 
 /// An upload being received.
 pub struct PendingUpload {
@@ -104,7 +104,7 @@ impl PendingUpload {
     fn check(&self) -> Result<&'static str, ServiceError> {
         let mut head = [0u8; 24];
         let n = std::io::Read::read(&mut std::fs::File::open(&self.partial)?, &mut head)?;
-        let label = |e: crate::checkpoint::CheckpointError| {
+        let label = |e: cs_init::checkpoint::CheckpointError| {
             let message = e
                 .to_string()
                 .replace(&self.partial.display().to_string(), "the upload");

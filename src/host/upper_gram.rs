@@ -3,8 +3,8 @@
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
-use crate::host_gemm::{product, Strided};
-use crate::host_values::{with_values, Values};
+use crate::host::gemm::{product, Strided};
+use crate::host::values::{with_values, Values};
 use crate::Result;
 
 /// The strict upper triangle of `rows rowsᵀ` for rows `[B, S, N]`, computed in tiles of

@@ -6,8 +6,8 @@ use std::time::Instant;
 use clap::{Args, ValueEnum};
 
 use super::output::Exit;
-use crate::reproduce::text::{render_padding, render_table};
-use crate::reproduce::{padding_table, Settings, Similarity, Table};
+use cs_init::reproduce::text::{render_padding, render_table};
+use cs_init::reproduce::{padding_table, Protocol, Similarity, Table};
 
 #[derive(Debug, Args)]
 pub struct ReproduceArgs {
@@ -72,7 +72,7 @@ pub fn run(args: ReproduceArgs, quiet: bool) -> anyhow::Result<Exit> {
 }
 
 fn print_tables(tables: &[Table], args: &ReproduceArgs) -> anyhow::Result<()> {
-    let settings = Settings {
+    let settings = Protocol {
         episodes: args.episodes,
         seed: args.seed,
         similarity: match args.similarity {

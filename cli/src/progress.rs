@@ -4,8 +4,8 @@ use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::report::{shape, LayerReport, Outcome};
-use crate::run::{LayerStart, Observer};
+use cs_init::report::{shape, LayerOutcome, LayerReport};
+use cs_init::run::{LayerStart, Observer};
 
 pub struct Progress {
     quiet: bool,
@@ -63,8 +63,8 @@ impl Observer for Progress {
         self.finish();
         let line = match &layer.outcome {
             _ if self.quiet => return,
-            Outcome::Skipped { .. } => return,
-            Outcome::Optimized {
+            LayerOutcome::Skipped { .. } => return,
+            LayerOutcome::Optimized {
                 before,
                 after,
                 work,
@@ -77,7 +77,7 @@ impl Observer for Progress {
                 layer.reduction_percent().unwrap_or(0.0),
                 work.seconds
             ),
-            Outcome::Diverged { reason, .. } => format!("{}: {reason}", self.prefix),
+            LayerOutcome::Diverged { reason, .. } => format!("{}: {reason}", self.prefix),
         };
         eprintln!("{line}");
     }

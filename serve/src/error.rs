@@ -1,8 +1,8 @@
 //! The service's errors: what went wrong, in words that say what to fix, and which kind of
 //! failure it is. The HTTP layer maps each kind to a status once (`http/error.rs`).
 
-use crate::checkpoint::CheckpointError;
-use crate::run::RunError;
+use cs_init::checkpoint::CheckpointError;
+use cs_init::run::RunError;
 
 /// Kinds of failure, each one HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,9 +7,9 @@ use serde::Serialize;
 
 use super::output::{print_json, Exit};
 use super::{check_settings, resolve_input, PthArgs, SelectionArgs};
-use crate::plan::{plan_files, PlanEntry};
-use crate::report::{plan_table, SCHEMA_VERSION};
-use crate::run::RunSettings;
+use cs_init::plan::{plan_files, PlanEntry};
+use cs_init::report::{plan_table, SCHEMA_VERSION};
+use cs_init::run::RunSettings;
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {

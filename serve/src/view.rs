@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::store::{JobRow, JobState, UploadRow};
-use crate::run::RunSettings;
+use cs_init::run::RunSettings;
 
 /// An RFC 3339 timestamp (UTC, milliseconds) of milliseconds since the epoch.
 pub fn timestamp(ms: i64) -> String {

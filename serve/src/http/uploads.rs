@@ -11,9 +11,9 @@ use utoipa::IntoParams;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::serve::error::{ErrorKind, ServiceError};
-use crate::serve::uploads::PendingUpload;
-use crate::serve::view::{ErrorBody, UploadView};
+use crate::error::{ErrorKind, ServiceError};
+use crate::uploads::PendingUpload;
+use crate::view::{ErrorBody, UploadView};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

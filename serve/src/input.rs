@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use super::error::{ErrorKind, ServiceError};
 use super::layout::{is_id, Layout};
 use super::store::Store;
-use crate::arch::Architecture;
-use crate::checkpoint::HubSource;
-use crate::input::built_in_names;
+use cs_init::arch::Architecture;
+use cs_init::checkpoint::HubSource;
+use cs_init::input::built_in_names;
 
 /// A job's input, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]

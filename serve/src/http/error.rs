@@ -6,8 +6,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use crate::serve::error::{ErrorKind, ServiceError};
-use crate::serve::view::{ErrorBody, ErrorDetail};
+use crate::error::{ErrorKind, ServiceError};
+use crate::view::{ErrorBody, ErrorDetail};
 
 /// A [`ServiceError`] on its way to the client.
 #[derive(Debug)]

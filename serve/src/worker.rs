@@ -12,8 +12,8 @@ use super::live::{Event, LiveJob};
 use super::service::{cache_key, Service};
 use super::store::{Ending, JobRow, JobState};
 use super::view::{Progress, StoredFile, StoredResult};
-use crate::report::LayerReport;
-use crate::run::{
+use cs_init::report::LayerReport;
+use cs_init::run::{
     hex, prepare, Destination, Execution, InputAccess, LayerStart, Observer, RunError, RunSettings,
 };
 
@@ -332,7 +332,7 @@ impl Observer for JobObserver<'_> {
 
     fn layer_finished(&mut self, layer: &LayerReport) {
         self.finished += 1;
-        let optimized = layer.status() != crate::report::Status::Skipped;
+        let optimized = layer.status() != cs_init::report::Status::Skipped;
         self.live.update_progress(|p| p.layers_done = self.finished);
         let progress = self.live.progress();
         let record = serde_json::json!({
