@@ -72,11 +72,12 @@ pub fn inspect(
             };
             let weight = ConvWeight::read(file, tensor, settings.selection.layout, device)?;
             let layer = layers.len() as u64 + 1;
+            let session = probe.as_ref().map(|p| p.layer(layer));
             let (figures, _) = weight_figures(
                 weight.weight(),
                 None,
                 variant,
-                probe.as_ref(),
+                session.as_ref(),
                 &settings.sampling,
                 layer,
             )?;

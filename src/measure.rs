@@ -9,14 +9,15 @@ use candle_core::Tensor;
 
 use crate::filter_sample::PairSampling;
 use crate::metrics::LayerMetrics;
-use crate::probe::Probe;
+use crate::probe::LayerSession;
 use crate::report::WeightFigures;
 use crate::similarity::{RecordFigures, Variant};
 use crate::Result;
 
-/// The figures of a weight (PyTorch layout) as the `layer`-th optimized layer: the probe's
-/// inputs and the kernel cosine's filter sample depend on that index, so a layer's two
-/// moments are measured on the same inputs and the same filters (the probe's sample is drawn
+/// The figures of a weight (PyTorch layout) as the `layer`-th optimized layer, measured by
+/// `probe`, that layer's session of the probe: the probe's inputs and the kernel cosine's
+/// filter sample depend on the layer's index, so a layer's two moments are measured on the
+/// same inputs and the same filters (the probe's sample is drawn
 /// like the kernel cosine's, from its own limit). `known` are the weight's [`RecordFigures`]
 /// where the engine has them; they are measured otherwise, and returned with the figures:
 /// the norm ratio compares their filter norms.
@@ -24,7 +25,7 @@ pub fn weight_figures(
     weight: &Tensor,
     known: Option<RecordFigures>,
     variant: Variant,
-    probe: Option<&Probe>,
+    probe: Option<&LayerSession>,
     sampling: &PairSampling,
     layer: u64,
 ) -> Result<(WeightFigures, RecordFigures)> {
@@ -39,7 +40,7 @@ pub fn weight_figures(
     let started = Instant::now();
     let squares = &records.filter_squares;
     let features = match probe {
-        Some(p) => p.feature_similarity_with_squares(weight, squares, layer)?,
+        Some(p) => p.feature_similarity(weight, Some(squares))?,
         None => None,
     };
     let figures = WeightFigures {

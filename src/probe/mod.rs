@@ -3,26 +3,35 @@
 //! figures summarize the inner products `<F_i, F_j>` of the feature maps of filter pairs `i < j`
 //! (docs/math.md, "The feature-map probe"): the mean absolute cosine, and the mean absolute inner
 //! product relative to the mean feature-map energy. This is the quantity L_CS is a bound for.
+//!
+//! - `inputs`: noise drawn per layer from the seed, or images decoded once.
+//! - [`LayerSession`]: one layer's measurements, sharing its inputs and their patches.
+//! - `measurement`: how a measurement is made (every filter or a sample, the maps or their
+//!   Gram matrix's factors, the patches' dtype and layout), decided from its cost.
+//! - `patches` and `winograd`: the inputs' patches and the maps computed from them.
+//! - `pair_sums`: the figures from the maps' inner products ([`FeatureSimilarity`]).
+//! - `sample`: a wide layer's figures estimated from a sample of its filters.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
-use rand::{Rng, SeedableRng};
-use rayon::prelude::*;
 
 use crate::filter_sample::PairSampling;
 use crate::host::gemm::matmul;
-use crate::host::values::{row_dots, run_moments};
-use crate::host::{filter_squares, UpperGram};
 use crate::{Error, Result};
 
+mod inputs;
+mod measurement;
+mod pair_sums;
 mod patches;
 mod sample;
+mod session;
 mod winograd;
 
+pub use pair_sums::FeatureSimilarity;
+pub use session::LayerSession;
+
 use patches::{PatchLayout, Patches};
-use sample::MeanResponse;
 
 /// Zero padding of the probe's convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -76,265 +85,11 @@ pub struct ProbeSettings {
     pub sample: PairSampling,
 }
 
-/// How alike the feature maps of a layer's filters are on a batch of inputs, from their inner
-/// products `G_b[i, j] = <F_i, F_j>` on input `b` (docs/math.md, "The feature-map probe").
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
-pub struct FeatureSimilarity {
-    /// Mean over inputs and pairs `i < j` of `|G_b[i,j]| / sqrt(G_b[i,i] G_b[j,j])`; a pair with
-    /// a zero map counts as orthogonal.
-    pub cosine: f64,
-    /// The paper's inner product, normalised per layer: `mean_abs_inner / mean_energy`, in
-    /// [0, 1]. Unlike the cosine it weighs each pair by its maps' energy, and it is unchanged by
-    /// scaling the whole layer (not by scaling single filters).
-    pub inner: f64,
-    /// Mean over inputs and pairs `i < j` of `|G_b[i,j]|`: the paper's figure as it is, which
-    /// scales with the square of the weights.
-    pub mean_abs_inner: f64,
-    /// Mean over inputs and filters of `G_b[i,i] = ||F_i||²`.
-    pub mean_energy: f64,
-    /// The figures were estimated on this many filters ([`MeanResponse`]); `None`: exact.
-    pub sampled: Option<usize>,
-}
-
-impl FeatureSimilarity {
-    fn new(cosine: f64, mean_abs_inner: f64, mean_energy: f64, sampled: Option<usize>) -> Self {
-        Self {
-            cosine,
-            inner: if mean_energy > 0.0 {
-                mean_abs_inner / mean_energy
-            } else {
-                0.0
-            },
-            mean_abs_inner,
-            mean_energy,
-            sampled,
-        }
-    }
-
-    /// The figures of inner products `[B, S, S]` (`S >= 2`).
-    pub fn from_gram(gram: &Tensor) -> Result<Self> {
-        let (b, s, _) = gram.dims3()?;
-        let mut sums = PairSums::new(b, s)?;
-        let g = gram.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
-        for g in g.chunks_exact(s * s) {
-            let energies: Vec<f64> = (0..s).map(|i| g[i * s + i]).collect();
-            let scales = inverse_norms(&energies);
-            for i in 0..s {
-                let [inner, cosine] = PairSums::row(&scales, i, &g[i * s + i + 1..(i + 1) * s]);
-                sums.inner += inner;
-                sums.cosine += cosine;
-            }
-            sums.energy += energies.iter().sum::<f64>();
-        }
-        Ok(sums.figures())
-    }
-
-    /// The figures of feature maps `[B, S, N]`, without the whole Gram matrix: blocks of rows
-    /// against the rows from theirs on (`UpperGram`), half the multiply-adds of `maps mapsᵀ`.
-    fn from_maps(maps: &Tensor) -> Result<Self> {
-        Self::from_factors(maps, maps)
-    }
-
-    /// The figures of inner products `G_b = left_b right_bᵀ` (`[B, S, K]` each, `G_b` symmetric):
-    /// the maps twice, or [`PatchMoments`]' factors.
-    fn from_factors(left: &Tensor, right: &Tensor) -> Result<Self> {
-        let (b, s, k) = left.dims3()?;
-        let mut sums = PairSums::new(b, s)?;
-        // In place: widened to f64 tensors, multiplied and summed by candle, the diagonal cost a
-        // small layer's probe as much as its Gram matrix.
-        let energies = row_dots(left, right, k)?;
-        sums.energy = energies.iter().sum();
-        let scales = inverse_norms(&energies);
-        [sums.inner, sums.cosine] = UpperGram::between(left, right)?
-            .sum_rows(|bi, i, row| PairSums::row(&scales[bi * s..(bi + 1) * s], i, row))?;
-        Ok(sums.figures())
-    }
-}
-
-/// The feature maps' inner products without the maps, for layers whose patches are shorter than
-/// their maps. With `P_b` the input's patches (`[K, N]`, `K = C kh kw` values for each of the `N`
-/// output positions), the maps are `F = W P_b` and `G_b = W (P_b P_bᵀ) Wᵀ`: the Gram matrix
-/// costs `S² K / 2` instead of `S² N / 2`, and the convolution `S K N` becomes `K² N`. A
-/// depthwise `3x3` layer on the default 16x16 probe has `K = 9` against `N = 256`.
-struct PatchMoments;
-
-impl PatchMoments {
-    /// Whether the factored form is the cheaper one for this layer and input. Patches shorter
-    /// than the maps are not enough: the moments cost `K² N` per input whatever the filter
-    /// count, which a narrow layer with long patches (`[10, 240, 1, 1]`) never earns back. The
-    /// moments are taken in f64, at about half the speed of f32.
-    fn pays(weight: &Tensor, inputs: &Tensor, padding: ProbePadding) -> Result<bool> {
-        let cost = ExactCost::of(weight, inputs, padding)?;
-        let moments_in_f64 = if compute_dtype(weight) == DType::F64 {
-            0.0
-        } else {
-            cost.moments()
-        };
-        Ok(cost.factored() + moments_in_f64 < cost.direct())
-    }
-
-    /// The figures of the layer's feature maps on the inputs of `patches`, from `W Σ_b` and
-    /// `W`.
-    fn similarity(weight: &Tensor, patches: &Patches) -> Result<FeatureSimilarity> {
-        let (s, c, kh, kw) = weight.dims4()?;
-        let dtype = compute_dtype(weight);
-        let moments = patches.moments()?.to_dtype(dtype)?;
-        let (b, k) = (moments.dim(0)?, c * kh * kw);
-        let rows = weight
-            .to_dtype(dtype)?
-            .reshape((1, s, k))?
-            .broadcast_as((b, s, k))?
-            .contiguous()?;
-        // `Σ_b` is symmetric, so `W Σ_b` needs no transpose.
-        let left = matmul(&rows, &moments)?;
-        FeatureSimilarity::from_factors(&left, &rows)
-    }
-}
-
-/// `1 / sqrt(e)` of every energy, 0 for a zero map (its pairs count as orthogonal): a cosine is
-/// then two multiplications instead of a square root and a division.
-fn inverse_norms(energies: &[f64]) -> Vec<f64> {
-    energies
-        .iter()
-        .map(|&e| if e > 0.0 { 1.0 / e.sqrt() } else { 0.0 })
-        .collect()
-}
-
-/// The sums behind [`FeatureSimilarity`].
-struct PairSums {
-    batch: usize,
-    filters: usize,
-    cosine: f64,
-    inner: f64,
-    energy: f64,
-}
-
-impl PairSums {
-    fn new(batch: usize, filters: usize) -> Result<Self> {
-        if filters < 2 {
-            return Err(Error::Probe(format!(
-                "feature-map similarity needs at least 2 filters, got {filters}"
-            )));
-        }
-        Ok(Self {
-            batch,
-            filters,
-            cosine: 0.0,
-            inner: 0.0,
-            energy: 0.0,
-        })
-    }
-
-    /// The inner-product and cosine sums of row `i`: `row[k] = G_b[i, i + 1 + k]`,
-    /// `scales[i] = 1 / sqrt(G_b[i, i])` ([`inverse_norms`]).
-    fn row(scales: &[f64], i: usize, row: &[f64]) -> [f64; 2] {
-        // Four partial sums each: with one, every addition waits for the one before, and the
-        // row sums of a wide depthwise layer's Gram cost as much as its products.
-        let (mut inner, mut cosine) = ([0.0; 4], [0.0; 4]);
-        let (scale_i, scales) = (scales[i], &scales[i + 1..]);
-        let (rows, row_scales) = (row.chunks_exact(4), scales.chunks_exact(4));
-        let (mut tail_inner, mut tail_cosine) = (0.0, 0.0);
-        for (&g, &scale) in rows.remainder().iter().zip(row_scales.remainder()) {
-            tail_inner += g.abs();
-            tail_cosine += g.abs() * scale;
-        }
-        for (g, scale) in rows.zip(row_scales) {
-            for l in 0..4 {
-                inner[l] += g[l].abs();
-                cosine[l] += g[l].abs() * scale[l];
-            }
-        }
-        let sum = |lanes: [f64; 4], tail: f64| lanes.iter().sum::<f64>() + tail;
-        [sum(inner, tail_inner), sum(cosine, tail_cosine) * scale_i]
-    }
-
-    fn figures(&self) -> FeatureSimilarity {
-        let s = self.filters;
-        let pairs = (self.batch * s * (s - 1) / 2) as f64;
-        let (mean_abs_inner, mean_energy) =
-            (self.inner / pairs, self.energy / (self.batch * s) as f64);
-        FeatureSimilarity::new(self.cosine / pairs, mean_abs_inner, mean_energy, None)
-    }
-}
-
 /// A probe ready to measure layers: the images are decoded once.
 pub struct Probe {
     settings: ProbeSettings,
     images: Option<Tensor>,
     device: Device,
-    /// The inputs last drawn: a run measures each layer twice in a row.
-    last_inputs: Mutex<Option<Arc<LayerInputs>>>,
-}
-
-/// A layer's inputs and what the probe derives from them, kept for the layer's second
-/// measurement: drawing the noise and copying it into patches cost as much as measuring a wide
-/// layer's sample of filters.
-struct LayerInputs {
-    layer: u64,
-    inputs: Tensor,
-    /// The variance of the inputs' values, once asked for ([`MeanResponse`]).
-    variance: OnceLock<f64>,
-    /// The patches last asked for, by kernel size, dtype and layout.
-    patches: Mutex<Option<(PatchKey, Arc<Patches>)>>,
-}
-
-type PatchKey = ((usize, usize), DType, PatchLayout);
-
-impl LayerInputs {
-    fn new(layer: u64, inputs: Tensor) -> Self {
-        Self {
-            layer,
-            inputs,
-            variance: OnceLock::new(),
-            patches: Mutex::new(None),
-        }
-    }
-
-    fn channels(&self) -> usize {
-        self.inputs.dim(1).unwrap_or(0)
-    }
-
-    /// The patches for a kernel, kept for the next call if they take at most `keep_bytes`: they
-    /// stay in memory while the layer is minimized, which must not grow much past the layer
-    /// and its optimizer state.
-    fn patches(
-        &self,
-        kernel: (usize, usize),
-        padding: ProbePadding,
-        dtype: DType,
-        layout: PatchLayout,
-        keep_bytes: usize,
-    ) -> Result<Arc<Patches>> {
-        let mut last = self.patches.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (kernel, dtype, layout);
-        // Taken, not borrowed: patches for another kernel are dropped before new ones are made.
-        if let Some((k, patches)) = last.take() {
-            if k == key {
-                *last = Some((k, patches.clone()));
-                return Ok(patches);
-            }
-        }
-        let patches = Arc::new(Patches::new(&self.inputs, kernel, padding, dtype, layout)?);
-        if patches.bytes() <= keep_bytes {
-            *last = Some((key, patches.clone()));
-        }
-        Ok(patches)
-    }
-
-    /// The variance of the inputs' values.
-    fn variance(&self) -> Result<f64> {
-        if let Some(&variance) = self.variance.get() {
-            return Ok(variance);
-        }
-        // Runs of equal length: the means over all values are the means of the runs' means.
-        let (h, w) = (self.inputs.dim(2)?, self.inputs.dim(3)?);
-        let runs = run_moments(&self.inputs, h * w)?;
-        let count = runs.len() as f64;
-        let mean = runs.iter().map(|[m, _]| m).sum::<f64>() / count;
-        let square = runs.iter().map(|[_, q]| q).sum::<f64>() / count;
-        let variance = (square - mean * mean).max(0.0);
-        Ok(*self.variance.get_or_init(|| variance))
-    }
 }
 
 impl Probe {
@@ -346,7 +101,7 @@ impl Probe {
         }
         let images = match &settings.source {
             ProbeSource::Random { .. } | ProbeSource::Centered { .. } => None,
-            ProbeSource::Images { dir } => Some(load_images(
+            ProbeSource::Images { dir } => Some(inputs::load_images(
                 dir,
                 settings.batch,
                 settings.height,
@@ -358,7 +113,6 @@ impl Probe {
             settings,
             images,
             device: device.clone(),
-            last_inputs: Default::default(),
         })
     }
 
@@ -366,238 +120,29 @@ impl Probe {
         &self.settings
     }
 
-    /// The inputs for a layer with `channels` input channels, `[B, C, H, W]`; the same for the
-    /// same `layer` index, so a layer is measured on the same inputs before and after.
-    pub fn inputs(&self, channels: usize, layer: u64) -> Result<Tensor> {
-        Ok(self.layer_inputs(channels, layer)?.inputs.clone())
+    /// The measurements of the `layer`-th layer: on the same inputs, made once, whichever of
+    /// them come first. A run measures a layer before and after through one session.
+    pub fn layer(&self, layer: u64) -> LayerSession<'_> {
+        LayerSession::new(self, layer)
     }
 
-    fn layer_inputs(&self, channels: usize, layer: u64) -> Result<Arc<LayerInputs>> {
-        let mut last = self.last_inputs.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(inputs) = &*last {
-            if (inputs.layer, inputs.channels()) == (layer, channels) {
-                return Ok(inputs.clone());
-            }
-        }
-        let inputs = Arc::new(LayerInputs::new(layer, self.draw_inputs(channels, layer)?));
-        *last = Some(inputs.clone());
-        Ok(inputs)
-    }
-
-    fn draw_inputs(&self, channels: usize, layer: u64) -> Result<Tensor> {
-        let s = &self.settings;
-        let noise = |seed: u64, offset: f32| -> Result<Tensor> {
-            // StdRng's generator: the floats `StdRng::random::<f32>()` would draw one at a time,
-            // drawn in parallel chunks from their positions in the stream.
-            let rng = rand_chacha::ChaCha12Rng::seed_from_u64(
-                seed.wrapping_add(layer.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
-            );
-            let mut data = vec![0f32; s.batch * channels * s.height * s.width];
-            data.par_chunks_mut(NOISE_CHUNK)
-                .enumerate()
-                .for_each(|(chunk, out)| {
-                    let mut rng = rng.clone();
-                    rng.set_word_pos((chunk * NOISE_CHUNK) as u128);
-                    let mut words = vec![0u32; out.len()];
-                    rng.fill(&mut words[..]);
-                    for (v, w) in out.iter_mut().zip(words) {
-                        *v = unit_float(w) - offset;
-                    }
-                });
-            Ok(Tensor::from_vec(
-                data,
-                (s.batch, channels, s.height, s.width),
-                &self.device,
-            )?)
-        };
-        match (&s.source, &self.images) {
-            (ProbeSource::Random { seed }, _) => noise(*seed, 0.0),
-            (ProbeSource::Centered { seed }, _) => noise(*seed, 0.5),
-            (_, Some(images)) => {
-                let picks: Vec<u32> = (0..channels as u32).map(|c| c % 3).collect();
-                let index = Tensor::from_vec(picks, channels, &self.device)?;
-                Ok(images.index_select(&index, 1)?)
-            }
-            (ProbeSource::Images { .. }, None) => unreachable!("images are loaded in Probe::new"),
-        }
-    }
-
-    /// Mean `|cos|` between the feature maps of filter pairs of a conv2d weight `[S, C, kh, kw]`,
-    /// on the inputs of `layer`. `None` for weights that are not conv2d or have a single filter.
+    /// [`LayerSession::feature_cosine`] of a single measurement of `layer`.
     pub fn feature_cosine(&self, weight: &Tensor, layer: u64) -> Result<Option<f64>> {
-        Ok(self.feature_similarity(weight, layer)?.map(|f| f.cosine))
+        self.layer(layer).feature_cosine(weight)
     }
 
-    /// Both figures of a conv2d weight `[S, C, kh, kw]` on the inputs of `layer`. `None` for
-    /// weights that are not conv2d or have a single filter.
+    /// [`LayerSession::feature_similarity`] of a single measurement of `layer`.
     pub fn feature_similarity(
         &self,
         weight: &Tensor,
         layer: u64,
     ) -> Result<Option<FeatureSimilarity>> {
-        self.similarity(weight, None, layer)
+        self.layer(layer).feature_similarity(weight, None)
     }
 
-    /// [`Probe::feature_similarity`] of a weight whose filters' squared norms
-    /// ([`crate::host::filter_squares`]) the caller has: a wide layer's estimate needs them.
-    pub fn feature_similarity_with_squares(
-        &self,
-        weight: &Tensor,
-        squares: &[f64],
-        layer: u64,
-    ) -> Result<Option<FeatureSimilarity>> {
-        self.similarity(weight, Some(squares), layer)
-    }
-
-    fn similarity(
-        &self,
-        weight: &Tensor,
-        squares: Option<&[f64]>,
-        layer: u64,
-    ) -> Result<Option<FeatureSimilarity>> {
-        let padding = self.settings.padding;
-        self.with_inputs(weight, layer, |inputs| {
-            let x = &inputs.inputs;
-            let (s, _, kh, kw) = weight.dims4()?;
-            let sample = self.settings.sample.for_layer(s, layer);
-            // Whether to estimate is a matter of the whole layer's cost, in its cheaper form.
-            let whole_factored = PatchMoments::pays(weight, x, padding)?;
-            let estimated = match sample.picks() {
-                Some(picks)
-                    if ExactCost::of(weight, x, padding)?.of_form(whole_factored)
-                        > SAMPLE_ABOVE_MULTIPLY_ADDS =>
-                {
-                    Some(picks)
-                }
-                _ => None,
-            };
-            let measured = match estimated {
-                Some(_) => sample.select(weight)?,
-                None => weight.clone(),
-            };
-            // The form is the measured filters': a sample of a wide layer can be narrow enough
-            // for the maps to cost less than the moments.
-            let factored = PatchMoments::pays(&measured, x, padding)?;
-            // The factored form takes each input's moments in f64.
-            let (dtype, layout) = if factored {
-                (DType::F64, PatchLayout::PerInput)
-            } else {
-                let output = output_size(x, kh, kw, padding)?;
-                (
-                    compute_dtype(weight),
-                    PatchLayout::for_maps((kh, kw), output),
-                )
-            };
-            // The same for the layer's second measurement: made once.
-            let layer_bytes = weight.elem_count() * weight.dtype().size_in_bytes();
-            let keep = KEEP_PATCHES_BYTES.max(2 * layer_bytes);
-            let patches = inputs.patches((kh, kw), padding, dtype, layout, keep)?;
-            let figures = if factored {
-                PatchMoments::similarity(&measured, &patches)?
-            } else {
-                FeatureSimilarity::from_maps(&patches.maps(&measured)?)?
-            };
-            match estimated {
-                Some(picks) => {
-                    let squares = match squares {
-                        Some(squares) => squares.to_vec(),
-                        None => filter_squares(weight)?,
-                    };
-                    let response =
-                        MeanResponse::new(weight, &squares, inputs.variance()?, &patches)?;
-                    Ok(response.estimate(&figures, picks))
-                }
-                None => Ok(figures),
-            }
-        })
-    }
-
-    /// `<F_i, F_j>` for every input of `layer` and filter pair, `[B, S, S]` in f64 (see
-    /// [`feature_gram`]). `None` for weights that are not conv2d or have a single filter.
+    /// [`LayerSession::inner_products`] of a single measurement of `layer`.
     pub fn inner_products(&self, weight: &Tensor, layer: u64) -> Result<Option<Tensor>> {
-        let padding = self.settings.padding;
-        self.with_inputs(weight, layer, |x| {
-            gram(&feature_maps(weight, &x.inputs, padding)?)
-        })
-    }
-
-    /// `measure` of the inputs of `layer` for a conv2d weight; `None` for weights that are not
-    /// conv2d or have a single filter.
-    fn with_inputs<R>(
-        &self,
-        weight: &Tensor,
-        layer: u64,
-        measure: impl FnOnce(&LayerInputs) -> Result<R>,
-    ) -> Result<Option<R>> {
-        let &[s, c, _, _] = weight.dims() else {
-            return Ok(None);
-        };
-        if s < 2 {
-            return Ok(None);
-        }
-        let inputs = self.layer_inputs(c, layer)?;
-        let figures = measure(&inputs).map_err(|e| match e {
-            Error::Probe(m) => Error::Probe(format!("{m}; use a larger --probe-size")),
-            other => other,
-        })?;
-        Ok(Some(figures))
-    }
-}
-
-/// Patches up to this size, or twice the layer's, are kept for a layer's second measurement
-/// (about what the default probe makes of a `[512, 512, 3, 3]` layer).
-const KEEP_PATCHES_BYTES: usize = 16 << 20;
-
-/// A layer whose exact figures would cost more multiply-adds than this (about 5 ms here) is
-/// measured on a sample of its filters when it has more than the sample's limit. Below it are
-/// the depthwise layers, whose exact figures are cheap and whose estimates would err the most.
-const SAMPLE_ABOVE_MULTIPLY_ADDS: f64 = (1u64 << 27) as f64;
-
-/// Multiply-adds of a layer's exact figures on a batch of inputs, in either form.
-struct ExactCost {
-    /// Inputs, filters, patch length `C kh kw` and map length `H' W'`.
-    b: f64,
-    s: f64,
-    k: f64,
-    n: f64,
-}
-
-impl ExactCost {
-    fn of(weight: &Tensor, inputs: &Tensor, padding: ProbePadding) -> Result<Self> {
-        let (s, c, kh, kw) = weight.dims4()?;
-        let (oh, ow) = output_size(inputs, kh, kw, padding)?;
-        Ok(Self {
-            b: inputs.dim(0)? as f64,
-            s: s as f64,
-            k: (c * kh * kw) as f64,
-            n: (oh * ow) as f64,
-        })
-    }
-
-    /// The convolution and the upper Gram matrix of the maps.
-    fn direct(&self) -> f64 {
-        let Self { b, s, k, n } = *self;
-        b * (s * k * n + s * s * n / 2.0)
-    }
-
-    /// [`PatchMoments`]' moments, their product with the weight and its upper Gram matrix.
-    fn factored(&self) -> f64 {
-        let Self { b, s, k, .. } = *self;
-        self.moments() + b * (s * k * k + s * s * k / 2.0)
-    }
-
-    /// The patches' moments alone.
-    fn moments(&self) -> f64 {
-        let Self { b, k, n, .. } = *self;
-        b * k * k * n
-    }
-
-    fn of_form(&self, factored: bool) -> f64 {
-        if factored {
-            self.factored()
-        } else {
-            self.direct()
-        }
+        self.layer(layer).inner_products(weight)
     }
 }
 
@@ -627,14 +172,6 @@ fn feature_maps(weight: &Tensor, inputs: &Tensor, padding: ProbePadding) -> Resu
         PatchLayout::for_maps((kh, kw), output_size(inputs, kh, kw, padding)?),
     )?
     .maps(weight)
-}
-
-/// Noise values drawn per task.
-const NOISE_CHUNK: usize = 1 << 16;
-
-/// `rand`'s `StandardUniform` f32 of a word: its 24 high bits scaled to [0, 1).
-fn unit_float(word: u32) -> f32 {
-    (word >> 8) as f32 * (1.0 / (1u32 << 24) as f32)
 }
 
 /// f64 for an f64 weight, f32 otherwise.
@@ -687,68 +224,11 @@ fn pad(x: &Tensor, kh: usize, kw: usize, padding: ProbePadding) -> Result<Tensor
         .pad_with_zeros(3, left, right)?)
 }
 
-/// `batch` images evenly spaced over the files under `dir` sorted by path, as `[B, 3, H, W]` in
-/// [0, 1].
-fn load_images(
-    dir: &Path,
-    batch: usize,
-    height: usize,
-    width: usize,
-    device: &Device,
-) -> Result<Tensor> {
-    let mut files = Vec::new();
-    collect_images(dir, &mut files)?;
-    files.sort();
-    if files.len() < batch {
-        return Err(Error::Probe(format!(
-            "{}: found {} PNG/JPEG images, the probe batch needs {batch}",
-            dir.display(),
-            files.len()
-        )));
-    }
-    let mut data = Vec::with_capacity(batch * 3 * height * width);
-    for k in 0..batch {
-        let file = &files[k * files.len() / batch];
-        let image =
-            image::open(file).map_err(|e| Error::Probe(format!("{}: {e}", file.display())))?;
-        let rgb = image
-            .resize_exact(
-                width as u32,
-                height as u32,
-                image::imageops::FilterType::Triangle,
-            )
-            .to_rgb8();
-        for channel in 0..3 {
-            data.extend(rgb.pixels().map(|p| f32::from(p.0[channel]) / 255.0));
-        }
-    }
-    Ok(Tensor::from_vec(data, (batch, 3, height, width), device)?)
-}
-
-fn collect_images(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| Error::Probe(format!("{}: {e}", dir.display())))?;
-    for entry in entries {
-        let path = entry
-            .map_err(|e| Error::Probe(format!("{}: {e}", dir.display())))?
-            .path();
-        if path.is_dir() {
-            collect_images(&path, out)?;
-        } else if path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
-        {
-            out.push(path);
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::test_tensors::largest_difference;
+    use rand::{Rng, SeedableRng};
 
     fn probe(padding: ProbePadding) -> Probe {
         let settings = ProbeSettings {
@@ -760,50 +240,6 @@ mod tests {
             sample: PairSampling::EXACT,
         };
         Probe::new(settings, &Device::Cpu).unwrap()
-    }
-
-    #[test]
-    fn patches_are_kept_for_the_second_measurement_within_their_bound() {
-        let inputs = LayerInputs::new(0, probe(ProbePadding::Same).inputs(4, 0).unwrap());
-        let patches = |keep: usize, kernel: (usize, usize)| {
-            inputs
-                .patches(
-                    kernel,
-                    ProbePadding::Same,
-                    DType::F32,
-                    PatchLayout::Rows,
-                    keep,
-                )
-                .unwrap()
-        };
-        let first = patches(usize::MAX, (3, 3));
-        assert!(Arc::ptr_eq(&first, &patches(0, (3, 3))));
-        // Another kernel replaces them; patches over the bound are not kept.
-        let other = patches(0, (1, 3));
-        assert!(!Arc::ptr_eq(&other, &patches(0, (1, 3))));
-        assert!(!Arc::ptr_eq(&first, &patches(usize::MAX, (3, 3))));
-        assert_eq!(first.bytes(), 4 * 9 * 3 * 9 * 7 * 4);
-    }
-
-    #[test]
-    fn the_factored_form_is_taken_where_it_costs_less() {
-        // The default probe: 4 inputs of 16x16, same padding.
-        let inputs = Tensor::zeros((4, 1, 16, 16), DType::F32, &Device::Cpu).unwrap();
-        let pays = |s: usize, c: usize, k: usize, dtype: DType| {
-            let weight = Tensor::zeros((s, c, k, k), dtype, &Device::Cpu).unwrap();
-            let inputs = inputs.broadcast_as((4, c, 16, 16)).unwrap();
-            PatchMoments::pays(&weight, &inputs, ProbePadding::Same).unwrap()
-        };
-        // Short patches and many filters: depthwise and narrow 1x1 layers.
-        assert!(pays(1152, 1, 5, DType::F32));
-        assert!(pays(480, 80, 1, DType::F32));
-        // Patches nearly as long as the maps, few filters: the moments would cost 25x the maps.
-        assert!(!pays(10, 240, 1, DType::F32));
-        // Patches longer than the maps.
-        assert!(!pays(64, 64, 3, DType::F32));
-        // In f64 the moments cost no more than the rest: the balance moves.
-        assert!(!pays(150, 100, 1, DType::F32));
-        assert!(pays(150, 100, 1, DType::F64));
     }
 
     #[test]
@@ -832,7 +268,7 @@ mod tests {
                     let patches =
                         Patches::new(&x, (kh, kw), padding, DType::F64, PatchLayout::PerInput)
                             .unwrap();
-                    let factored = PatchMoments::similarity(&w, &patches).unwrap();
+                    let factored = pair_sums::factored_similarity(&w, &patches).unwrap();
                     let tol = if dtype == DType::F64 { 1e-10 } else { 1e-4 };
                     for (a, b) in [
                         (direct.cosine, factored.cosine),

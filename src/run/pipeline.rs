@@ -18,7 +18,7 @@ use crate::filter_sample::PairSampling;
 use crate::metrics::NormRatio;
 use crate::minimize::{minimize_while, Engine, Minimized, Settings};
 use crate::plan::{ConvKind, ConvWeight, KernelLayout, PlanEntry};
-use crate::probe::Probe;
+use crate::probe::{LayerSession, Probe};
 use crate::report::{Curve, LayerOutcome, LayerReport, WeightFigures, Work};
 use crate::similarity::RecordFigures;
 
@@ -139,20 +139,21 @@ pub fn process<W: Write>(
 }
 
 impl Job {
-    /// The figures of a weight (PyTorch layout, f32), the probe's with the inputs of `layer`,
-    /// and its [`RecordFigures`] (`known` where the engine had them).
+    /// The figures of a weight (PyTorch layout, f32) as the `layer`-th layer, the probe's
+    /// through that layer's `session`, and its [`RecordFigures`] (`known` where the engine had
+    /// them).
     fn figures(
         &self,
         weight: &Tensor,
         known: Option<RecordFigures>,
+        session: Option<&LayerSession>,
         layer: u64,
     ) -> Result<(WeightFigures, RecordFigures), RunError> {
-        let (variant, probe) = (self.settings.variant, self.probe.as_ref());
         Ok(crate::measure::weight_figures(
             weight,
             known,
-            variant,
-            probe,
+            self.settings.variant,
+            session,
             &self.sampling,
             layer,
         )?)
@@ -203,7 +204,9 @@ fn optimize_tensor(
     let (mut result, work) = job.minimize(weight, observer)?;
     // The engine's figures of the weights it started from and ended with, where it has them.
     let (start, end) = result.trace.records.take().unzip();
-    let (before, records_before) = job.figures(weight, start, layer)?;
+    // One session of the probe for both measurements: the same inputs, made once.
+    let session = job.probe.as_ref().map(|p| p.layer(layer));
+    let (before, records_before) = job.figures(weight, start, session.as_ref(), layer)?;
     let diverged = |reason: String, work: Work| {
         let outcome = LayerOutcome::Diverged {
             before,
@@ -229,7 +232,7 @@ fn optimize_tensor(
     }
     // The engine's figures are of its f32 result, which a narrower stored dtype rounds.
     let end = end.filter(|_| input.holds_f32());
-    let (after, records_after) = job.figures(&written, end, layer)?;
+    let (after, records_after) = job.figures(&written, end, session.as_ref(), layer)?;
     let outcome = LayerOutcome::Optimized {
         before,
         after,
@@ -245,7 +248,8 @@ fn optimize_tensor(
 /// The outcome of a run without iterations: a plain conversion, whose stored bytes are kept
 /// exactly (f64 would not survive f32), measured once.
 fn converted(job: &Job, weight: &Tensor, layer: u64) -> Result<LayerOutcome, RunError> {
-    let (before, records) = job.figures(weight, None, layer)?;
+    let session = job.probe.as_ref().map(|p| p.layer(layer));
+    let (before, records) = job.figures(weight, None, session.as_ref(), layer)?;
     Ok(LayerOutcome::Optimized {
         before,
         // Not measured again: the same weights.
