@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::{LayerStart, Observer, RunError};
+use super::{CheckedSettings, LayerStart, Observer, RunError};
 use crate::checkpoint::{
     tensor_from_bytes, tensor_to_bytes, CheckpointError, HeaderEntry, SafetensorsFile,
     SafetensorsWriter, TensorInfo,
@@ -140,6 +140,23 @@ pub fn process<W: Write>(
 }
 
 impl Job {
+    /// The job of checked settings on `device`: the engine the command line uses, the probe
+    /// and the kernel cosine's sampling.
+    pub fn new(settings: &CheckedSettings, device: &Device) -> Result<Self, RunError> {
+        Ok(Job {
+            settings: settings.minimize.clone(),
+            engine: Engine::Auto,
+            device: device.clone(),
+            layout: settings.selection.layout,
+            probe: settings
+                .probe
+                .clone()
+                .map(|p| Probe::new(p, device))
+                .transpose()?,
+            sampling: settings.sampling,
+        })
+    }
+
     /// The figures of a weight (PyTorch layout, f32), the probe's with the inputs of `layer`,
     /// and its [`RecordFigures`] (`known` where the engine had them).
     fn figures(
@@ -190,11 +207,12 @@ struct StoredWeight {
 }
 
 impl StoredWeight {
-    fn read(file: &SafetensorsFile, tensor: &TensorInfo, job: &Job) -> Result<Self, RunError> {
-        let stored =
-            tensor_from_bytes(file.data(tensor), tensor.dtype, &tensor.shape, &job.device)?;
-        let weight = to_f32_oihw(&stored, job.layout)?;
-        Ok(Self { stored, weight })
+    fn new(stored: &Tensor, job: &Job) -> Result<Self, RunError> {
+        let weight = to_f32_oihw(stored, job.layout)?;
+        Ok(Self {
+            stored: stored.clone(),
+            weight,
+        })
     }
 
     /// Whether the stored dtype holds every f32 value exactly, so that what the engines see of
@@ -215,7 +233,8 @@ impl StoredWeight {
     }
 }
 
-/// Minimizes one conv tensor; returns its outcome and its new bytes (None: keep the input's).
+/// Minimizes one conv tensor of a file; returns its outcome and its new bytes (None: keep the
+/// input's).
 fn optimize_tensor(
     file: &SafetensorsFile,
     tensor: &TensorInfo,
@@ -224,7 +243,23 @@ fn optimize_tensor(
     layer: u64,
     observer: &mut dyn Observer,
 ) -> Result<(Outcome, Option<Vec<u8>>), RunError> {
-    let input = StoredWeight::read(file, tensor, job)?;
+    let stored = tensor_from_bytes(file.data(tensor), tensor.dtype, &tensor.shape, &job.device)?;
+    let (outcome, new) = optimize_weight(&stored, entry, job, layer, observer)?;
+    Ok((outcome, new.map(|t| tensor_to_bytes(&t)).transpose()?))
+}
+
+/// What the pipeline does to each conv tensor it optimizes, for a weight held in memory (the
+/// Python package's models): `stored` in its own dtype and `job.layout`, `entry` its plan
+/// entry, `layer` its position from 1 among the selected tensors (it seeds the probe). Returns
+/// the outcome and the new weight in the stored dtype and layout (None: keep the input's).
+pub fn optimize_weight(
+    stored: &Tensor,
+    entry: &PlanEntry,
+    job: &Job,
+    layer: u64,
+    observer: &mut dyn Observer,
+) -> Result<(Outcome, Option<Tensor>), RunError> {
+    let input = StoredWeight::new(stored, job)?;
     let weight = &input.weight;
     if !all_finite(weight)? {
         let reason = "holds NaN or Inf (or values beyond f32's range); left unchanged".into();
@@ -272,7 +307,7 @@ fn optimize_tensor(
         ),
         work,
     };
-    Ok((outcome, Some(tensor_to_bytes(&stored)?)))
+    Ok((outcome, Some(stored)))
 }
 
 /// The outcome of a run without iterations: a plain conversion, whose stored bytes are kept
@@ -296,7 +331,8 @@ fn converted(job: &Job, weight: &Tensor, layer: u64) -> Result<Outcome, RunError
     })
 }
 
-fn layer_report(entry: &PlanEntry, kind: ConvKind, outcome: Outcome) -> LayerReport {
+/// The report of a tensor, as the pipeline writes it.
+pub fn layer_report(entry: &PlanEntry, kind: ConvKind, outcome: Outcome) -> LayerReport {
     LayerReport::new(&entry.name, &entry.shape, &entry.dtype, kind, outcome)
 }
 
