@@ -6,7 +6,10 @@
 #
 # Environment: PYTHON (default python3), CS_INIT_WHEEL_DIR (default target/wheels), CS_INIT_CI_VENV
 # (default a fresh temporary directory), CARGO_TARGET_DIR (shared with the workspace's builds:
-# the wheel's release build reuses a `cargo build --release`'s compiled dependencies).
+# the wheel's release build reuses a `cargo build --release`'s compiled dependencies), and
+# CS_INIT_WHEEL_PROFILE: `release` (default, `maturin build --release`) or `dev`, which reuses the
+# dependencies `cargo test --workspace` compiled (the dev profile builds them at opt-level 3)
+# instead of compiling candle a second time.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
@@ -24,9 +27,10 @@ step "maturin (build tool venv)"
 "$work/build/bin/pip" install -q "maturin>=1.5,<2"
 done_step
 
-step "maturin build --release"
+profile="${CS_INIT_WHEEL_PROFILE:-release}"
+step "maturin build --profile $profile"
 rm -f "$wheels"/cs_init-*.whl
-"$work/build/bin/maturin" build --release -m "$here/Cargo.toml" -o "$wheels"
+"$work/build/bin/maturin" build --profile "$profile" -m "$here/Cargo.toml" -o "$wheels"
 wheel="$(ls "$wheels"/cs_init-*.whl)"
 ls -l "$wheel"
 done_step
