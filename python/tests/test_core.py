@@ -142,3 +142,20 @@ def test_default_settings_are_the_command_lines():
     d = cs_init.default_settings()
     assert d["iters"] == 200 and d["lr"] == 1e-3 and d["optimizer"] == "adam"
     assert d["variant"] == "paper" and d["probe"] is True and d["seed"] == 0
+
+
+def test_import_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import cs_init, sys; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_run_on_a_real_pytorch_checkpoint(tmp_path):
+    from conftest import shared_checkpoint
+
+    th = shared_checkpoint("resnet20-cifar10-12fca82f.th")
+    report = cs_init.run(th, tmp_path / "r20.safetensors", iters=5, probe=False, progress=False, threads=1)
+    assert report.totals["optimized"] == 19 and report.totals["loss_after"] < report.totals["loss_before"]
+    assert any("module." in note for note in report.input_notes)

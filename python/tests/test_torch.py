@@ -338,3 +338,18 @@ def test_progress_callback_events():
     assert events[0]["count"] == 1 and events[0]["iterations"] == 3
     skipped = [e["layer"] for e in events if e["event"] == "layer_finished" and e["layer"]["status"] == "skipped"]
     assert skipped[0]["name"] == "1.weight" and "single filter" in skipped[0]["reason"]
+
+
+def test_threads_and_a_tqdm_bar_give_the_same_weights(capsys):
+    pytest.importorskip("tqdm")
+    torch.manual_seed(3)
+    a = nn.Sequential(nn.Conv2d(3, 16, 3), nn.Conv2d(16, 16, 3))
+    b = nn.Sequential(nn.Conv2d(3, 16, 3), nn.Conv2d(16, 16, 3))
+    b.load_state_dict(a.state_dict())
+    decorrelate_(a, iters=20, threads=1, progress=False)
+    decorrelate_(b, iters=20, progress=True)
+    for x, y in zip(a, b):
+        assert torch.equal(bits(x.weight), bits(y.weight))
+    assert "2/2" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="threads"):
+        decorrelate_(a, threads=0)
