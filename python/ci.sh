@@ -40,7 +40,10 @@ nopath="$(printf '%s' "$PATH" | tr ':' '\n' | grep -v -e cargo -e rustup | paste
 step "fresh venv with the wheel and its test extras (torch from PyPI)"
 env PATH="$nopath" "$python" -m venv "$venv"
 env PATH="$nopath" "$venv/bin/pip" install -q "$wheel[test]" tqdm
-if env PATH="$nopath" command -v cargo >/dev/null; then echo "cargo still on PATH" >&2; exit 1; fi
+if PATH="$nopath" bash -c 'command -v cargo || command -v rustc' >/dev/null; then
+  echo "cargo or rustc still on PATH" >&2
+  exit 1
+fi
 done_step
 
 step "pytest against the installed package"
