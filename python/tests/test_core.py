@@ -159,3 +159,15 @@ def test_run_on_a_real_pytorch_checkpoint(tmp_path):
     report = cs_init.run(th, tmp_path / "r20.safetensors", iters=5, probe=False, progress=False, threads=1)
     assert report.totals["optimized"] == 19 and report.totals["loss_after"] < report.totals["loss_before"]
     assert any("module." in note for note in report.input_notes)
+
+
+def test_run_regenerates_a_committed_checkpoint_byte_for_byte(tmp_path):
+    # checkpoints/README.md: cs-init builtin:cnn1 --seed 0 --iters 500 --lr 0.001
+    from conftest import REPO
+
+    committed = REPO / "checkpoints" / "cnn1.cs.safetensors"
+    if not committed.exists():
+        pytest.skip("the repository's checkpoints/ is absent")
+    out = tmp_path / "cnn1.cs.safetensors"
+    cs_init.run("builtin:cnn1", out, seed=0, iters=500, lr=0.001, progress=False)
+    assert out.read_bytes() == committed.read_bytes()
