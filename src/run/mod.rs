@@ -34,9 +34,7 @@ use candle_core::Device;
 
 use crate::checkpoint::{index_json, OutputDir, OutputFile, INDEX_FILE};
 use crate::input::{Input, Opened, ResolveOptions};
-use crate::minimize::Engine;
 use crate::plan::{plan_files, PlanEntry};
-use crate::probe::Probe;
 use crate::report::{ReportSettings, RunReport, Totals};
 use crate::sharding::Sharding;
 use digest::HashingWriter;
@@ -224,19 +222,7 @@ impl Prepared {
             .map(|(p, _)| OutputFile::create(p, destination.force))
             .transpose()?;
         let device = &execution.device;
-        let job = Job {
-            settings: self.settings.minimize.clone(),
-            engine: Engine::Auto,
-            device: device.clone(),
-            layout: self.settings.selection.layout,
-            probe: self
-                .settings
-                .probe
-                .clone()
-                .map(|p| Probe::new(p, device))
-                .transpose()?,
-            sampling: self.settings.sampling,
-        };
+        let job = Job::new(&self.settings, device)?;
         // The input is hashed beside the work, on a thread of its own, and needed only before the
         // checkpoint is committed: hashing is sequential, and up front it kept a core idle for
         // 0.1 s per 100 MB. A run that ends early abandons it.

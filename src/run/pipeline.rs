@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::{LayerStart, Observer, RunError};
+use super::{CheckedSettings, LayerStart, Observer, RunError};
 use crate::checkpoint::{
     tensor_to_bytes, CheckpointError, HeaderEntry, SafetensorsFile, SafetensorsWriter, TensorInfo,
 };
@@ -139,6 +139,23 @@ pub fn process<W: Write>(
 }
 
 impl Job {
+    /// The job of checked settings on `device`: the engine the command line uses, the probe
+    /// and the kernel cosine's sampling.
+    pub fn new(settings: &CheckedSettings, device: &Device) -> Result<Self, RunError> {
+        Ok(Job {
+            settings: settings.minimize.clone(),
+            engine: Engine::Auto,
+            device: device.clone(),
+            layout: settings.selection.layout,
+            probe: settings
+                .probe
+                .clone()
+                .map(|p| Probe::new(p, device))
+                .transpose()?,
+            sampling: settings.sampling,
+        })
+    }
+
     /// The figures of a weight (PyTorch layout, f32) as the `layer`-th layer, the probe's
     /// through that layer's `session`, and its [`RecordFigures`] (`known` where the engine had
     /// them).
@@ -183,7 +200,8 @@ impl Job {
     }
 }
 
-/// Minimizes one conv tensor; returns its outcome and its new bytes (None: keep the input's).
+/// Minimizes one conv tensor of a file; returns its outcome and its new bytes (None: keep the
+/// input's).
 fn optimize_tensor(
     file: &SafetensorsFile,
     tensor: &TensorInfo,
@@ -193,6 +211,21 @@ fn optimize_tensor(
     observer: &mut dyn Observer,
 ) -> Result<(LayerOutcome, Option<Vec<u8>>), RunError> {
     let input = ConvWeight::read(file, tensor, job.layout, &job.device)?;
+    let (outcome, new) = optimize_weight(&input, entry, job, layer, observer)?;
+    Ok((outcome, new.map(|t| tensor_to_bytes(&t)).transpose()?))
+}
+
+/// What the pipeline does to each conv tensor it optimizes, also for a weight held in memory
+/// (the Python package's models, through [`ConvWeight::from_stored`]): `entry` is its plan
+/// entry, `layer` its position from 1 among the selected tensors (it seeds the probe). Returns
+/// the outcome and the new weight in the stored dtype and layout (None: keep the input's).
+pub fn optimize_weight(
+    input: &ConvWeight,
+    entry: &PlanEntry,
+    job: &Job,
+    layer: u64,
+    observer: &mut dyn Observer,
+) -> Result<(LayerOutcome, Option<Tensor>), RunError> {
     let weight = input.weight();
     if !all_finite(weight)? {
         let reason = "holds NaN or Inf (or values beyond f32's range); left unchanged".into();
@@ -242,7 +275,7 @@ fn optimize_tensor(
         ),
         work,
     };
-    Ok((outcome, Some(tensor_to_bytes(&stored)?)))
+    Ok((outcome, Some(stored)))
 }
 
 /// The outcome of a run without iterations: a plain conversion, whose stored bytes are kept
@@ -267,7 +300,8 @@ fn converted(job: &Job, weight: &Tensor, layer: u64) -> Result<LayerOutcome, Run
     })
 }
 
-fn layer_report(entry: &PlanEntry, kind: ConvKind, outcome: LayerOutcome) -> LayerReport {
+/// The report of a tensor, as the pipeline writes it.
+pub fn layer_report(entry: &PlanEntry, kind: ConvKind, outcome: LayerOutcome) -> LayerReport {
     LayerReport::new(&entry.name, &entry.shape, &entry.dtype, kind, outcome)
 }
 
