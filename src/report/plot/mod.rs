@@ -313,14 +313,16 @@ where
     let px = |v: f64| (v * zoom).round() as u32;
     root.fill(&WHITE)?;
     let (axes, curves, runs) = (plot.axes, plot.curves, &plot.runs);
-    let legend = Legend::new(curves, runs, f64::from(HEIGHT) - 100.0);
-    let (plot_area, legend_area) = root.split_horizontally(px(f64::from(WIDTH) - legend.width()));
+    let legend = Legend::new(curves, runs, f64::from(HEIGHT) - 90.0);
+    let title_chars = ((f64::from(WIDTH) - 40.0) / text_width(1, 24.0)) as usize;
+    let body = root.titled(&fit(plot.title, title_chars), font(24.0, zoom))?;
+    let body = body.margin(px(12.0), 0, 0, 0);
+    let (plot_area, legend_area) = body.split_horizontally(px(f64::from(WIDTH) - legend.width()));
     let y_chars = y
         .key_points(labels(axes.y_scale))
         .iter()
         .map(|v| y_label(v).len())
         .max();
-    let title_chars = ((f64::from(WIDTH) - 40.0) / text_width(1, 24.0)) as usize;
     // Light grid lines at 2 to 9 times each power of ten, where there is room for them.
     let light = |range: std::ops::Range<f64>, scale| match scale {
         Scale::Log if range.end / range.start < 1.1e10 => 10,
@@ -331,7 +333,6 @@ where
         light(y.range(), axes.y_scale),
     );
     let mut chart = ChartBuilder::on(&plot_area)
-        .caption(fit(plot.title, title_chars), font(24.0, zoom))
         .margin(px(12.0))
         .x_label_area_size(px(56.0))
         .y_label_area_size(px(44.0 + text_width(y_chars.unwrap_or(1), 18.0)))
@@ -405,6 +406,8 @@ struct Legend {
 }
 
 const LEGEND_MAX_WIDTH: f64 = 480.0;
+/// The legend's top, level with the plot's.
+const LEGEND_TOP: f64 = 12.0;
 const LEGEND_MAX_COLUMNS: usize = 4;
 /// The swatch and the gaps around the label.
 const LEGEND_ROOM: f64 = 30.0 + 24.0;
@@ -420,8 +423,8 @@ impl Legend {
             c.label.chars().count().min(40) + if r.is_empty() { NOT_DRAWN.len() } else { 0 }
         };
         let longest = curves.iter().zip(runs).map(chars).max().unwrap_or(0);
-        // plotters spaces the lines of a legend 1.25 em apart.
-        let rows_at = |size: f64| ((height / (1.25 * size / 1.24)) as usize).max(2);
+        // plotters spaces the lines of a legend 1.25 times the font's size apart.
+        let rows_at = |size: f64| ((height / (1.25 * size)) as usize).max(2);
         for size in [16.0, 12.0] {
             let (rows, column_width) = (rows_at(size), LEGEND_ROOM + text_width(longest, size));
             let columns = count.div_ceil(rows);
@@ -487,7 +490,7 @@ impl Legend {
         if self.shown < curves.len() {
             entries.push((format!("+{} more", curves.len() - self.shown), None));
         }
-        let top = area.margin(px(62.0) as u32, 0, 0, 0);
+        let top = area.margin(px(LEGEND_TOP) as u32, 0, 0, 0);
         for (column, entries) in top
             .split_evenly((1, self.columns.max(1)))
             .iter()
