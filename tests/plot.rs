@@ -1,12 +1,9 @@
 //! Loss-curve plots, plots on a linear y axis and on a log x axis: the SVG parses (with a real
-//! XML parser) and shows what it should, the PNG decodes, odd data does not panic, and
-//! `write_plot` writes whole files or none.
+//! XML parser) and shows what it should, the PNG decodes, and odd data does not panic.
 
 use std::path::Path;
 
-use cs_init::report::plot::{
-    render, render_with, write_plot, write_plot_with, Axes, Curve, PlotFormat, XScale, YScale,
-};
+use cs_init::report::plot::{render, render_with, Axes, Curve, PlotFormat, Scale};
 
 fn curve(label: &str, points: impl IntoIterator<Item = (f64, f64)>) -> Curve {
     Curve {
@@ -40,8 +37,6 @@ struct Drawn {
     line_colors: Vec<String>,
     /// The dots of points with no drawable neighbour.
     dots: usize,
-    /// The fill of every text, by content.
-    text_fills: Vec<(String, String)>,
 }
 
 /// The width of a curve's line in the SVG (a legend swatch's is 3, the grid's and frame's 1).
@@ -63,7 +58,6 @@ fn parse(document: &str) -> Drawn {
         lines: Vec::new(),
         line_colors: Vec::new(),
         dots: 0,
-        text_fills: Vec::new(),
     };
     for node in doc.descendants().filter(|n| n.is_element()) {
         match node.tag_name().name() {
@@ -76,10 +70,6 @@ fn parse(document: &str) -> Drawn {
                 if node.attribute("text-anchor") == Some("end") {
                     drawn.y_labels.push(text.clone());
                 }
-                drawn.text_fills.push((
-                    text.clone(),
-                    node.attribute("fill").unwrap_or_default().to_string(),
-                ));
                 drawn.texts.push(text);
             }
             "polyline" if node.attribute("stroke-width") == Some(CURVE_STROKE) => {
@@ -163,28 +153,18 @@ fn svg_is_well_formed_with_a_view_box_and_one_path_per_drawable_curve() {
     let drawn = parse(&document);
     assert_eq!(drawn.lines.len(), 3, "one line per drawable curve");
     assert_eq!(drawn.line_colors, ["#1F77B4", "#FF7F0E", "#2CA02C"]);
-    for curve in &curves {
-        assert!(
-            drawn.has_text(&curve.label),
-            "{} is in the legend",
-            curve.label
-        );
+    for label in ["layer1.0.conv1", "layer1.0.conv2", "layer2.0.conv1"] {
+        assert!(drawn.has_text(label), "{label} is in the legend");
+    }
+    // Curves with nothing to draw say so in the legend.
+    for label in ["never finite", "empty"] {
+        let entry = format!("{label} (not drawn)");
+        assert!(drawn.has_text(&entry), "{entry}: {:?}", drawn.texts);
     }
     for text in ["ResNet-18", "iteration", "L_CS (log scale)"] {
         assert!(drawn.has_text(text), "{text}");
     }
     assert!(!document.contains("href"), "no external resources");
-    // Curves with nothing to draw are grayed out in the legend.
-    let fill = |label: &str| {
-        drawn
-            .text_fills
-            .iter()
-            .find(|(t, _)| t == label)
-            .map(|(_, f)| f.to_uppercase())
-            .unwrap()
-    };
-    assert_eq!(fill("never finite"), "#999999");
-    assert_eq!(fill("layer1.0.conv1"), "#222222");
 }
 
 #[test]
@@ -227,7 +207,9 @@ fn svg_labels_fewer_decades_on_a_wide_range() {
         (3..=10).contains(&decade_labels),
         "{decade_labels} decade labels"
     );
-    assert!(drawn.has_text("1e-100") && drawn.has_text("1e100"));
+    // plotters' log axis labels every few decades from the low end, but no value under
+    // f64::EPSILON (it takes those for its zero point), and need not label the high end.
+    assert!(drawn.has_text("1e84"), "{:?}", drawn.y_labels);
 }
 
 #[test]
@@ -379,57 +361,14 @@ fn format_is_chosen_by_extension_in_any_case() {
     assert_eq!(format(".svg"), None);
 }
 
-#[test]
-fn write_plot_rejects_other_extensions_and_writes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("loss.txt");
-    let error = write_plot(&path, "t", &[decay("a", 1.0, 0.5, 10)]).unwrap_err();
-    assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
-    assert!(error.to_string().contains(".svg or .png"), "{error}");
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-}
-
-#[test]
-fn write_plot_into_a_missing_directory_fails_and_writes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("missing").join("loss.svg");
-    assert!(write_plot(&path, "t", &[decay("a", 1.0, 0.5, 10)]).is_err());
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-}
-
-#[test]
-fn write_plot_writes_svg_and_png_files_and_no_temporaries() {
-    let dir = tempfile::tempdir().unwrap();
-    let curves = [decay("a", 1.0, 0.5, 10), decay("b", 2.0, 0.6, 10)];
-    let svg_path = dir.path().join("loss.svg");
-    let png_path = dir.path().join("loss.PNG");
-    write_plot(&svg_path, "t", &curves).unwrap();
-    write_plot(&png_path, "t", &curves).unwrap();
-    assert_eq!(
-        std::fs::read(&svg_path).unwrap(),
-        render(PlotFormat::Svg, "t", &curves)
-    );
-    let (width, height, _) = decode_png(&std::fs::read(&png_path).unwrap());
-    assert_eq!((width, height), (1200, 700));
-    // Writing again replaces the file.
-    write_plot(&svg_path, "t2", &curves).unwrap();
-    assert!(parse(&String::from_utf8(std::fs::read(&svg_path).unwrap()).unwrap()).has_text("t2"));
-    let mut names: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    assert_eq!(names, ["loss.PNG", "loss.svg"]);
-}
-
 // ---------------------------------------------------------------------------------------------
 // A linear y axis with labels of one's own
 
 const ACCURACY: Axes<'static> = Axes {
     x_label: "epoch",
     y_label: "test accuracy (%)",
-    x_scale: XScale::Linear,
-    y_scale: YScale::Linear,
+    x_scale: Scale::Linear,
+    y_scale: Scale::Linear,
 };
 
 fn linear_svg(title: &str, curves: &[Curve]) -> String {
@@ -446,7 +385,7 @@ fn accuracy(label: &str, values: &[f64]) -> Curve {
 }
 
 #[test]
-fn loss_axes_are_what_render_and_write_plot_use() {
+fn loss_axes_are_what_render_uses() {
     let curves = [decay("a", 100.0, 0.9, 50), decay("b", 1.0, 0.8, 50)];
     for format in [PlotFormat::Svg, PlotFormat::Png] {
         assert_eq!(
@@ -454,8 +393,8 @@ fn loss_axes_are_what_render_and_write_plot_use() {
             render(format, "t", &curves)
         );
     }
-    assert_eq!(Axes::LOSS.y_scale, YScale::Log);
-    assert_eq!(Axes::LOSS.x_scale, XScale::Linear);
+    assert_eq!(Axes::LOSS.y_scale, Scale::Log);
+    assert_eq!(Axes::LOSS.x_scale, Scale::Linear);
     assert_eq!(Axes::LOSS.x_label, "iteration");
 }
 
@@ -540,14 +479,11 @@ fn linear_axis_draws_zero_and_negative_values() {
     let drawn = parse(&svg("signed", &curves));
     assert_eq!((drawn.lines.len(), drawn.dots), (0, 1));
 
-    // A curve of zeros is drawn, and its legend entry is not grayed out.
+    // A curve of zeros is drawn, and its legend entry does not say it is not.
     let zeros = [curve("zeros", (0..10).map(|i| (i as f64, 0.0)))];
     let drawn = parse(&linear_svg("", &zeros));
     assert_eq!(drawn.lines.len(), 1);
-    assert!(drawn
-        .text_fills
-        .iter()
-        .any(|(t, f)| t == "zeros" && f.eq_ignore_ascii_case("#222222")));
+    assert!(drawn.has_text("zeros"), "{:?}", drawn.texts);
 }
 
 #[test]
@@ -600,29 +536,14 @@ fn linear_edge_cases_render_without_panicking() {
     render_linear(&tiny);
 }
 
-#[test]
-fn write_plot_with_writes_the_linear_plot() {
-    let dir = tempfile::tempdir().unwrap();
-    let curves = [accuracy("a", &[10.0, 50.0, 80.0])];
-    let path = dir.path().join("accuracy.svg");
-    write_plot_with(&path, "t", &ACCURACY, &curves).unwrap();
-    assert_eq!(
-        std::fs::read(&path).unwrap(),
-        render_with(PlotFormat::Svg, "t", &ACCURACY, &curves)
-    );
-    let error = write_plot_with(&dir.path().join("a.txt"), "t", &ACCURACY, &curves).unwrap_err();
-    assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
-}
-
 // ---------------------------------------------------------------------------------------------
 // A log x axis
 
 const SWEEP: Axes<'static> = Axes {
     x_label: "iterations (log scale)",
     y_label: "change",
-    x_scale: XScale::Log,
-    y_scale: YScale::Linear,
+    x_scale: Scale::Log,
+    y_scale: Scale::Linear,
 };
 
 #[test]

@@ -7,6 +7,7 @@ pub mod data;
 pub mod eval;
 pub mod nets;
 pub mod params;
+pub mod plot;
 pub mod study;
 pub mod train;
 

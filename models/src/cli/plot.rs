@@ -7,7 +7,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use cs_init::report::plot::{write_plot_with, Axes, Curve, XScale, YScale};
+use cs_init::report::plot::{Axes, Curve, Scale};
+
+use crate::plot::write_plot;
 
 #[derive(Args)]
 pub struct PlotArgs {
@@ -178,9 +180,9 @@ pub fn run(args: PlotArgs) -> Result<()> {
     let axes = Axes {
         x_label: "epoch",
         y_label: args.metric.label(),
-        x_scale: XScale::Linear,
-        y_scale: YScale::Linear,
+        x_scale: Scale::Linear,
+        y_scale: Scale::Linear,
     };
-    write_plot_with(&args.output, &args.title, &axes, &curves)
+    write_plot(&args.output, &args.title, &axes, &curves)
         .with_context(|| format!("cannot write the plot {}", args.output.display()))
 }

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use cs_init::report::plot::{write_plot_with, Axes, Curve, XScale, YScale};
+use cs_init::report::plot::{Axes, Curve, Scale};
 use cs_init::Variant;
 
 use super::{probe_key, AccuracyRecord, IdentityRecord, Input, ProbeChange, Record, Subject};
@@ -396,8 +396,8 @@ pub fn write_plots(records: &[Record], dir: &Path, extensions: &[&str]) -> Resul
                 let axes = Axes {
                     x_label: "Adam iterations (log scale)",
                     y_label,
-                    x_scale: XScale::Log,
-                    y_scale: YScale::Linear,
+                    x_scale: Scale::Log,
+                    y_scale: Scale::Linear,
                 };
                 let title = format!(
                     "{subject}, {}: {} on {input} inputs, same padding",
@@ -410,7 +410,7 @@ pub fn write_plots(records: &[Record], dir: &Path, extensions: &[&str]) -> Resul
                         variant.name(),
                         measure.name()
                     ));
-                    write_plot_with(&path, &title, &axes, &curves)
+                    crate::plot::write_plot(&path, &title, &axes, &curves)
                         .with_context(|| format!("cannot write {}", path.display()))?;
                     written.push(path);
                 }
