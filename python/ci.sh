@@ -50,5 +50,7 @@ step "pytest against the installed package"
 # From outside the source tree, so that `import cs_init` is the installed wheel's.
 cd "$work"
 env PATH="$nopath" "$venv/bin/python" -c "import cs_init, sys; print('cs_init', cs_init.__version__, 'from', cs_init.__file__)"
+# The torch tests skip without torch; here it was installed, so its absence is a failure.
+env PATH="$nopath" "$venv/bin/python" -c "import torch; print('torch', torch.__version__)"
 env PATH="$nopath" "$venv/bin/python" -m pytest -q -p no:cacheprovider "$here/tests"
 done_step

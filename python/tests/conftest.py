@@ -9,7 +9,12 @@ SHARED = pathlib.Path(os.environ.get("CS_INIT_SHARED", REPO.parent / "shared")) 
 
 
 def shared_checkpoint(name):
+    """A checkpoint of ../shared/data: skipped where absent, a failure under
+    CS_INIT_REQUIRE_SHARED=1 (CI sets it), as in the Rust tests."""
     path = SHARED / "checkpoints" / name
     if not path.exists():
-        pytest.skip(f"{path} is absent (the real checkpoints live in ../shared/data beside the clone)")
+        message = f"{path} is absent (the real checkpoints live in ../shared/data beside the clone)"
+        if os.environ.get("CS_INIT_REQUIRE_SHARED") == "1":
+            pytest.fail(f"CS_INIT_REQUIRE_SHARED=1 but {message}")
+        pytest.skip(message)
     return path
