@@ -30,6 +30,7 @@ from ._errors import (
 )
 from ._progress import Progress as _Progress
 from ._report import Report
+from ._settings import check_threads as _check_threads
 from ._settings import default_settings
 from ._settings import settings_json as _settings_json
 
@@ -102,8 +103,7 @@ def run(
     stops it within a layer, writing nothing.
     """
     text = _settings_json("run", settings)
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"threads must be a positive int, got {threads!r}")
+    _check_threads(threads)
     bar = _Progress(progress)
     fspath = lambda p: None if p is None else os.fspath(p)
     try:

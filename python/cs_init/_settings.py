@@ -61,3 +61,9 @@ def settings_json(caller, settings):
 def default_settings():
     """Every setting with the command line's default, keyed by its keyword."""
     return json.loads(_native.default_settings())
+
+
+def check_threads(threads):
+    """``threads``: ``None`` (every core) or a positive int, the same rule for every entry point."""
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise ValueError(f"threads must be a positive int, got {threads!r}")

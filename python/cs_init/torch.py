@@ -21,7 +21,7 @@ from . import _native
 from ._errors import ModelError, NoConvLayersError, WeightTypeError
 from ._progress import Progress
 from ._report import Report
-from ._settings import settings_json
+from ._settings import check_threads, settings_json
 
 __all__ = ["decorrelate_", "conv_similarity", "ConvSimilarity", "regularizer", "conv_weight"]
 
@@ -275,8 +275,7 @@ def decorrelate_(
         **settings,
     )
     text = settings_json("decorrelate_", keywords)
-    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
-        raise ValueError(f"threads must be a positive int, got {threads!r}")
+    check_threads(threads)
     if not convs:
         raise NoConvLayersError(f"{type(model).__name__}: no conv module (nn.Conv1d/2d/3d, nn.ConvTranspose1d/2d/3d)")
 
