@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The Python package the way a user gets it: build the wheel with maturin, install it into a fresh
-# virtual environment with no Rust on PATH, run the pytest suite against that install.
+# virtual environment with no Rust on PATH, run the pytest suite against that install (its
+# `cs-init` console script compared with the cargo-built binary).
 #
 #   python/ci.sh            # from the repository root or anywhere; .ci/run calls it
 #
@@ -35,6 +36,14 @@ wheel="$(ls "$wheels"/cs_init-*.whl)"
 ls -l "$wheel"
 done_step
 
+# The Rust binary from the same sources and profile, which the wheel's `cs-init` console script is
+# compared with byte for byte (tests/test_cli.py); its dependencies are the wheel's, already built.
+step "cargo build --profile $profile -p cs-init-cli (the binary the console script must match)"
+(cd "$root" && cargo build --profile "$profile" -p cs-init-cli)
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+case "$profile" in dev) binary="$target_dir/debug/cs-init" ;; *) binary="$target_dir/$profile/cs-init" ;; esac
+done_step
+
 # A user's machine: no cargo, no rustc on PATH.
 nopath="$(printf '%s' "$PATH" | tr ':' '\n' | grep -v -e cargo -e rustup | paste -sd: -)"
 step "fresh venv with the wheel and its test extras (torch from PyPI)"
@@ -52,5 +61,6 @@ cd "$work"
 env PATH="$nopath" "$venv/bin/python" -c "import cs_init, sys; print('cs_init', cs_init.__version__, 'from', cs_init.__file__)"
 # The torch tests skip without torch; here it was installed, so its absence is a failure.
 env PATH="$nopath" "$venv/bin/python" -c "import torch; print('torch', torch.__version__)"
-env PATH="$nopath" "$venv/bin/python" -m pytest -q -p no:cacheprovider "$here/tests"
+env PATH="$nopath" CS_INIT_BINARY="$binary" CS_INIT_REQUIRE_BINARY=1 \
+  "$venv/bin/python" -m pytest -q -p no:cacheprovider "$here/tests"
 done_step

@@ -1,7 +1,5 @@
 //! Exit codes and machine-readable output shared by the subcommands.
 
-use std::process::ExitCode;
-
 /// How a command ended (docs/cli.md lists the codes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -15,12 +13,13 @@ pub enum Exit {
 }
 
 impl Exit {
-    pub fn code(self) -> ExitCode {
+    /// The process's exit status.
+    pub fn status(self) -> u8 {
         match self {
-            Exit::Success => ExitCode::SUCCESS,
-            Exit::Error => ExitCode::from(1),
-            Exit::Diverged => ExitCode::from(3),
-            Exit::Usage => ExitCode::from(2),
+            Exit::Success => 0,
+            Exit::Error => 1,
+            Exit::Usage => 2,
+            Exit::Diverged => 3,
         }
     }
 }

@@ -132,7 +132,7 @@ impl RunArgs {
     }
 }
 
-pub fn run(args: RunArgs, quiet: bool) -> anyhow::Result<Exit> {
+pub fn run(args: RunArgs, quiet: bool, command_line: String) -> anyhow::Result<Exit> {
     let settings = args.settings();
     check_settings(&settings)?;
     let shown = !quiet && !args.output.json;
@@ -154,7 +154,7 @@ pub fn run(args: RunArgs, quiet: bool) -> anyhow::Result<Exit> {
             force: args.output.force,
         },
         device: args.execution.open_device(quiet)?,
-        command_line: std::env::args().collect::<Vec<_>>().join(" "),
+        command_line,
         input_label: None,
     };
     let mut progress = Progress::new(quiet || args.output.json);

@@ -7,6 +7,8 @@
 //! released; the calling thread waits for it, hands its progress events to the Python callback,
 //! and checks for signals, so that Ctrl-C stops a run within a layer.
 
+mod cli;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
@@ -569,5 +571,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(run, m)?)?;
     m.add_function(wrap_pyfunction!(decorrelate, m)?)?;
     m.add_function(wrap_pyfunction!(conv_similarity, m)?)?;
+    m.add_function(wrap_pyfunction!(cli::cli_main, m)?)?;
     Ok(())
 }
