@@ -16,7 +16,6 @@
 //! - [`filter_sample`]: which filters the figures over filter pairs look at.
 //! - [`metrics`] and [`probe`]: a layer's figures from its kernels, and from its feature maps.
 //! - [`measure`]: a layer's figures at one moment, from the metrics and the probe.
-//! - [`sharding`]: how the output is split into files.
 //! - [`run`]: one run of the main job (settings, input, plan, engine, writer, report), shared
 //!   by the command line, the service and the Python package.
 //! - [`inspect`]: a checkpoint's figures, measured as a run measures them, changing nothing.
@@ -60,7 +59,6 @@ pub mod filter_sample;
 pub mod metrics;
 pub mod probe;
 pub mod measure;
-pub mod sharding;
 pub mod run;
 pub mod inspect;
 pub mod check;

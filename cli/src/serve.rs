@@ -30,7 +30,7 @@ pub struct ServeArgs {
     token_file: Option<PathBuf>,
 
     /// Largest upload accepted (e.g. 2GB, 500MiB).
-    #[arg(long, default_value = "4GB", value_name = "SIZE", value_parser = cs_init::sharding::parse_size)]
+    #[arg(long, default_value = "4GB", value_name = "SIZE", value_parser = cs_init::checkpoint::parse_size)]
     max_upload: usize,
 
     /// Queued jobs beyond which new ones are refused (429, with Retry-After).

@@ -318,13 +318,13 @@ impl OutputDir {
         Ok(BufWriter::with_capacity(1 << 20, file))
     }
 
-    /// Flushes and syncs a file made by [`OutputDir::file`].
-    pub fn finish(&self, file: BufWriter<std::fs::File>, name: &str) -> Result<()> {
-        let path = self.path.join(name);
+    /// Flushes and syncs a file made by [`OutputDir::file`]; `path` (its final path) names it in
+    /// errors.
+    pub fn finish(&self, file: BufWriter<std::fs::File>, path: &Path) -> Result<()> {
         let file = file
             .into_inner()
-            .map_err(|e| CheckpointError::io(&path, e.into_error()))?;
-        file.sync_all().map_err(|e| CheckpointError::io(&path, e))
+            .map_err(|e| CheckpointError::io(path, e.into_error()))?;
+        file.sync_all().map_err(|e| CheckpointError::io(path, e))
     }
 
     /// Renames the finished directory into place.

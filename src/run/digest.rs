@@ -26,6 +26,10 @@ impl<W: Write> HashingWriter<W> {
         }
     }
 
+    pub fn get_ref(&self) -> &W {
+        &self.inner
+    }
+
     /// The inner writer, the number of bytes written and their SHA-256 (hex).
     pub fn finish(self) -> (W, u64, String) {
         (

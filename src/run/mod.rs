@@ -32,11 +32,12 @@ use std::time::Instant;
 
 use candle_core::Device;
 
-use crate::checkpoint::{index_json, OutputDir, OutputFile, INDEX_FILE};
+use crate::checkpoint::{
+    index_json, CheckpointOutput, OutputFile, ShardWriter, Sharding, INDEX_FILE,
+};
 use crate::input::{Input, Opened, ResolveOptions};
 use crate::plan::{plan_files, PlanEntry};
 use crate::report::{ReportSettings, RunReport, Totals};
-use crate::sharding::Sharding;
 use digest::HashingWriter;
 use outputs::OutputPaths;
 use pipeline::{items, process, Job, LayerCount};
@@ -180,7 +181,7 @@ impl Prepared {
 
     /// True when the output is a directory of shards with an index, not one file.
     pub fn sharded(&self) -> bool {
-        matches!(self.sharding, Sharding::Shards(_))
+        self.sharding.has_index()
     }
 
     /// SHA-256 of the input as read (every file, after a PyTorch file's conversion), hex;
@@ -305,79 +306,62 @@ impl Prepared {
             done: 0,
             selected: self.selected,
         };
-        match &self.sharding {
-            Sharding::Single => {
-                let metadata = metadata::merged(files[0].metadata(), &provenance);
-                let out = HashingWriter::new(OutputFile::create(&paths.checkpoint, force)?);
-                let (out, layers) =
-                    process(&items, job, Some(&metadata), out, &mut count, observer)?;
-                let (out, size, sha256) = out.finish();
-                let input_sha256 = input_sha256()?;
-                out.commit()?;
-                let written = WrittenFile {
-                    path: paths.checkpoint.clone(),
-                    size,
-                    sha256,
-                };
-                Ok((layers, vec![written], input_sha256))
-            }
-            Sharding::Shards(shards) => {
-                let index_metadata = self
-                    .input
-                    .index()
-                    .map(|i| i.metadata().clone())
-                    .unwrap_or_default();
-                let dir = OutputDir::create(&paths.checkpoint, force)?;
-                let mut layers = Vec::new();
-                let mut written = Vec::new();
-                let mut weight_map = BTreeMap::new();
-                for shard in shards {
-                    let group = &items[shard.tensors.clone()];
-                    // Each shard keeps its own input file's metadata, plus the provenance.
-                    let metadata = metadata::merged(
-                        group.first().and_then(|i| i.file.metadata()),
-                        &provenance,
-                    );
-                    let out = HashingWriter::new(dir.file(&shard.name)?);
-                    let (out, shard_layers) =
-                        process(group, job, Some(&metadata), out, &mut count, observer)?;
-                    let (out, size, sha256) = out.finish();
-                    dir.finish(out, &shard.name)?;
-                    written.push(WrittenFile {
-                        path: paths.checkpoint.join(&shard.name),
-                        size,
-                        sha256,
-                    });
-                    layers.extend(shard_layers);
-                    weight_map.extend(
-                        group
-                            .iter()
-                            .map(|i| (i.tensor.name.clone(), shard.name.clone())),
-                    );
-                }
-                // Dtypes and shapes are unchanged, so the total size is the input's.
-                let total_size = items.iter().map(|i| i.tensor.end - i.tensor.begin).sum();
-                let index = index_json(&index_metadata, &weight_map, total_size);
-                let mut index_file = HashingWriter::new(dir.file(INDEX_FILE)?);
-                std::io::Write::write_all(&mut index_file, index.as_bytes()).map_err(|e| {
-                    crate::checkpoint::CheckpointError::io(paths.checkpoint.join(INDEX_FILE), e)
-                })?;
-                let (index_file, size, sha256) = index_file.finish();
-                dir.finish(index_file, INDEX_FILE)?;
-                written.push(WrittenFile {
-                    path: paths.checkpoint.join(INDEX_FILE),
-                    size,
-                    sha256,
-                });
-                if observer.stop_requested() {
-                    return Err(RunError::Stopped);
-                }
-                let input_sha256 = input_sha256()?;
-                dir.commit()?;
-                Ok((layers, written, input_sha256))
-            }
+        let mut out = CheckpointOutput::create(&paths.checkpoint, self.sharded(), force)?;
+        let file_name = paths.checkpoint.file_name().unwrap_or_default();
+        let mut layers = Vec::new();
+        let mut written = Vec::new();
+        let mut weight_map = BTreeMap::new();
+        for shard in self
+            .sharding
+            .shards(items.len(), &file_name.to_string_lossy())
+        {
+            let group = &items[shard.tensors.clone()];
+            // Each shard keeps its own input file's metadata, plus the provenance.
+            let source = group.first().map_or(&files[0], |i| i.file);
+            let metadata = metadata::merged(source.metadata(), &provenance);
+            let writer = HashingWriter::new(out.shard(&shard.name)?);
+            let (writer, shard_layers) =
+                process(group, job, Some(&metadata), writer, &mut count, observer)?;
+            written.push(finish_file(&mut out, writer)?);
+            layers.extend(shard_layers);
+            weight_map.extend(
+                group
+                    .iter()
+                    .map(|i| (i.tensor.name.clone(), shard.name.clone())),
+            );
         }
+        if self.sharded() {
+            let index_metadata = self
+                .input
+                .index()
+                .map(|i| i.metadata().clone())
+                .unwrap_or_default();
+            // Dtypes and shapes are unchanged, so the total size is the input's.
+            let total_size = items.iter().map(|i| i.tensor.end - i.tensor.begin).sum();
+            let index = index_json(&index_metadata, &weight_map, total_size);
+            let mut writer = HashingWriter::new(out.shard(INDEX_FILE)?);
+            std::io::Write::write_all(&mut writer, index.as_bytes())
+                .map_err(|e| writer.get_ref().error(e))?;
+            written.push(finish_file(&mut out, writer)?);
+        }
+        if observer.stop_requested() {
+            return Err(RunError::Stopped);
+        }
+        let input_sha256 = input_sha256()?;
+        out.commit()?;
+        Ok((layers, written, input_sha256))
     }
+}
+
+/// Ends a file of the checkpoint and says what was written.
+fn finish_file(
+    out: &mut CheckpointOutput,
+    writer: HashingWriter<ShardWriter>,
+) -> Result<WrittenFile, RunError> {
+    let (file, size, sha256) = writer.finish();
+    let path = file.path().to_path_buf();
+    out.finish_shard(file)?;
+    Ok(WrittenFile { path, size, sha256 })
 }
 
 /// Has glibc's allocator keep the memory a layer frees for the next one. By default it maps

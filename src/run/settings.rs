@@ -239,7 +239,7 @@ impl RunSettings {
         let max_shard_size = self
             .max_shard_size
             .as_deref()
-            .map(crate::sharding::parse_size)
+            .map(crate::checkpoint::parse_size)
             .transpose()
             .map_err(|e| SettingsError::new("max_shard_size", e.to_string()))?;
         Ok(CheckedSettings {

@@ -4,7 +4,7 @@
 
 use std::ops::Range;
 
-use crate::checkpoint::{SafetensorsFile, ShardIndex};
+use super::{SafetensorsFile, ShardIndex};
 
 /// One output shard: its file name and the range of the run's tensors (in input order) it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,13 +16,30 @@ pub struct Shard {
 /// The files of the output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sharding {
-    /// One safetensors file.
+    /// One safetensors file: one shard, without an index.
     Single,
     /// A directory of shards with an index.
     Shards(Vec<Shard>),
 }
 
 impl Sharding {
+    /// True for a directory of shards with an index, false for one file.
+    pub fn has_index(&self) -> bool {
+        matches!(self, Sharding::Shards(_))
+    }
+
+    /// The shards to write, in order, for `tensors` tensors: a single file is one shard named
+    /// `file_name` holding them all.
+    pub fn shards(&self, tensors: usize, file_name: &str) -> Vec<Shard> {
+        match self {
+            Sharding::Single => vec![Shard {
+                name: file_name.to_string(),
+                tensors: 0..tensors,
+            }],
+            Sharding::Shards(shards) => shards.clone(),
+        }
+    }
+
     /// Keeps the input's sharding, unless `max_shard_size` is given: then a checkpoint larger
     /// than it is split into shards no larger than it (a single larger tensor gets a shard of its
     /// own), and a smaller one is written as one file.
