@@ -9,6 +9,7 @@ use clap::Args;
 
 use super::output::{Exit, UsageError};
 use cs_init::device::DeviceChoice;
+use cs_init::run::Limits;
 use cs_init_serve::Config;
 
 #[derive(Debug, Args)]
@@ -48,9 +49,40 @@ pub struct ServeArgs {
     /// Device of the workers: auto, cpu, cuda, cuda:N or metal.
     #[arg(long, default_value = "auto", value_name = "DEVICE")]
     device: DeviceChoice,
+
+    /// Most optimizer iterations per layer a job may ask for; more is refused with 422. 0: no
+    /// limit.
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    max_iters: usize,
+
+    /// Most probe pixels per layer a job may ask for (probe_batch x height x width; the
+    /// default is 4 inputs of 256x256); more is refused with 422. 0: no limit.
+    #[arg(long, default_value_t = 4 * 256 * 256, value_name = "N")]
+    max_probe_pixels: usize,
+
+    /// A job still running this long after it started ends failed, saying so (e.g. 1h, 30m).
+    /// 0: no limit.
+    #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = parse_time_limit)]
+    job_time_limit: TimeLimit,
 }
 
-/// Why a `--keep` value is not a duration.
+/// `--job-time-limit`: a duration, or none for 0.
+#[derive(Debug, Clone, Copy)]
+struct TimeLimit(Option<Duration>);
+
+fn parse_time_limit(text: &str) -> Result<TimeLimit, DurationError> {
+    if text.trim() == "0" {
+        return Ok(TimeLimit(None));
+    }
+    parse_duration(text).map(|limit| TimeLimit(Some(limit)))
+}
+
+/// A count flag where 0 means no limit.
+fn limit(n: usize) -> Option<usize> {
+    (n > 0).then_some(n)
+}
+
+/// Why a `--keep` or `--job-time-limit` value is not a duration.
 #[derive(Debug, thiserror::Error)]
 enum DurationError {
     #[error("'{text}': {error}; expected e.g. 7d, 12h or 30m")]
@@ -108,6 +140,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Exit> {
         keep: args.keep,
         allow_dirs,
         device: args.device,
+        limits: Limits {
+            max_iters: limit(args.max_iters),
+            max_probe_pixels: limit(args.max_probe_pixels),
+        },
+        job_time_limit: args.job_time_limit.0,
     })?;
     Ok(Exit::Success)
 }

@@ -765,6 +765,95 @@ fn a_failing_job_is_failed_with_the_command_lines_message() {
 }
 
 #[test]
+fn limits_refuse_what_a_hostile_client_asks_and_end_runaway_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &opts(&[
+            "--max-iters",
+            "5000",
+            "--max-probe-pixels",
+            "4096",
+            "--job-time-limit",
+            "1s",
+        ]),
+    );
+    let create = |settings: Value| {
+        server.post_json(
+            "/v1/jobs",
+            &json!({"input": "builtin:cnn1", "settings": settings}),
+        )
+    };
+    for (settings, field, limit) in [
+        (
+            json!({"iters": 1_000_000_000_000u64}),
+            "settings.iters",
+            "max_iters",
+        ),
+        (json!({"iters": 5001}), "settings.iters", "max_iters"),
+        (
+            json!({"probe_batch": 5, "probe_size": "32x32"}),
+            "settings.probe_size",
+            "max_probe_pixels",
+        ),
+        (
+            json!({"probe_size": "1000000x1000000"}),
+            "settings.probe_size",
+            "max_probe_pixels",
+        ),
+    ] {
+        let refused = create(settings.clone());
+        assert_eq!(refused.status, 422, "{settings}: {}", refused.text());
+        assert_eq!(refused.code(), "over_limit", "{settings}");
+        let message = refused.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            message.starts_with(field) && message.contains(limit),
+            "{message}"
+        );
+    }
+    assert_eq!(
+        server.get("/v1/jobs").json()["jobs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+
+    // The limits are in the description a client reads.
+    let spec = server.get("/openapi.json").json();
+    let properties = &spec["components"]["schemas"]["RunSettings"]["properties"];
+    assert_eq!(
+        properties["iters"]["maximum"], 5000,
+        "{}",
+        properties["iters"]
+    );
+    let probe_size = properties["probe_size"]["description"].as_str().unwrap();
+    assert!(probe_size.contains("4096") && probe_size.contains("max_probe_pixels"));
+    let description = spec["info"]["description"].as_str().unwrap();
+    assert!(description.contains("over_limit") && description.contains("time_limit"));
+
+    // At the caps a job is accepted; one that outlives the time limit ends failed, saying so,
+    // within a layer (an iteration of a ResNet-18 layer takes milliseconds), and leaves no files.
+    let job = server.submit(
+        "builtin:resnet18",
+        json!({"iters": 5000, "probe_size": "32x32"}),
+    );
+    let id = job["id"].as_str().unwrap();
+    let failed = server.wait(id);
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert_eq!(failed["error"]["code"], "time_limit", "{failed}");
+    let message = failed["error"]["message"].as_str().unwrap();
+    assert!(message.contains("time limit of 1s"), "{message}");
+    assert!(failed["result"].is_null(), "{failed}");
+    assert_eq!(server.get(&format!("/v1/jobs/{id}/report")).status, 409);
+    let jobs = server.data.join("jobs");
+    assert!(!jobs.join(id).exists() && !jobs.join(format!(".{id}.staging")).exists());
+}
+
+#[test]
 fn openapi_metrics_and_health_describe_the_service() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), &Options::default());

@@ -21,7 +21,7 @@ use super::store::{
 use super::view::{CreateJob, JobList, JobView, StoredFile, StoredResult};
 use cs_init::checkpoint::{CheckpointError, HubEnv};
 use cs_init::device::DeviceChoice;
-use cs_init::run::{hex, prepare, InputAccess, RunError, RunSettings};
+use cs_init::run::{hex, prepare, InputAccess, Limits, RunError, RunSettings};
 
 /// How the service runs (`cs-init serve`'s flags).
 #[derive(Debug, Clone)]
@@ -41,6 +41,10 @@ pub struct Config {
     /// Local paths under these (canonical) directories may be inputs.
     pub allow_dirs: Vec<PathBuf>,
     pub device: DeviceChoice,
+    /// Caps on a job's settings, refused with 422 when a request is over one.
+    pub limits: Limits,
+    /// A job still running this long after its run started ends `failed` (`time_limit`).
+    pub job_time_limit: Option<Duration>,
 }
 
 /// The service's state, shared by the HTTP handlers, the workers and the sweeper.
@@ -344,8 +348,15 @@ impl Service {
         )?;
         request
             .settings
-            .check()
-            .map_err(|e| ServiceError::invalid("invalid_setting", format!("settings.{e}")))?;
+            .check_within(&self.config.limits)
+            .map_err(|e| {
+                let code = if e.over_limit {
+                    "over_limit"
+                } else {
+                    "invalid_setting"
+                };
+                ServiceError::invalid(code, format!("settings.{e}"))
+            })?;
         if let Some(dir) = &request.settings.probe_images {
             allowed_path(&dir.display().to_string(), &self.config.allow_dirs).map_err(|e| {
                 ServiceError {

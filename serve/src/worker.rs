@@ -190,10 +190,33 @@ fn execute(
         command_line: format!("cs-init serve (job {})", job.id),
         input_label: Some(job.input.clone()),
     };
-    let mut observer = JobObserver::new(service, &job.id, live.clone());
+    let deadline = service
+        .config
+        .job_time_limit
+        .map(|limit| (Instant::now() + limit, limit));
+    let mut observer = JobObserver::new(service, &job.id, live.clone(), deadline);
+    // A cancel asked for wins: the job ends canceled, as asked.
+    let timed_out = |observer: &JobObserver| {
+        let limit = observer
+            .past_deadline()
+            .filter(|_| !live.cancel_requested());
+        limit.map(|limit| {
+            failed(
+                "time_limit",
+                format!(
+                    "the job ran past this service's per-job time limit of {} (job_time_limit); \
+                     ask for fewer iterations or a smaller probe",
+                    humantime::format_duration(limit)
+                ),
+            )
+        })
+    };
     let outcome = pool
         .install(|| prepared.execute(&execution, &mut observer))
-        .map_err(run_failed)?;
+        .map_err(|e| match e {
+            RunError::Stopped => timed_out(&observer).unwrap_or(Failure::Stopped),
+            e => run_failed(e),
+        })?;
 
     let relative = |path: &std::path::Path| {
         path.strip_prefix(&staging)
@@ -233,7 +256,7 @@ fn execute(
     };
     // The last chance to stop: once published, the job has succeeded.
     if observer.stop_requested() {
-        return Err(Failure::Stopped);
+        return Err(timed_out(&observer).unwrap_or(Failure::Stopped));
     }
     service.layout.publish(&job.id).map_err(io)?;
     Ok((
@@ -249,11 +272,13 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Turns the pipeline's progress into the job's live progress, its events and its durable
-/// per-layer record; stops the run on cancel or shutdown.
+/// per-layer record; stops the run on cancel, shutdown or the per-job time limit.
 struct JobObserver<'a> {
     service: &'a Service,
     id: &'a str,
     live: Arc<LiveJob>,
+    /// When the run must end, and the limit that set it.
+    deadline: Option<(Instant, Duration)>,
     /// Conv tensors finished so far.
     finished: usize,
     position: usize,
@@ -261,15 +286,28 @@ struct JobObserver<'a> {
 }
 
 impl<'a> JobObserver<'a> {
-    fn new(service: &'a Service, id: &'a str, live: Arc<LiveJob>) -> Self {
+    fn new(
+        service: &'a Service,
+        id: &'a str,
+        live: Arc<LiveJob>,
+        deadline: Option<(Instant, Duration)>,
+    ) -> Self {
         Self {
             service,
             id,
             live,
+            deadline,
             finished: 0,
             position: 0,
             last_event: Instant::now(),
         }
+    }
+
+    /// The time limit, once the run is past it.
+    fn past_deadline(&self) -> Option<Duration> {
+        self.deadline
+            .filter(|(deadline, _)| Instant::now() >= *deadline)
+            .map(|(_, limit)| limit)
     }
 
     fn send(&self, name: &'static str, data: serde_json::Value) {
@@ -357,7 +395,9 @@ impl Observer for JobObserver<'_> {
     }
 
     fn stop_requested(&self) -> bool {
-        self.live.cancel_requested() || self.service.live.shutting_down()
+        self.live.cancel_requested()
+            || self.service.live.shutting_down()
+            || self.past_deadline().is_some()
     }
 }
 

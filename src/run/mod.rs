@@ -19,6 +19,7 @@
 
 mod digest;
 mod error;
+mod limits;
 mod metadata;
 mod observer;
 mod outputs;
@@ -44,6 +45,7 @@ use pipeline::{items, process, Job, LayerCount};
 
 pub use digest::hex;
 pub use error::RunError;
+pub use limits::Limits;
 pub use observer::{LayerStart, Observer, Silent};
 pub use outputs::Destination;
 pub use settings::{

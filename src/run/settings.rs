@@ -15,6 +15,8 @@ use crate::plan::{KernelLayout, Selection};
 use crate::probe::{ProbeNoise, ProbePadding, ProbeSettings, ProbeSource};
 use crate::Variant;
 
+use super::limits::Limits;
+
 /// Which optimizer minimizes L_CS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -126,13 +128,16 @@ pub const DEFAULT_KERNEL_COSINE_SAMPLE: u32 = 128;
 /// docs/math.md), for a fifth of the exact probe's cost on ResNet-50.
 pub const DEFAULT_PROBE_SAMPLE: u32 = 128;
 
-/// A setting that makes no sense, named as in [`RunSettings`].
+/// A setting that makes no sense, or asks for more than a service's [`Limits`], named as in
+/// [`RunSettings`].
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{field}: {message}")]
 pub struct SettingsError {
     /// The field (`lr`, `momentum`, ...); the command line's flag is `--` plus it with dashes.
     pub field: &'static str,
     pub message: String,
+    /// The setting is valid but over one of the [`Limits`] the check was given.
+    pub over_limit: bool,
 }
 
 impl SettingsError {
@@ -140,6 +145,14 @@ impl SettingsError {
         Self {
             field,
             message: message.into(),
+            over_limit: false,
+        }
+    }
+
+    pub(super) fn over_limit(field: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            over_limit: true,
+            ..Self::new(field, message)
         }
     }
 }
@@ -159,6 +172,12 @@ pub struct CheckedSettings {
 impl RunSettings {
     /// Checks every field and builds what the pipeline runs.
     pub fn check(&self) -> Result<CheckedSettings, SettingsError> {
+        self.check_within(&Limits::NONE)
+    }
+
+    /// [`RunSettings::check`], also refusing what asks for more than `limits` (a service's).
+    pub fn check_within(&self, limits: &Limits) -> Result<CheckedSettings, SettingsError> {
+        limits.check_iters(self.iters)?;
         if !(self.lr.is_finite() && self.lr >= 0.0) {
             return Err(SettingsError::new(
                 "lr",
@@ -208,6 +227,7 @@ impl RunSettings {
             }
             let (height, width) = parse_probe_size(&self.probe_size)
                 .map_err(|e| SettingsError::new("probe_size", e.to_string()))?;
+            limits.check_probe(self.probe_batch as usize, height, width)?;
             Some(ProbeSettings {
                 source: match (&self.probe_images, self.probe_noise) {
                     (Some(_), ProbeNoise::Centered) => {
@@ -401,5 +421,36 @@ mod tests {
                 momentum: 0.9
             })
         );
+    }
+
+    #[test]
+    fn limits_refuse_what_is_over_them_and_name_them() {
+        let limits = Limits {
+            max_iters: Some(1000),
+            max_probe_pixels: Some(4 * 64 * 64),
+        };
+        let within = |json: &str| {
+            serde_json::from_str::<RunSettings>(json)
+                .unwrap()
+                .check_within(&limits)
+        };
+        assert!(within(r#"{"iters": 1000, "probe_batch": 4, "probe_size": "64x64"}"#).is_ok());
+
+        let e = within(r#"{"iters": 1000000000000}"#).unwrap_err();
+        assert_eq!((e.field, e.over_limit), ("iters", true));
+        assert!(e.message.contains("limit of 1000") && e.message.contains("max_iters"));
+
+        let e = within(r#"{"probe_batch": 5, "probe_size": "64x64"}"#).unwrap_err();
+        assert_eq!((e.field, e.over_limit), ("probe_size", true));
+        assert!(e.message.contains("20480 pixels") && e.message.contains("max_probe_pixels"));
+        // A size overflowing usize is still over the limit, not wrapped below it.
+        let e = within(r#"{"probe_size": "99999999999x99999999999"}"#).unwrap_err();
+        assert!(e.over_limit);
+        // Without the probe its size is not run, so not capped.
+        assert!(within(r#"{"probe": false, "probe_size": "1000x1000"}"#).is_ok());
+
+        // Invalid settings are still invalid, not over a limit; the command line has no limits.
+        assert!(!within(r#"{"lr": -1}"#).unwrap_err().over_limit);
+        assert!(check(r#"{"iters": 1000000000000, "probe_size": "1000x1000"}"#).is_ok());
     }
 }

@@ -5,6 +5,7 @@ pub mod error;
 mod events;
 mod files;
 mod jobs;
+mod limits;
 mod system;
 mod uploads;
 
@@ -68,15 +69,10 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(system::page))
 }
 
-/// The OpenAPI description of [`router`]'s routes.
-pub fn openapi_json() -> String {
-    let (_, api) = api().split_for_parts();
-    api.to_pretty_json().expect("the description serializes")
-}
-
 /// The whole HTTP interface.
 pub fn router(service: Arc<Service>, shutdown: watch::Receiver<bool>) -> Router {
-    let (router, api) = api().split_for_parts();
+    let (router, mut api) = api().split_for_parts();
+    limits::describe(&mut api, &service.config);
     let state = AppState {
         service,
         openapi: Arc::new(api.to_pretty_json().expect("the description serializes")),
