@@ -27,8 +27,9 @@ fn sse(event: &Event) -> Result<SseEvent, Infallible> {
 /// Events: `job` (the job object; first, on every state change, and last), `layer_started`
 /// (`position`, `count`, `name`, `shape`, `iterations`), `iteration` (`position`, `iteration`,
 /// `loss`; a few per second), `iterations` (the current layer's points so far, for a late
-/// client), `layer_finished` (`ordinal`, `position`, and the layer as in the report). Events
-/// are idempotent by `position`/`ordinal`: a late client may see one twice.
+/// client), `layer_finished` (`ordinal`, `position`, and the layer as in the report), each
+/// finished layer once: the stored ones first, then the live ones after them. Events are
+/// idempotent by `position`/`ordinal`, so a client that reconnects can merge what it sees again.
 #[utoipa::path(
     get,
     path = "/v1/jobs/{id}/events",
@@ -51,7 +52,7 @@ pub async fn stream(
     let live = service.live.job(&id);
     let events = live.subscribe();
     let snapshot_id = id.clone();
-    let (initial, terminal) = blocking(&service, move |s| {
+    let (initial, caught_up, terminal) = blocking(&service, move |s| {
         let row = s.job_row(&snapshot_id)?;
         let view = s.view_of(&row);
         let mut initial = vec![Event {
@@ -59,7 +60,9 @@ pub async fn stream(
             data: serde_json::to_string(&view).expect("a job serializes"),
             terminal: false,
         }];
-        for layer in s.store.layers(&snapshot_id)? {
+        let layers = s.store.layers(&snapshot_id)?;
+        let caught_up = layers.len();
+        for layer in layers {
             initial.push(Event {
                 name: "layer_finished",
                 data: layer,
@@ -82,7 +85,7 @@ pub async fn stream(
                 });
             }
         }
-        Ok((initial, row.state.is_terminal()))
+        Ok((initial, caught_up, row.state.is_terminal()))
     })
     .await?;
     if terminal {
@@ -93,14 +96,17 @@ pub async fn stream(
     let rest = if terminal {
         stream::empty().left_stream()
     } else {
-        live_events(events, state.shutdown.clone(), service, id).right_stream()
+        live_events(events, caught_up, state.shutdown.clone(), service, id).right_stream()
     };
     Ok(Sse::new(first.chain(rest)).keep_alive(KeepAlive::default()))
 }
 
 /// The live events until the terminal one, or until the server shuts down.
+/// The live events after the snapshot; `caught_up` layers were in it (ordinals 1 to
+/// `caught_up`, as the store numbers them), and are not sent again.
 fn live_events(
     events: broadcast::Receiver<Arc<Event>>,
+    caught_up: usize,
     shutdown: watch::Receiver<bool>,
     service: Arc<crate::service::Service>,
     id: String,
@@ -114,9 +120,15 @@ fn live_events(
                 if done || *shutdown.borrow() {
                     return None;
                 }
-                let received = tokio::select! {
-                    received = events.recv() => received,
-                    _ = shutdown.changed() => return None,
+                let received = loop {
+                    let received = tokio::select! {
+                        received = events.recv() => received,
+                        _ = shutdown.changed() => return None,
+                    };
+                    match &received {
+                        Ok(event) if in_snapshot(event, caught_up) => continue,
+                        _ => break received,
+                    }
                 };
                 match received {
                     Ok(event) => Some((sse(&event), (events, shutdown, event.terminal))),
@@ -139,4 +151,14 @@ fn live_events(
             }
         },
     )
+}
+
+/// A `layer_finished` event the client already had from the snapshot: subscribed before the
+/// snapshot was read, the stream also receives the layers stored meanwhile.
+fn in_snapshot(event: &Event, caught_up: usize) -> bool {
+    event.name == "layer_finished"
+        && serde_json::from_str::<serde_json::Value>(&event.data)
+            .ok()
+            .and_then(|record| record["ordinal"].as_u64())
+            .is_some_and(|ordinal| ordinal as usize <= caught_up)
 }
