@@ -11,6 +11,7 @@ mod conv_kinds;
 mod filter_sample;
 mod fuzz_regressions;
 mod identity;
+mod in_memory;
 mod minimize;
 mod plot;
 mod probe_sample;

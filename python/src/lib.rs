@@ -24,13 +24,11 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
-use cs_init::checkpoint::{tensor_from_bytes, tensor_to_bytes, Dtype, TensorInfo};
-use cs_init::plan::{plan, ConvWeight};
-use cs_init::report::{LayerReport, ReportSettings, RunReport, Totals};
-use cs_init::run::pipeline::{layer_report, optimize_weight, Job};
+use cs_init::checkpoint::{Dtype, TensorInfo};
+use cs_init::report::LayerReport;
 use cs_init::run::{
-    prepare, with_threads, Destination, Execution, InputAccess, LayerStart, Observer, RunError,
-    RunSettings, SettingsError,
+    prepare, run_in_memory, with_threads, Destination, Execution, InputAccess, LayerStart,
+    Observer, RunError, RunLabels, RunSettings, SettingsError, StateDict,
 };
 use cs_init::similarity::fused::{self, Real};
 use cs_init::{KernelGeometry, Variant};
@@ -59,7 +57,7 @@ fn run_error(py: Python<'_>, e: RunError) -> PyErr {
         RunError::Settings(s) => return settings_error(py, s),
         RunError::Checkpoint(_) => "CheckpointError",
         RunError::Device(_) => "DeviceError",
-        RunError::NoConvLayers { .. } => "NoConvLayersError",
+        RunError::NoConvLayers { .. } | RunError::NothingSelected { .. } => "NoConvLayersError",
         RunError::Output(_) => "OutputError",
         RunError::Stopped => "StoppedError",
         RunError::Compute(_) => "ComputeError",
@@ -327,14 +325,12 @@ fn dtype(py: Python<'_>, name: &str) -> PyResult<Dtype> {
 }
 
 /// The pipeline's per-tensor work on a model's conv weights, as `cs-init` does it on the model's
-/// state dict saved with safetensors.
+/// state dict saved with safetensors (`cs_init::run::run_in_memory`).
 ///
 /// `tensors` is every entry of the state dict (name, safetensors dtype name, shape), as the
 /// planner sees a checkpoint; `weights` the conv modules' weights among them (index into
 /// `tensors`, little-endian bytes in the given dtype and shape, filters along the first axis).
-/// Layers are taken in the order safetensors stores the state dict (dtype, then name), which is
-/// the order the command numbers them in, so that the probe's inputs are the same. Returns the
-/// report's JSON and every optimized weight's new bytes (index, bytes).
+/// Returns the report's JSON and every optimized weight's new bytes (index, bytes).
 #[pyfunction]
 #[pyo3(signature = (tensors, weights, settings_json, threads=None, progress=None,
     command_line=String::new(), input_label=String::new()))]
@@ -349,9 +345,10 @@ fn decorrelate<'py>(
     command_line: String,
     input_label: String,
 ) -> PyResult<(String, Vec<(usize, Bound<'py, PyArray1<u8>>)>)> {
-    let run_settings = settings(py, settings_json)?;
-    let checked = run_settings.check().map_err(|e| settings_error(py, &e))?;
-    let infos = tensors
+    let checked = settings(py, settings_json)?
+        .check()
+        .map_err(|e| settings_error(py, &e))?;
+    let tensors = tensors
         .iter()
         .map(|(name, dtype_name, shape)| {
             Ok(TensorInfo {
@@ -363,16 +360,36 @@ fn decorrelate<'py>(
             })
         })
         .collect::<PyResult<Vec<_>>>()?;
-    let plan = plan(&infos, &checked.selection);
-    let mut bytes: Vec<Option<&[u8]>> = vec![None; infos.len()];
-    for (index, array) in &weights {
+    let bytes = weight_bytes(&tensors, &weights)?;
+    let dict = StateDict { tensors, bytes };
+    let labels = RunLabels {
+        command_line,
+        input: input_label,
+    };
+    let work = |relay: &mut Relay| run_in_memory(&dict, &checked, &labels, relay);
+    let outcome = drive(py, threads, progress.as_ref(), work)?.map_err(|e| run_error(py, e))?;
+    let written = outcome
+        .weights
+        .into_iter()
+        .map(|(i, b)| (i, PyArray1::from_vec(py, b)))
+        .collect();
+    Ok((outcome.report.to_json(), written))
+}
+
+/// Each weight's bytes by its index into `tensors`, checked against its shape and dtype.
+fn weight_bytes<'a>(
+    tensors: &[TensorInfo],
+    weights: &'a [(usize, PyReadonlyArray1<'_, u8>)],
+) -> PyResult<Vec<Option<&'a [u8]>>> {
+    let mut bytes: Vec<Option<&[u8]>> = vec![None; tensors.len()];
+    for (index, array) in weights {
         let slot = bytes
             .get_mut(*index)
             .ok_or_else(|| PyValueError::new_err(format!("weight index {index} out of range")))?;
         let data = array
             .as_slice()
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
-        let info = &infos[*index];
+        let info = &tensors[*index];
         let expected = info.shape.iter().product::<usize>() * info.dtype.bitsize() / 8;
         if data.len() != expected {
             return Err(PyValueError::new_err(format!(
@@ -385,114 +402,7 @@ fn decorrelate<'py>(
         }
         *slot = Some(data);
     }
-    // The order of a safetensors file's data: dtype (descending), then name.
-    let mut order: Vec<usize> = (0..infos.len()).collect();
-    order.sort_by(|&a, &b| {
-        (infos[b].dtype.cmp(&infos[a].dtype)).then(infos[a].name.cmp(&infos[b].name))
-    });
-    let convs: Vec<usize> = order
-        .into_iter()
-        .filter(|&i| bytes[i].is_some() && plan[i].kind.is_some())
-        .collect();
-    let selected = convs.iter().filter(|&&i| plan[i].optimize).count();
-    if selected == 0 {
-        let names: Vec<&str> = bytes
-            .iter()
-            .zip(&infos)
-            .filter(|(b, _)| b.is_some())
-            .map(|(_, i)| i.name.as_str())
-            .collect();
-        let reasons: Vec<String> = bytes
-            .iter()
-            .zip(&plan)
-            .filter(|(b, _)| b.is_some())
-            .map(|(_, e)| format!("{}: {}", e.name, e.reason))
-            .take(12)
-            .collect();
-        return Err(error(
-            py,
-            "NoConvLayersError",
-            format!(
-                "{input_label}: no conv layer to optimize among its {} conv weights ({})",
-                names.len(),
-                reasons.join("; ")
-            ),
-        ));
-    }
-    let started = Instant::now();
-    let device = Device::Cpu;
-    let work = |relay: &mut Relay| -> Result<_, RunError> {
-        let job = Job::new(&checked, &device)?;
-        let mut layers = Vec::new();
-        let mut written = Vec::new();
-        let mut position = 0;
-        for &i in &convs {
-            if relay.stop_requested() {
-                return Err(RunError::Stopped);
-            }
-            let (entry, info) = (&plan[i], &infos[i]);
-            let kind = entry.kind.expect("conv weights only");
-            if !entry.optimize {
-                let outcome = cs_init::report::LayerOutcome::Skipped {
-                    reason: entry.reason.clone(),
-                };
-                let report = layer_report(entry, kind, outcome);
-                relay.layer_finished(&report);
-                layers.push(report);
-                continue;
-            }
-            position += 1;
-            relay.layer_started(&LayerStart {
-                name: &entry.name,
-                shape: &entry.shape,
-                position,
-                count: selected,
-                iterations: job.settings.iterations,
-            });
-            let data = bytes[i].expect("conv weights have bytes");
-            let stored = tensor_from_bytes(data, info.dtype, &info.shape, &device)?;
-            let weight = ConvWeight::from_stored(stored, job.layout)?;
-            let (outcome, new) = optimize_weight(&weight, entry, &job, position as u64, relay)?;
-            let report = layer_report(entry, kind, outcome);
-            relay.layer_finished(&report);
-            layers.push(report);
-            if let Some(new) = new {
-                written.push((i, tensor_to_bytes(&new)?));
-            }
-        }
-        let mut totals = Totals::from_layers(infos.len(), &layers);
-        totals.total_seconds = started.elapsed().as_secs_f64();
-        totals.peak_memory_bytes = cs_init::report::peak_memory_bytes();
-        let report = RunReport {
-            schema_version: cs_init::report::SCHEMA_VERSION,
-            tool: "cs-init",
-            version: env!("CARGO_PKG_VERSION"),
-            command_line: command_line.clone(),
-            input: input_label.clone(),
-            input_sha256: String::new(),
-            input_notes: Vec::new(),
-            output: String::new(),
-            settings: ReportSettings {
-                minimize: job.settings.clone(),
-                seed: checked.seed,
-                device: cs_init::device::describe(&device).into(),
-                engine: "fused",
-                layout: job.layout,
-                probe: job.probe.as_ref().map(|p| p.settings().clone()),
-                kernel_cosine_sample: job.sampling.limit,
-            },
-            totals,
-            layers,
-        };
-        Ok((report.to_json(), written))
-    };
-    let (report, written) =
-        drive(py, threads, progress.as_ref(), work)?.map_err(|e| run_error(py, e))?;
-    let written = written
-        .into_iter()
-        .map(|(i, b)| (i, PyArray1::from_vec(py, b)))
-        .collect();
-    Ok((report, written))
+    Ok(bytes)
 }
 
 /// A conv weight's geometry, or TypeError/ValueError as Python users expect.

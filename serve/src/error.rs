@@ -91,7 +91,7 @@ pub fn run_error_code(e: &RunError) -> &'static str {
             | CheckpointError::WillNotReplace { .. } => "output_conflict",
             _ => "bad_input",
         },
-        RunError::NoConvLayers { .. } => "no_conv_layer",
+        RunError::NoConvLayers { .. } | RunError::NothingSelected { .. } => "no_conv_layer",
         RunError::Device(_) => "device_unavailable",
         RunError::Output(_) => "output_conflict",
         RunError::Stopped => "stopped",

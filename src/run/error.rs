@@ -26,6 +26,14 @@ pub enum RunError {
         names: String,
     },
 
+    /// No conv weight handed over in memory (a model's) is one the selection rules optimize.
+    #[error("{origin}: no conv layer to optimize among its {count} conv weights ({reasons})")]
+    NothingSelected {
+        origin: String,
+        count: usize,
+        reasons: String,
+    },
+
     /// The outputs would replace the input, each other, or existing files.
     #[error("{0}")]
     Output(String),

@@ -19,6 +19,7 @@
 
 mod digest;
 mod error;
+mod in_memory;
 mod limits;
 mod metadata;
 mod observer;
@@ -38,13 +39,14 @@ use crate::checkpoint::{
 };
 use crate::input::{Input, Opened, ResolveOptions};
 use crate::plan::{plan_files, PlanEntry};
-use crate::report::{ReportSettings, RunReport, Totals};
+use crate::report::{RunReport, Totals};
 use digest::HashingWriter;
 use outputs::OutputPaths;
 use pipeline::{items, process, Job, LayerCount};
 
 pub use digest::hex;
 pub use error::RunError;
+pub use in_memory::{run_in_memory, InMemoryOutcome, RunLabels, StateDict};
 pub use limits::Limits;
 pub use observer::{LayerStart, Observer, Silent};
 pub use outputs::Destination;
@@ -258,15 +260,7 @@ impl Prepared {
             input_sha256,
             input_notes: self.opened.notes.clone(),
             output: paths.checkpoint.display().to_string(),
-            settings: ReportSettings {
-                minimize: self.settings.minimize.clone(),
-                seed: self.settings.seed,
-                device: crate::device::describe(device).into(),
-                engine: if device.is_cpu() { "fused" } else { "portable" },
-                layout: job.layout,
-                probe: job.probe.as_ref().map(|p| p.settings().clone()),
-                kernel_cosine_sample: job.sampling.limit,
-            },
+            settings: job.report_settings(self.settings.seed),
             totals,
             layers,
         };

@@ -19,7 +19,7 @@ use crate::metrics::NormRatio;
 use crate::minimize::{minimize_while, Engine, Minimized, Settings};
 use crate::plan::{ConvKind, ConvWeight, KernelLayout, PlanEntry};
 use crate::probe::{LayerSession, Probe};
-use crate::report::{Curve, LayerOutcome, LayerReport, WeightFigures, Work};
+use crate::report::{Curve, LayerOutcome, LayerReport, ReportSettings, WeightFigures, Work};
 use crate::similarity::RecordFigures;
 
 /// How every layer is processed.
@@ -154,6 +154,23 @@ impl Job {
                 .transpose()?,
             sampling: settings.sampling,
         })
+    }
+
+    /// The settings as the report records them.
+    pub fn report_settings(&self, seed: u64) -> ReportSettings {
+        ReportSettings {
+            minimize: self.settings.clone(),
+            seed,
+            device: crate::device::describe(&self.device).into(),
+            engine: if self.device.is_cpu() {
+                "fused"
+            } else {
+                "portable"
+            },
+            layout: self.layout,
+            probe: self.probe.as_ref().map(|p| p.settings().clone()),
+            kernel_cosine_sample: self.sampling.limit,
+        }
     }
 
     /// The figures of a weight (PyTorch layout, f32) as the `layer`-th layer, the probe's
