@@ -15,7 +15,7 @@ import os
 
 import numpy as _np
 
-from . import _native
+from . import _errors, _native
 from ._errors import (
     CheckpointError,
     ComputeError,
@@ -130,17 +130,9 @@ def run(
     )
 
 
+# The exception classes are _errors' own list, so that a new one is exported where it is defined.
 __all__ = [
-    "Error",
-    "SettingsError",
-    "CheckpointError",
-    "OutputError",
-    "NoConvLayersError",
-    "ModelError",
-    "WeightTypeError",
-    "DeviceError",
-    "ComputeError",
-    "StoppedError",
+    *_errors.__all__,
     "Report",
     "VARIANTS",
     "conv_similarity",
