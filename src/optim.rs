@@ -3,8 +3,8 @@
 //! Given the same weights, gradients and hyper-parameters, [`Adam`] follows `torch.optim.Adam`
 //! (bias-corrected, `eps` added after the square root, no weight decay, no amsgrad) and [`Sgd`]
 //! follows `torch.optim.SGD` (optional momentum with PyTorch's formula `b = μ b + g`, `w -= lr b`,
-//! no dampening, no Nesterov). With the `candle-nn` feature both implement `candle_nn::Optimizer`,
-//! so they drop into a candle training loop. The fused CPU engine applies the same per-element rules ([`AdamFactors::apply`])
+//! no dampening, no Nesterov). Both implement [`candle_nn::Optimizer`], so they drop into a candle
+//! training loop. The fused CPU engine applies the same per-element rules ([`AdamFactors::apply`])
 //! in place.
 
 use candle_core::backprop::GradStore;
@@ -186,9 +186,10 @@ pub struct Adam {
     steps: usize,
 }
 
-impl Adam {
-    /// The optimizer of `vars` (those of a float dtype).
-    pub fn new(vars: Vec<Var>, config: AdamConfig) -> candle_core::Result<Self> {
+impl candle_nn::Optimizer for Adam {
+    type Config = AdamConfig;
+
+    fn new(vars: Vec<Var>, config: AdamConfig) -> candle_core::Result<Self> {
         config.validate().map_err(candle_core::Error::wrap)?;
         let params = vars
             .into_iter()
@@ -206,8 +207,7 @@ impl Adam {
         })
     }
 
-    /// One step on the gradients of `grads`.
-    pub fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
+    fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
         self.steps += 1;
         let step = self.config.step(self.steps);
         for (var, m, v) in self.params.iter_mut() {
@@ -220,11 +220,11 @@ impl Adam {
         Ok(())
     }
 
-    pub fn learning_rate(&self) -> f64 {
+    fn learning_rate(&self) -> f64 {
         self.config.lr
     }
 
-    pub fn set_learning_rate(&mut self, lr: f64) {
+    fn set_learning_rate(&mut self, lr: f64) {
         self.config.lr = lr;
     }
 }
@@ -236,9 +236,10 @@ pub struct Sgd {
     params: Vec<(Var, Option<Tensor>)>,
 }
 
-impl Sgd {
-    /// The optimizer of `vars` (those of a float dtype).
-    pub fn new(vars: Vec<Var>, config: SgdConfig) -> candle_core::Result<Self> {
+impl candle_nn::Optimizer for Sgd {
+    type Config = SgdConfig;
+
+    fn new(vars: Vec<Var>, config: SgdConfig) -> candle_core::Result<Self> {
         config.validate().map_err(candle_core::Error::wrap)?;
         let params = vars
             .into_iter()
@@ -248,8 +249,7 @@ impl Sgd {
         Ok(Self { config, params })
     }
 
-    /// One step on the gradients of `grads`.
-    pub fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
+    fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
         for (var, buffer) in self.params.iter_mut() {
             let Some(g) = grads.get(var) else { continue };
             let direction = if self.config.momentum > 0.0 {
@@ -267,42 +267,11 @@ impl Sgd {
         Ok(())
     }
 
-    pub fn learning_rate(&self) -> f64 {
+    fn learning_rate(&self) -> f64 {
         self.config.lr
     }
 
-    pub fn set_learning_rate(&mut self, lr: f64) {
+    fn set_learning_rate(&mut self, lr: f64) {
         self.config.lr = lr;
     }
 }
-
-/// With the `candle-nn` feature, both drop into a candle training loop as [`candle_nn::Optimizer`]s.
-#[cfg(feature = "candle-nn")]
-macro_rules! candle_nn_optimizer {
-    ($optimizer:ty, $config:ty) => {
-        impl candle_nn::Optimizer for $optimizer {
-            type Config = $config;
-
-            fn new(vars: Vec<Var>, config: $config) -> candle_core::Result<Self> {
-                <$optimizer>::new(vars, config)
-            }
-
-            fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
-                <$optimizer>::step(self, grads)
-            }
-
-            fn learning_rate(&self) -> f64 {
-                <$optimizer>::learning_rate(self)
-            }
-
-            fn set_learning_rate(&mut self, lr: f64) {
-                <$optimizer>::set_learning_rate(self, lr)
-            }
-        }
-    };
-}
-
-#[cfg(feature = "candle-nn")]
-candle_nn_optimizer!(Adam, AdamConfig);
-#[cfg(feature = "candle-nn")]
-candle_nn_optimizer!(Sgd, SgdConfig);

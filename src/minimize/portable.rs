@@ -4,6 +4,7 @@
 use std::ops::ControlFlow;
 
 use candle_core::{DType, Tensor, Var};
+use candle_nn::Optimizer;
 
 use super::{Settings, Trace};
 use crate::optim::{Adam, OptimizerConfig, Sgd};
