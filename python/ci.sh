@@ -38,8 +38,8 @@ done_step
 
 # The Rust binary from the same sources and profile, which the wheel's `cs-init` console script is
 # compared with byte for byte (tests/test_cli.py); its dependencies are the wheel's, already built.
-step "cargo build --profile $profile -p cs-init-cli (the binary the console script must match)"
-(cd "$root" && cargo build --profile "$profile" -p cs-init-cli)
+step "cargo build --profile $profile -p cs-init-cli --features serve (the binary the script must match)"
+(cd "$root" && cargo build --profile "$profile" -p cs-init-cli --features serve)
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 case "$profile" in dev) binary="$target_dir/debug/cs-init" ;; *) binary="$target_dir/$profile/cs-init" ;; esac
 done_step

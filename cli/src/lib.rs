@@ -14,7 +14,7 @@ mod plan;
 mod progress;
 mod reproduce;
 mod run;
-#[cfg(feature = "serve")]
+#[cfg_attr(not(feature = "serve"), path = "serve_unavailable.rs")]
 mod serve;
 
 use std::ffi::OsString;
@@ -79,6 +79,9 @@ enum Command {
     /// Run the job service: an HTTP API, a web page, a job store (docs/service.md).
     #[cfg(feature = "serve")]
     Serve(serve::ServeArgs),
+    /// Run the job service (not in this build: build with `--features serve`).
+    #[cfg(not(feature = "serve"))]
+    Serve(serve::Unavailable),
 }
 
 /// Options every command takes.
@@ -304,10 +307,7 @@ pub fn main_from(args: impl IntoIterator<Item = OsString>) -> u8 {
         .collect::<Vec<_>>()
         .join(" ");
     let cli = Cli::parse_from(args);
-    #[cfg(feature = "serve")]
-    let serving = matches!(cli.command, Some(Command::Serve(_)));
-    #[cfg(not(feature = "serve"))]
-    let serving = false;
+    let serving = cfg!(feature = "serve") && matches!(cli.command, Some(Command::Serve(_)));
     init_tracing(&cli.global, serving);
     // The service stops gracefully on its own signal handlers instead.
     if !serving {
@@ -325,7 +325,6 @@ pub fn main_from(args: impl IntoIterator<Item = OsString>) -> u8 {
         Some(Command::New(args)) => new::run(args, quiet),
         Some(Command::Check(args)) => check::run(args, quiet),
         Some(Command::Reproduce(args)) => reproduce::run(args, quiet),
-        #[cfg(feature = "serve")]
         Some(Command::Serve(args)) => serve::run(args),
         None => run::run(cli.run, quiet, command_line),
     };

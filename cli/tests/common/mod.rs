@@ -4,6 +4,7 @@
 
 #[path = "../../../tests/common/mod.rs"]
 mod library;
+#[cfg(feature = "serve")]
 pub mod server;
 
 #[allow(unused_imports)] // each test binary uses some of the helpers
