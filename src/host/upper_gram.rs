@@ -4,7 +4,7 @@ use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
 use crate::host::gemm::{product, Strided};
-use crate::host::values::{with_values, Values};
+use crate::host::values::{with_values, HostFloat, Values};
 use crate::Result;
 
 /// The strict upper triangle of `rows rowsᵀ` for rows `[B, S, N]`, computed in tiles of
@@ -132,7 +132,7 @@ impl Shape {
         for r in 0..n {
             let row = &scratch.products[r * width + r + 1..(r + 1) * width];
             scratch.widened.clear();
-            scratch.widened.extend(row.iter().map(|v| v.to_f64()));
+            scratch.widened.extend(row.iter().map(|v| v.widen()));
             for (t, v) in sum.iter_mut().zip(row_sum(b, start + r, &scratch.widened)) {
                 *t += v;
             }
@@ -157,7 +157,7 @@ impl<T> Default for Scratch<T> {
 }
 
 /// The dtypes the products run in.
-trait Element: candle_core::WithDType + 'static {}
+trait Element: HostFloat + 'static {}
 
 impl Element for f32 {}
 impl Element for f64 {}

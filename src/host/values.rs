@@ -36,11 +36,43 @@ pub(crate) fn with_values<R>(tensor: &Tensor, use_values: impl FnOnce(Values) ->
     })
 }
 
+/// The two dtypes our loops read ([`Values`]), widened to f64 and narrowed back. Inlined into the
+/// loops, where candle's `WithDType::to_f64` is a call into candle-core, which is built at a
+/// lower opt-level than this crate (Cargo.toml).
+pub(crate) trait HostFloat: WithDType + num_traits::Float {
+    fn widen(self) -> f64;
+    fn narrow(x: f64) -> Self;
+}
+
+impl HostFloat for f32 {
+    #[inline(always)]
+    fn widen(self) -> f64 {
+        f64::from(self)
+    }
+
+    #[inline(always)]
+    fn narrow(x: f64) -> Self {
+        x as f32
+    }
+}
+
+impl HostFloat for f64 {
+    #[inline(always)]
+    fn widen(self) -> f64 {
+        self
+    }
+
+    #[inline(always)]
+    fn narrow(x: f64) -> Self {
+        x
+    }
+}
+
 /// `sum_k a[r, k] b[r, k]` in f64 for every row `r` of `len` values (`len > 0`) of two tensors
 /// with as many values, in one parallel pass over the values where they lie. Each row is summed
 /// in a fixed order that depends only on `len`, so the sums do not depend on the threads.
 pub(crate) fn row_dots(a: &Tensor, b: &Tensor, len: usize) -> Result<Vec<f64>> {
-    fn dots<A: WithDType, B: WithDType>(a: &[A], b: &[B], len: usize) -> Vec<f64> {
+    fn dots<A: HostFloat, B: HostFloat>(a: &[A], b: &[B], len: usize) -> Vec<f64> {
         a.par_chunks(len)
             .zip(b.par_chunks(len))
             .map(|(x, y)| dot(x, y))
@@ -60,7 +92,7 @@ pub(crate) fn row_dots(a: &Tensor, b: &Tensor, len: usize) -> Result<Vec<f64>> {
 /// `len > 0`), in f64, as `[rows of a][rows of q]`: each row of `a` is read once, where a matrix
 /// product with `q`'s few rows would pack a copy of all of `a` first.
 pub(crate) fn row_products(a: &Tensor, q: &Tensor, len: usize) -> Result<Vec<f64>> {
-    fn products<A: WithDType, B: WithDType>(a: &[A], q: &[B], len: usize) -> Vec<f64> {
+    fn products<A: HostFloat, B: HostFloat>(a: &[A], q: &[B], len: usize) -> Vec<f64> {
         let rows: Vec<&[B]> = q.chunks_exact(len).collect();
         let mut out = vec![0.0; a.len() / len * rows.len()];
         out.par_chunks_exact_mut(rows.len().max(1))
@@ -86,13 +118,13 @@ pub(crate) fn row_products(a: &Tensor, q: &Tensor, len: usize) -> Result<Vec<f64
 /// tensor, summed in f64 over the values where they lie, runs in parallel: candle's reductions
 /// run on one thread and its squares allocate a tensor.
 pub(crate) fn run_moments(t: &Tensor, len: usize) -> Result<Vec<[f64; 2]>> {
-    fn moments<T: WithDType>(values: &[T], len: usize) -> Vec<[f64; 2]> {
+    fn moments<T: HostFloat>(values: &[T], len: usize) -> Vec<[f64; 2]> {
         values
             .par_chunks(len)
             .map(|run| {
                 let n = run.len() as f64;
                 lane_sums(run, |x| {
-                    let x = x.to_f64();
+                    let x = x.widen();
                     [x, x * x]
                 })
                 .map(|sum| sum / n)
@@ -136,18 +168,18 @@ pub(crate) fn lane_sums<T: Copy, const K: usize>(
 const PARTIAL_SUMS: usize = 8;
 
 /// `sum_k x[k] y[k]` in f64, over [`PARTIAL_SUMS`] interleaved partial sums.
-fn dot<A: WithDType, B: WithDType>(x: &[A], y: &[B]) -> f64 {
+fn dot<A: HostFloat, B: HostFloat>(x: &[A], y: &[B]) -> f64 {
     let mut sums = [0.0f64; PARTIAL_SUMS];
     let (xs, ys) = (x.chunks_exact(PARTIAL_SUMS), y.chunks_exact(PARTIAL_SUMS));
     let tail: f64 = xs
         .remainder()
         .iter()
         .zip(ys.remainder())
-        .map(|(&x, &y)| x.to_f64() * y.to_f64())
+        .map(|(&x, &y)| x.widen() * y.widen())
         .sum();
     for (x, y) in xs.zip(ys) {
         for ((sum, &x), &y) in sums.iter_mut().zip(x).zip(y) {
-            *sum += x.to_f64() * y.to_f64();
+            *sum += x.widen() * y.widen();
         }
     }
     sums.iter().sum::<f64>() + tail

@@ -3,12 +3,11 @@
 use std::sync::OnceLock;
 
 use candle_core::{DType, Tensor, WithDType};
-use num_traits::Float;
 use rayon::prelude::*;
 
 use super::{margins, output_size, winograd, ProbePadding};
 use crate::host::gemm::matmul;
-use crate::host::values::{run_moments, with_values, Values};
+use crate::host::values::{run_moments, with_values, HostFloat, Values};
 use crate::Result;
 
 /// The patches of inputs `[B, C, H, W]` for a `kh x kw` kernel: row `(c, u, v)` of input `b`
@@ -72,7 +71,7 @@ impl Patches {
         }
     }
 
-    fn new_in<T: WithDType + Float>(
+    fn new_in<T: HostFloat>(
         inputs: &Tensor,
         (kh, kw): (usize, usize),
         padding: ProbePadding,
@@ -285,11 +284,11 @@ fn copy_rows<T: WithDType>(
 
 /// Inputs `[B, C, H, W]` with `(top, bottom)` and `(left, right)` zeros around every channel, in
 /// one parallel pass (candle's pads copy the whole input once per side).
-fn padded<T: WithDType>(
+fn padded<T: HostFloat>(
     inputs: &Tensor,
     ((top, bottom), (left, right)): ((usize, usize), (usize, usize)),
 ) -> Result<Vec<T>> {
-    fn pad<S: WithDType, T: WithDType>(
+    fn pad<S: HostFloat, T: HostFloat>(
         values: &[S],
         (h, w): (usize, usize),
         ((top, bottom), (left, right)): ((usize, usize), (usize, usize)),
@@ -302,7 +301,7 @@ fn padded<T: WithDType>(
                 for (y, line) in image.chunks_exact(w).enumerate() {
                     let row = &mut plane[(y + top) * pw + left..][..w];
                     for (o, &v) in row.iter_mut().zip(line) {
-                        *o = T::from_f64(v.to_f64());
+                        *o = T::narrow(v.widen());
                     }
                 }
             });
