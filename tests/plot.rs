@@ -3,24 +3,24 @@
 
 use std::path::Path;
 
-use cs_init::report::plot::{render, render_with, Axes, Curve, PlotFormat, Scale};
+use cs_init::report::plot::{render, render_with, Axes, PlotFormat, Scale, Series};
 
-fn curve(label: &str, points: impl IntoIterator<Item = (f64, f64)>) -> Curve {
-    Curve {
+fn curve(label: &str, points: impl IntoIterator<Item = (f64, f64)>) -> Series {
+    Series {
         label: label.to_string(),
         points: points.into_iter().collect(),
     }
 }
 
 /// A loss falling from `start` by a factor `rate` per iteration over `n` iterations.
-fn decay(label: &str, start: f64, rate: f64, n: usize) -> Curve {
+fn decay(label: &str, start: f64, rate: f64, n: usize) -> Series {
     curve(
         label,
         (0..n).map(|i| (i as f64, start * rate.powi(i as i32))),
     )
 }
 
-fn svg(title: &str, curves: &[Curve]) -> String {
+fn svg(title: &str, curves: &[Series]) -> String {
     String::from_utf8(render(PlotFormat::Svg, title, curves)).expect("the SVG is UTF-8")
 }
 
@@ -134,7 +134,7 @@ fn has_color(pixels: &[u8], channels: usize, color: [u8; 3], tolerance: u8) -> b
 }
 
 /// Renders both formats, and returns what the SVG shows.
-fn render_both(curves: &[Curve]) -> Drawn {
+fn render_both(curves: &[Series]) -> Drawn {
     let (width, height, _) = decode_png(&render(PlotFormat::Png, "edge case", curves));
     assert_eq!((width, height), (1200, 700));
     parse(&svg("edge case", curves))
@@ -315,7 +315,7 @@ fn edge_cases_render_without_panicking() {
 
 #[test]
 fn many_curves_get_a_path_and_a_legend_entry_each() {
-    let curves: Vec<Curve> = (0..100)
+    let curves: Vec<Series> = (0..100)
         .map(|i| decay(&format!("layer{i}.conv"), 1.0 + i as f64, 0.99, 1000))
         .collect();
     let drawn = parse(&svg("100 layers", &curves));
@@ -337,7 +337,7 @@ fn many_curves_get_a_path_and_a_legend_entry_each() {
 
 #[test]
 fn too_many_curves_for_the_legend_are_counted() {
-    let curves: Vec<Curve> = (0..500)
+    let curves: Vec<Series> = (0..500)
         .map(|i| decay(&format!("a rather long layer name {i}"), 1.0, 0.9, 3))
         .collect();
     let drawn = render_both(&curves);
@@ -371,13 +371,13 @@ const ACCURACY: Axes<'static> = Axes {
     y_scale: Scale::Linear,
 };
 
-fn linear_svg(title: &str, curves: &[Curve]) -> String {
+fn linear_svg(title: &str, curves: &[Series]) -> String {
     String::from_utf8(render_with(PlotFormat::Svg, title, &ACCURACY, curves))
         .expect("the SVG is UTF-8")
 }
 
 /// Test accuracy in percent per epoch for a training run.
-fn accuracy(label: &str, values: &[f64]) -> Curve {
+fn accuracy(label: &str, values: &[f64]) -> Series {
     curve(
         label,
         values.iter().enumerate().map(|(i, &v)| (i as f64 + 1.0, v)),
@@ -509,7 +509,7 @@ fn linear_png_has_the_signature_and_decodes_to_a_drawn_image() {
 
 #[test]
 fn linear_edge_cases_render_without_panicking() {
-    let render_linear = |curves: &[Curve]| {
+    let render_linear = |curves: &[Series]| {
         let (width, height, _) =
             decode_png(&render_with(PlotFormat::Png, "edge", &ACCURACY, curves));
         assert_eq!((width, height), (1200, 700));

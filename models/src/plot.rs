@@ -4,11 +4,11 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use cs_init::checkpoint::OutputFile;
-use cs_init::report::plot::{render_with, Axes, Curve, PlotFormat};
+use cs_init::report::plot::{render_with, Axes, PlotFormat, Series};
 
 /// Renders a plot with `axes` in the format chosen by `path`'s extension (.svg or .png) and
 /// writes it to `path`, atomically: a temporary file renamed over `path` when complete.
-pub fn write_plot(path: &Path, title: &str, axes: &Axes, curves: &[Curve]) -> io::Result<()> {
+pub fn write_plot(path: &Path, title: &str, axes: &Axes, curves: &[Series]) -> io::Result<()> {
     let format = PlotFormat::from_path(path).ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -35,9 +35,9 @@ mod tests {
         y_scale: Scale::Linear,
     };
 
-    fn curves() -> Vec<Curve> {
+    fn curves() -> Vec<Series> {
         let points = vec![(1.0, 10.0), (2.0, 50.0), (3.0, 80.0)];
-        vec![Curve {
+        vec![Series {
             label: "a".into(),
             points,
         }]

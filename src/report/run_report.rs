@@ -63,11 +63,11 @@ impl RunReport {
 
     /// Every layer's loss curve, drawn on a log scale.
     pub fn plot(&self, format: plot::PlotFormat) -> Vec<u8> {
-        let curves: Vec<plot::Curve> = self
+        let curves: Vec<plot::Series> = self
             .layers
             .iter()
             .filter_map(|l| {
-                l.work().map(|w| plot::Curve {
+                l.work().map(|w| plot::Series {
                     label: l.name.clone(),
                     points: w
                         .curve

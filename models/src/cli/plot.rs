@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use cs_init::report::plot::{Axes, Curve, Scale};
+use cs_init::report::plot::{Axes, Scale, Series};
 
 use crate::plot::write_plot;
 
@@ -157,7 +157,7 @@ fn summary(by_arm: &Runs, metric: Metric) -> String {
 pub fn run(args: PlotArgs) -> Result<()> {
     let by_arm = read_logs(&args.logs, args.metric)?;
     print!("{}", summary(&by_arm, args.metric));
-    let curves: Vec<Curve> = by_arm
+    let curves: Vec<Series> = by_arm
         .iter()
         .map(|(arm, runs)| {
             // Epochs every seed reached, averaged over the seeds.
@@ -168,7 +168,7 @@ pub fn run(args: PlotArgs) -> Result<()> {
                     (runs[0][k].0 as f64, mean)
                 })
                 .collect();
-            Curve {
+            Series {
                 label: match runs.len() {
                     1 => format!("{arm} (1 seed)"),
                     n => format!("{arm} ({n} seeds)"),

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use cs_init::report::plot::{Axes, Curve, Scale};
+use cs_init::report::plot::{Axes, Scale, Series};
 use cs_init::Variant;
 
 use super::{probe_key, AccuracyRecord, IdentityRecord, Input, ProbeChange, Record, Subject};
@@ -338,7 +338,7 @@ pub fn curves(
     variant: Variant,
     key: &str,
     measure: Measure,
-) -> Vec<Curve> {
+) -> Vec<Series> {
     let groups = groups(records);
     let mut settings: Vec<(bool, f64)> = Vec::new();
     for g in &groups {
@@ -364,7 +364,7 @@ pub fn curves(
                 .filter(|p| p.1.is_finite())
                 .collect();
             points.sort_by(|a, b| a.0.total_cmp(&b.0));
-            Curve {
+            Series {
                 label: format!("{} lr {lr:.0e}", mode_label(Some(keep))),
                 points,
             }

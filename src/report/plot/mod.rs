@@ -20,7 +20,7 @@ use plotters::style::{FontDesc, FontFamily};
 
 /// One line of the plot.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Curve {
+pub struct Series {
     /// The legend entry, usually the layer's name (or the training run's).
     pub label: String,
     /// (x, y) pairs in drawing order, such as (iteration, loss). A point with a non-finite
@@ -83,12 +83,12 @@ impl PlotFormat {
 }
 
 /// The loss-curve plot (with [`Axes::LOSS`]) as bytes.
-pub fn render(format: PlotFormat, title: &str, curves: &[Curve]) -> Vec<u8> {
+pub fn render(format: PlotFormat, title: &str, curves: &[Series]) -> Vec<u8> {
     render_with(format, title, &Axes::LOSS, curves)
 }
 
 /// A plot with `axes` as bytes.
-pub fn render_with(format: PlotFormat, title: &str, axes: &Axes, curves: &[Curve]) -> Vec<u8> {
+pub fn render_with(format: PlotFormat, title: &str, axes: &Axes, curves: &[Series]) -> Vec<u8> {
     png::register_font();
     match format {
         PlotFormat::Svg => {
@@ -258,7 +258,7 @@ fn labels(scale: Scale) -> usize {
 struct Plot<'a> {
     title: &'a str,
     axes: &'a Axes<'a>,
-    curves: &'a [Curve],
+    curves: &'a [Series],
     runs: Vec<Vec<Vec<(f64, f64)>>>,
 }
 
@@ -267,7 +267,7 @@ fn draw<DB: DrawingBackend>(
     zoom: f64,
     title: &str,
     axes: &Axes,
-    curves: &[Curve],
+    curves: &[Series],
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     let runs = curves.iter().map(|c| runs(&c.points, axes)).collect();
     let plot = Plot {
@@ -414,12 +414,12 @@ const LEGEND_ROOM: f64 = 30.0 + 24.0;
 const NOT_DRAWN: &str = " (not drawn)";
 
 impl Legend {
-    fn new(curves: &[Curve], runs: &[Vec<Vec<(f64, f64)>>], height: f64) -> Legend {
+    fn new(curves: &[Series], runs: &[Vec<Vec<(f64, f64)>>], height: f64) -> Legend {
         let count = curves.len();
         if count == 0 {
             return Legend::default();
         }
-        let chars = |(c, r): (&Curve, &Vec<_>)| {
+        let chars = |(c, r): (&Series, &Vec<_>)| {
             c.label.chars().count().min(40) + if r.is_empty() { NOT_DRAWN.len() } else { 0 }
         };
         let longest = curves.iter().zip(runs).map(chars).max().unwrap_or(0);
@@ -471,7 +471,7 @@ impl Legend {
         &self,
         area: &DrawingArea<DB, Shift>,
         zoom: f64,
-        curves: &[Curve],
+        curves: &[Series],
         runs: &[Vec<Vec<(f64, f64)>>],
     ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
         let px = |v: f64| (v * zoom).round() as i32;
