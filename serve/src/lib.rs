@@ -86,7 +86,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let _ = tokio::task::spawn_blocking(move || thread.join()).await;
     }
     let store = service.clone();
-    tokio::task::spawn_blocking(move || store.store.checkpoint()).await??;
+    tokio::task::spawn_blocking(move || store.checkpoint_store()).await??;
     eprintln!("cs-init serve: stopped");
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! retention, and what a restart does. Every change goes through the store before anyone hears
 //! of it (`announce` runs after the commit).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
@@ -16,7 +16,8 @@ use super::layout::{new_id, Layout};
 use super::live::{Event, Live};
 use super::metrics::Metrics;
 use super::store::{
-    now_ms, CachedResult, Cancel, CreateError, Created, JobRow, JobState, NewJob, Store,
+    now_ms, CachedResult, Cancel, CreateError, Created, Ending, JobRow, JobState, NewJob, Store,
+    UploadRow,
 };
 use super::view::{CreateJob, JobList, JobView, StoredFile, StoredResult};
 use cs_init::checkpoint::{CheckpointError, HubEnv};
@@ -47,11 +48,12 @@ pub struct Config {
     pub job_time_limit: Option<Duration>,
 }
 
-/// The service's state, shared by the HTTP handlers, the workers and the sweeper.
+/// The service's state, shared by the HTTP handlers, the workers and the sweeper. The store is
+/// behind the service's methods: the worker and the handlers change a job only through them.
 pub struct Service {
     pub config: Config,
     pub layout: Layout,
-    pub store: Store,
+    store: Store,
     pub live: Live,
     pub metrics: Metrics,
     pub device: candle_core::Device,
@@ -338,14 +340,62 @@ impl Service {
             .clamp(1.0, 3600.0) as u64
     }
 
+    /// A job's input (`upload:`, `builtin:`, `hf://`, an allowed local path), as far as it can
+    /// be checked without reading it.
+    pub fn parse_input(&self, input: &str) -> Result<JobInput, ServiceError> {
+        JobInput::parse(input, &self.store, &self.layout, &self.config.allow_dirs)
+    }
+
+    /// The oldest queued job, now running (its attempt counted), if any.
+    pub fn claim_next(&self) -> Result<Option<JobRow>, ServiceError> {
+        Ok(self.store.claim_next()?)
+    }
+
+    /// Records a finished layer of a running job (the catch-up log of its events) and its
+    /// progress.
+    pub fn record_layer(
+        &self,
+        id: &str,
+        ordinal: usize,
+        layer: &str,
+        progress: &str,
+    ) -> Result<(), ServiceError> {
+        Ok(self.store.record_layer(id, ordinal, layer, progress)?)
+    }
+
+    /// The finished layers a job recorded, in order.
+    pub fn layer_records(&self, id: &str) -> Result<Vec<String>, ServiceError> {
+        Ok(self.store.layers(id)?)
+    }
+
+    /// Ends a running job; `None` if it was no longer running.
+    pub fn finish(&self, id: &str, ending: &Ending) -> Result<Option<JobRow>, ServiceError> {
+        Ok(self.store.finish(id, ending)?)
+    }
+
+    /// Queues a running job again (a shutdown stopped it).
+    pub fn requeue(&self, id: &str) -> Result<Option<JobRow>, ServiceError> {
+        Ok(self.store.requeue(id)?)
+    }
+
+    /// Records a complete upload, whose file is already in place.
+    pub fn insert_upload(&self, upload: &UploadRow) -> Result<(), ServiceError> {
+        Ok(self.store.insert_upload(upload)?)
+    }
+
+    /// How many jobs are in each state.
+    pub fn job_counts(&self) -> Result<BTreeMap<JobState, u64>, ServiceError> {
+        Ok(self.store.counts()?)
+    }
+
+    /// Writes the store's log into its main file, for a clean stop.
+    pub fn checkpoint_store(&self) -> Result<(), ServiceError> {
+        Ok(self.store.checkpoint()?)
+    }
+
     /// The input and settings, as far as they can be checked without reading the input.
     fn check_request(&self, request: &CreateJob) -> Result<JobInput, ServiceError> {
-        let input = JobInput::parse(
-            &request.input,
-            &self.store,
-            &self.layout,
-            &self.config.allow_dirs,
-        )?;
+        let input = self.parse_input(&request.input)?;
         request
             .settings
             .check_within(&self.config.limits)

@@ -92,9 +92,9 @@ impl PendingUpload {
             name: self.name.clone(),
             created_at: now_ms(),
         };
-        if let Err(e) = service.store.insert_upload(&upload) {
+        if let Err(e) = service.insert_upload(&upload) {
             let _ = std::fs::remove_file(&path);
-            return Err(e.into());
+            return Err(e);
         }
         service.metrics.uploaded(self.size);
         Ok(upload)

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::error::run_error_code;
-use super::input::JobInput;
 use super::layout::Layout;
 use super::live::{Event, LiveJob};
 use super::service::{cache_key, Service};
@@ -36,7 +35,7 @@ pub fn run(service: Arc<Service>, index: usize, threads: usize) {
     };
     let mut seen = 0;
     while !service.live.shutting_down() {
-        match service.store.claim_next() {
+        match service.claim_next() {
             Ok(Some(job)) => run_job(&service, &pool, job),
             Ok(None) => service.wait_for_work(&mut seen, Duration::from_secs(1)),
             Err(e) => {
@@ -90,7 +89,7 @@ fn run_job(service: &Service, pool: &rayon::ThreadPool, job: JobRow) {
             .job_finished(state, started.elapsed().as_secs_f64());
     }
     let finished = match outcome {
-        Ok((result, key, cached_from)) => service.store.finish(
+        Ok((result, key, cached_from)) => service.finish(
             &job.id,
             &Ending::Succeeded {
                 result: &result,
@@ -99,11 +98,11 @@ fn run_job(service: &Service, pool: &rayon::ThreadPool, job: JobRow) {
             },
         ),
         Err(Failure::Stopped) if live.cancel_requested() => {
-            service.store.finish(&job.id, &Ending::Canceled)
+            service.finish(&job.id, &Ending::Canceled)
         }
         // A shutdown: the job runs again after the restart.
-        Err(Failure::Stopped) => service.store.requeue(&job.id),
-        Err(Failure::Failed { code, message }) => service.store.finish(
+        Err(Failure::Stopped) => service.requeue(&job.id),
+        Err(Failure::Failed { code, message }) => service.finish(
             &job.id,
             &Ending::Failed {
                 code,
@@ -145,13 +144,9 @@ fn execute(
         code,
         message: service.redact(&message),
     };
-    let input = JobInput::parse(
-        &job.input,
-        &service.store,
-        &service.layout,
-        &service.config.allow_dirs,
-    )
-    .map_err(|e| failed(e.code, e.message))?;
+    let input = service
+        .parse_input(&job.input)
+        .map_err(|e| failed(e.code, e.message))?;
     let settings: RunSettings = serde_json::from_str(&job.settings)
         .map_err(|e| failed("internal", format!("stored settings: {e}")))?;
     let run_failed = |e: RunError| match e {
@@ -380,10 +375,9 @@ impl Observer for JobObserver<'_> {
         });
         let text = record.to_string();
         let progress_text = serde_json::to_string(&progress).expect("progress serializes");
-        if let Err(e) =
-            self.service
-                .store
-                .record_layer(self.id, self.finished, &text, &progress_text)
+        if let Err(e) = self
+            .service
+            .record_layer(self.id, self.finished, &text, &progress_text)
         {
             tracing::warn!("job {}: cannot record layer {}: {e}", self.id, layer.name);
         }

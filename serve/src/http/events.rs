@@ -60,7 +60,7 @@ pub async fn stream(
             data: serde_json::to_string(&view).expect("a job serializes"),
             terminal: false,
         }];
-        let layers = s.store.layers(&snapshot_id)?;
+        let layers = s.layer_records(&snapshot_id)?;
         let caught_up = layers.len();
         for layer in layers {
             initial.push(Event {

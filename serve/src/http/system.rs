@@ -41,7 +41,7 @@ pub async fn healthz() -> Json<Health> {
     responses((status = 200, description = "The metrics", content_type = "application/openmetrics-text"))
 )]
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let counts = blocking(&state.service, |s| Ok(s.store.counts()?)).await?;
+    let counts = blocking(&state.service, |s| s.job_counts()).await?;
     let text = state.service.metrics.encode(&counts);
     Ok((
         [(
