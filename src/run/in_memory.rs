@@ -6,11 +6,11 @@ use std::time::Instant;
 
 use candle_core::Device;
 
-use super::pipeline::{layer_report, optimize_weight, Job};
+use super::pipeline::{layer_report, optimize_weight, run_totals, Job};
 use super::{CheckedSettings, LayerStart, Observer, RunError};
 use crate::checkpoint::{tensor_from_bytes, tensor_to_bytes, TensorInfo};
 use crate::plan::{plan, ConvWeight, PlanEntry};
-use crate::report::{LayerOutcome, RunReport, Totals};
+use crate::report::{LayerOutcome, RunReport};
 
 /// A state dict as the planner sees a checkpoint: every tensor's name, dtype and shape (its
 /// `begin` and `end` unused), and the stored bytes (little-endian, in its dtype and shape) of
@@ -88,9 +88,7 @@ pub fn run_in_memory(
         observer.layer_finished(&report);
         layers.push(report);
     }
-    let mut totals = Totals::from_layers(dict.tensors.len(), &layers);
-    totals.total_seconds = started.elapsed().as_secs_f64();
-    totals.peak_memory_bytes = crate::report::peak_memory_bytes();
+    let totals = run_totals(dict.tensors.len(), &layers, started);
     let report = RunReport {
         schema_version: crate::report::SCHEMA_VERSION,
         tool: "cs-init",

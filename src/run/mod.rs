@@ -39,10 +39,10 @@ use crate::checkpoint::{
 };
 use crate::input::{Input, Opened, ResolveOptions};
 use crate::plan::{plan_files, PlanEntry};
-use crate::report::{RunReport, Totals};
+use crate::report::RunReport;
 use digest::HashingWriter;
 use outputs::OutputPaths;
-use pipeline::{items, process, Job, LayerCount};
+use pipeline::{items, process, run_totals, Job, LayerCount};
 
 pub use digest::hex;
 pub use error::RunError;
@@ -245,9 +245,7 @@ impl Prepared {
             written
         })?;
 
-        let mut totals = Totals::from_layers(self.tensor_count(), &layers);
-        totals.total_seconds = started.elapsed().as_secs_f64();
-        totals.peak_memory_bytes = crate::report::peak_memory_bytes();
+        let totals = run_totals(self.tensor_count(), &layers, started);
         let report = RunReport {
             schema_version: crate::report::SCHEMA_VERSION,
             tool: "cs-init",

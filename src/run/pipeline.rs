@@ -19,7 +19,9 @@ use crate::metrics::NormRatio;
 use crate::minimize::{minimize_while, Engine, Minimized, Settings};
 use crate::plan::{ConvKind, ConvWeight, KernelLayout, PlanEntry};
 use crate::probe::{LayerSession, Probe};
-use crate::report::{Curve, LayerOutcome, LayerReport, ReportSettings, WeightFigures, Work};
+use crate::report::{
+    Curve, LayerOutcome, LayerReport, ReportSettings, Totals, WeightFigures, Work,
+};
 use crate::similarity::RecordFigures;
 
 /// How every layer is processed.
@@ -315,6 +317,15 @@ fn converted(job: &Job, weight: &Tensor, layer: u64) -> Result<LayerOutcome, Run
             curve: Curve::sample(&[before.metrics.loss]),
         },
     })
+}
+
+/// A run's totals over its `tensors` tensors and its conv `layers`, with the time since it
+/// `started` and the process's peak memory.
+pub fn run_totals(tensors: usize, layers: &[LayerReport], started: Instant) -> Totals {
+    let mut totals = Totals::from_layers(tensors, layers);
+    totals.total_seconds = started.elapsed().as_secs_f64();
+    totals.peak_memory_bytes = crate::report::peak_memory_bytes();
+    totals
 }
 
 /// The report of a tensor, as the pipeline writes it.
