@@ -18,9 +18,31 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:8600", value_name = "ADDR")]
     listen: SocketAddr,
 
-    /// Directory of the job store, uploads and results (created if needed).
+    /// Directory of uploads and results, and of the job store unless --store names one
+    /// (created if needed). Replicas on one --store share this directory.
     #[arg(long, default_value = "cs-init-data", value_name = "DIR")]
     data: PathBuf,
+
+    /// The job store shared by several replicas: postgres://USER:PASSWORD@HOST:PORT/DATABASE
+    /// (give cs-init a database of its own; its tables are created and migrated at start).
+    /// Without it, SQLite in --data, for one server.
+    #[arg(
+        long,
+        env = "CS_INIT_STORE",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    store: Option<String>,
+
+    /// How long a running job stays this server's without a heartbeat; after it, another
+    /// replica runs the job (e.g. 30s, 2m).
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
+    lease: Duration,
+
+    /// Runs of a job begun before it ends failed (attempts_exhausted) instead of running
+    /// again, when its server keeps stopping mid-run.
+    #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_attempts: u32,
 
     /// Jobs that run at once (a job already uses every core).
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -122,6 +144,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Exit> {
             Some(token)
         }
     };
+    if let Some(url) = &args.store {
+        if !cs_init_serve::store::PostgresStore::handles(url) {
+            return Err(UsageError(format!(
+                "--store {}: expected postgres://USER@HOST:PORT/DATABASE; without --store the \
+                 store is SQLite in --data",
+                cs_init_serve::store::redact_url(url)
+            ))
+            .into());
+        }
+    }
     let allow_dirs = args
         .allow_dir
         .iter()
@@ -133,6 +165,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Exit> {
     cs_init_serve::run(Config {
         listen: args.listen,
         data: args.data,
+        store: args.store,
+        lease: args.lease,
+        max_attempts: args.max_attempts,
         workers: usize::from(args.workers),
         token,
         max_upload: args.max_upload as u64,

@@ -62,8 +62,8 @@ impl ServiceError {
     }
 }
 
-impl From<rusqlite::Error> for ServiceError {
-    fn from(e: rusqlite::Error) -> Self {
+impl From<crate::store::StoreError> for ServiceError {
+    fn from(e: crate::store::StoreError) -> Self {
         Self::internal(format!("job store: {e}"))
     }
 }

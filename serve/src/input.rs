@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use super::error::{ErrorKind, ServiceError};
 use super::layout::{is_id, Layout};
-use super::store::Store;
+use super::store::JobStore;
 use cs_init::arch::Architecture;
 use cs_init::checkpoint::HubSource;
 use cs_init::input::built_in_names;
@@ -27,7 +27,7 @@ impl JobInput {
     /// included) to somewhere under one of `allow_dirs` (already canonical).
     pub fn parse(
         input: &str,
-        store: &Store,
+        store: &dyn JobStore,
         layout: &Layout,
         allow_dirs: &[PathBuf],
     ) -> Result<Self, ServiceError> {

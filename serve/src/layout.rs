@@ -58,8 +58,10 @@ impl Layout {
         self.jobs().join(id)
     }
 
-    pub fn staging(&self, id: &str) -> PathBuf {
-        self.jobs().join(format!(".{id}.staging"))
+    /// Where a run (`attempt`) of a job writes its files. Each run has its own, so that a
+    /// server that lost a job cannot write into the files of the run that took it over.
+    pub fn staging(&self, id: &str, attempt: i64) -> PathBuf {
+        self.jobs().join(format!(".{id}.{attempt}.staging"))
     }
 
     /// Makes a rename or deletion inside `dir` durable.
@@ -67,11 +69,19 @@ impl Layout {
         std::fs::File::open(dir)?.sync_all()
     }
 
-    /// Renames a finished staging directory to its job's directory, durably.
-    pub fn publish(&self, id: &str) -> io::Result<()> {
-        let staging = self.staging(id);
+    /// Renames a finished staging directory to its job's directory, durably. When another run
+    /// of the job published first (a server that lost it, finishing anyway), its files are the
+    /// same bytes, as runs are deterministic, and are kept.
+    pub fn publish(&self, id: &str, attempt: i64) -> io::Result<()> {
+        let staging = self.staging(id, attempt);
         Self::sync_dir(&staging)?;
-        std::fs::rename(&staging, self.job(id))?;
+        match std::fs::rename(&staging, self.job(id)) {
+            Err(e) if self.job(id).is_dir() => {
+                tracing::warn!("job {id}: another run published its files first ({e})");
+                Self::remove(&staging)?;
+            }
+            other => other?,
+        }
         Self::sync_dir(&self.jobs())
     }
 

@@ -3,7 +3,8 @@
 //! pipeline as the command line runs on them, and the decorrelated checkpoint and its report go
 //! out. The data flows request → store → worker (the library's pipeline) → store → response.
 //!
-//! - [`store`]: SQLite, the durable record of every upload and job.
+//! - [`store`]: the durable record of every upload and job: SQLite for one server, PostgreSQL
+//!   for replicas.
 //! - [`service`]: the job logic (create, cancel, cache, retention, recovery), without HTTP.
 //! - [`worker`]: runs jobs on its own thread pool.
 //! - [`http`]: the routes, their OpenAPI description, and the web page.
@@ -20,6 +21,7 @@ mod uploads;
 pub mod view;
 mod worker;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,17 +43,17 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.listen;
     let workers = config.workers.max(1);
-    let data = config.data.clone();
     let service = tokio::task::spawn_blocking(move || Service::open(config))
         .await?
-        .map_err(|e| anyhow::anyhow!("{}: {e}", data.display()))?;
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("--listen {listen}: cannot listen there"))?;
     let address = listener.local_addr()?;
     eprintln!(
-        "cs-init serve: listening on http://{address} (data in {}, {workers} worker{})",
+        "cs-init serve: listening on http://{address} (files in {}, store {}, {workers} worker{})",
         service.layout.root().display(),
+        service.store_health().0,
         if workers == 1 { "" } else { "s" }
     );
 
@@ -65,6 +67,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 .spawn(move || worker::run(service, index, threads))
         })
         .collect::<Result<_, _>>()?;
+    let heartbeat_stop = Arc::new(AtomicBool::new(false));
+    let heartbeat = {
+        let (service, stop) = (service.clone(), heartbeat_stop.clone());
+        std::thread::Builder::new()
+            .name("cs-init-heartbeat".into())
+            .spawn(move || heartbeat(&service, &stop))?
+    };
     let sweeper = tokio::spawn(sweep(service.clone()));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -85,10 +94,24 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     for thread in worker_threads {
         let _ = tokio::task::spawn_blocking(move || thread.join()).await;
     }
+    // Renewed until every worker has released its job.
+    heartbeat_stop.store(true, Ordering::SeqCst);
+    let _ = tokio::task::spawn_blocking(move || heartbeat.join()).await;
     let store = service.clone();
     tokio::task::spawn_blocking(move || store.checkpoint_store()).await??;
     eprintln!("cs-init serve: stopped");
     Ok(())
+}
+
+/// Renews this server's leases and releases the jobs of servers that stopped, until `stop`.
+fn heartbeat(service: &Service, stop: &AtomicBool) {
+    let every = service.heartbeat_interval();
+    while !stop.load(Ordering::SeqCst) {
+        if let Err(e) = service.heartbeat() {
+            tracing::error!("heartbeat: {e}");
+        }
+        std::thread::sleep(every);
+    }
 }
 
 /// Deletes expired results and uploads, every so often.

@@ -28,6 +28,8 @@ const CHANNEL: usize = 1024;
 pub struct LiveJob {
     events: broadcast::Sender<Arc<Event>>,
     cancel: AtomicBool,
+    /// This server's lease on the job expired: another server may be running it.
+    lost: AtomicBool,
     progress: Mutex<Option<Progress>>,
     /// The current layer's points so far, for listeners that connect mid-layer.
     curve: Mutex<Vec<(usize, f64)>>,
@@ -38,6 +40,7 @@ impl LiveJob {
         Self {
             events: broadcast::channel(CHANNEL).0,
             cancel: AtomicBool::new(false),
+            lost: AtomicBool::new(false),
             progress: Mutex::new(None),
             curve: Mutex::new(Vec::new()),
         }
@@ -58,6 +61,14 @@ impl LiveJob {
 
     pub fn cancel_requested(&self) -> bool {
         self.cancel.load(Ordering::SeqCst)
+    }
+
+    pub fn lose(&self) {
+        self.lost.store(true, Ordering::SeqCst);
+    }
+
+    pub fn lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
     }
 
     pub fn progress(&self) -> Option<Progress> {

@@ -16,8 +16,8 @@ use super::layout::{new_id, Layout};
 use super::live::{Event, Live};
 use super::metrics::Metrics;
 use super::store::{
-    now_ms, CachedResult, Cancel, CreateError, Created, Ending, JobRow, JobState, NewJob, Store,
-    UploadRow,
+    self, Abandoned, CachedResult, Cancel, Clock, CreateError, Created, Ending, JobRow, JobState,
+    JobStore, Lease, NewJob, SystemClock, UploadRow,
 };
 use super::view::{CreateJob, JobList, JobView, StoredFile, StoredResult};
 use cs_init::checkpoint::{CheckpointError, HubEnv};
@@ -29,6 +29,13 @@ use cs_init::run::{hex, prepare, InputAccess, Limits, RunError, RunSettings};
 pub struct Config {
     pub listen: SocketAddr,
     pub data: PathBuf,
+    /// `postgres://…` for a store shared by replicas; `None` for SQLite in `data`.
+    pub store: Option<String>,
+    /// How long a claimed job stays this server's without a heartbeat.
+    pub lease: Duration,
+    /// Runs of a job begun before it ends `failed` rather than run again (its server kept
+    /// stopping mid-run).
+    pub max_attempts: u32,
     /// Jobs run at once, each on its own thread pool.
     pub workers: usize,
     /// Required as `Authorization: Bearer TOKEN` on every route but `/healthz` and the page.
@@ -53,7 +60,12 @@ pub struct Config {
 pub struct Service {
     pub config: Config,
     pub layout: Layout,
-    store: Store,
+    store: Box<dyn JobStore>,
+    clock: Arc<dyn Clock>,
+    /// This server's hold on the jobs it runs (its id is new at every start).
+    lease: Lease,
+    /// Jobs this server's workers are running.
+    running: Mutex<HashSet<String>>,
     pub live: Live,
     pub metrics: Metrics,
     pub device: candle_core::Device,
@@ -75,8 +87,23 @@ impl Service {
     /// running jobs are queued again, half-written files are deleted, and a succeeded job whose
     /// files are gone runs again.
     pub fn open(config: Config) -> Result<Arc<Self>, ServiceError> {
+        Self::open_with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// [`Service::open`] with the store's time from `clock`.
+    pub fn open_with_clock(
+        config: Config,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Self>, ServiceError> {
         let layout = Layout::create(&config.data)?;
-        let store = Store::open(&layout.store())?;
+        let store =
+            store::open(config.store.as_deref(), &layout.store(), clock.clone()).map_err(|e| {
+                let place = match &config.store {
+                    Some(url) => format!("--store {}", store::redact_url(url)),
+                    None => layout.store().display().to_string(),
+                };
+                ServiceError::internal(format!("{place}: {e}"))
+            })?;
         let opened = config
             .device
             .open()
@@ -90,6 +117,7 @@ impl Service {
             .into_iter()
             .collect();
         secrets.extend(config.token.clone());
+        secrets.extend(config.store.as_deref().and_then(store::url_password));
         secrets.retain(|s| !s.is_empty());
         let service = Arc::new(Self {
             metrics: Metrics::new(),
@@ -97,22 +125,68 @@ impl Service {
             secrets,
             queue: (Mutex::new(0), Condvar::new()),
             live: Live::default(),
+            lease: Lease {
+                owner: new_id(),
+                duration_ms: config.lease.as_millis() as i64,
+            },
+            running: Mutex::new(HashSet::new()),
             config,
             layout,
             store,
+            clock,
         });
         service.recover()?;
         Ok(service)
     }
 
     fn recover(&self) -> Result<(), ServiceError> {
-        let recovery = self.store.recover()?;
-        for id in &recovery.requeued {
-            tracing::info!("job {id} was running when the server stopped; queued again");
+        // Alone on its store, this server knows that no running job has a live server.
+        let abandoned = self
+            .store
+            .release_abandoned(!self.store.shared(), self.config.max_attempts.into())?;
+        self.report_abandoned(&abandoned);
+        if !self.store.shared() {
+            self.remove_leftovers()?;
         }
-        for id in &recovery.canceled {
-            tracing::info!("job {id} was being canceled when the server stopped; canceled");
+        // Job directories: only succeeded, unexpired jobs have one, complete.
+        for job in self.store.live_results()? {
+            if !self.result_files_present(&job) {
+                tracing::warn!("job {} lost its result files; queued again", job.id);
+                self.store.requeue_lost_result(&job.id)?;
+            }
         }
+        Ok(())
+    }
+
+    /// Logs and announces what became of jobs whose server stopped.
+    fn report_abandoned(&self, abandoned: &Abandoned) {
+        for id in &abandoned.requeued {
+            tracing::info!("job {id} was running on a server that stopped; queued again");
+        }
+        for id in &abandoned.canceled {
+            tracing::info!("job {id} was being canceled on a server that stopped; canceled");
+        }
+        for id in &abandoned.failed {
+            tracing::warn!("job {id}: its server stopped on every attempt; failed");
+        }
+        for id in abandoned
+            .requeued
+            .iter()
+            .chain(&abandoned.canceled)
+            .chain(&abandoned.failed)
+        {
+            if let Ok(Some(row)) = self.store.job(id) {
+                self.announce(&row);
+            }
+        }
+        if !abandoned.requeued.is_empty() {
+            self.notify_queued();
+        }
+    }
+
+    /// Files no row names: cut-off uploads, staging directories, expired results. Only a
+    /// server alone on its data directory can tell them from another server's work in progress.
+    fn remove_leftovers(&self) -> Result<(), ServiceError> {
         // Uploads: partial ones, and files the store does not list, are leftovers.
         let uploads: HashSet<String> = self.store.upload_ids()?.into_iter().collect();
         for entry in std::fs::read_dir(self.layout.uploads())? {
@@ -128,16 +202,13 @@ impl Service {
                 self.store.delete_upload(id)?;
             }
         }
-        // Job directories: only succeeded, unexpired jobs have one, complete.
-        let mut results = HashSet::new();
-        for job in self.store.live_results()? {
-            if self.result_files_present(&job) {
-                results.insert(job.id);
-            } else {
-                tracing::warn!("job {} lost its result files; queued again", job.id);
-                self.store.requeue(&job.id)?;
-            }
-        }
+        let results: HashSet<String> = self
+            .store
+            .live_results()?
+            .into_iter()
+            .filter(|job| self.result_files_present(job))
+            .map(|job| job.id)
+            .collect();
         for entry in std::fs::read_dir(self.layout.jobs())? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -343,12 +414,76 @@ impl Service {
     /// A job's input (`upload:`, `builtin:`, `hf://`, an allowed local path), as far as it can
     /// be checked without reading it.
     pub fn parse_input(&self, input: &str) -> Result<JobInput, ServiceError> {
-        JobInput::parse(input, &self.store, &self.layout, &self.config.allow_dirs)
+        JobInput::parse(input, &*self.store, &self.layout, &self.config.allow_dirs)
     }
 
-    /// The oldest queued job, now running (its attempt counted), if any.
+    /// The oldest queued job, now running here (its attempt counted), if any.
     pub fn claim_next(&self) -> Result<Option<JobRow>, ServiceError> {
-        Ok(self.store.claim_next()?)
+        let job = self.store.claim_next(&self.lease)?;
+        if let Some(job) = &job {
+            self.running_here().insert(job.id.clone());
+        }
+        Ok(job)
+    }
+
+    fn running_here(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Renews this server's leases, passes on cancels asked for through any server, stops jobs
+    /// whose lease was lost, and releases the jobs of servers that stopped renewing theirs.
+    pub fn heartbeat(&self) -> Result<(), ServiceError> {
+        let held = self.store.heartbeat(&self.lease)?;
+        for job in &held {
+            if job.cancel_requested {
+                if let Some(live) = self.live.get(&job.id) {
+                    live.request_cancel();
+                }
+            }
+        }
+        let lost: Vec<String> = self
+            .running_here()
+            .iter()
+            .filter(|id| !held.iter().any(|h| &h.id == *id))
+            .cloned()
+            .collect();
+        for id in lost {
+            if let Some(live) = self.live.get(&id) {
+                if !live.lost() {
+                    tracing::warn!("job {id}: this server's lease on it expired; stopping it");
+                    live.lose();
+                }
+            }
+        }
+        let abandoned = self
+            .store
+            .release_abandoned(false, self.config.max_attempts.into())?;
+        self.report_abandoned(&abandoned);
+        Ok(())
+    }
+
+    /// How often the heartbeat runs: several times per lease, and often enough that a cancel
+    /// sent to another server stops a job within a layer.
+    pub fn heartbeat_interval(&self) -> Duration {
+        (self.config.lease / 4).clamp(Duration::from_millis(20), Duration::from_secs(1))
+    }
+
+    /// The file directory, and whether it can be listed.
+    pub fn files_health(&self) -> (String, Result<(), ServiceError>) {
+        (
+            format!("directory ({})", self.layout.root().display()),
+            std::fs::read_dir(self.layout.jobs())
+                .map(drop)
+                .map_err(ServiceError::from),
+        )
+    }
+
+    /// The store's kind and place (no credentials), and whether it answers.
+    pub fn store_health(&self) -> (String, Result<(), ServiceError>) {
+        (
+            self.store.describe(),
+            self.store.ping().map_err(ServiceError::from),
+        )
     }
 
     /// Records a finished layer of a running job (the catch-up log of its events) and its
@@ -360,7 +495,9 @@ impl Service {
         layer: &str,
         progress: &str,
     ) -> Result<(), ServiceError> {
-        Ok(self.store.record_layer(id, ordinal, layer, progress)?)
+        Ok(self
+            .store
+            .record_layer(id, &self.lease, ordinal, layer, progress)?)
     }
 
     /// The finished layers a job recorded, in order.
@@ -368,14 +505,23 @@ impl Service {
         Ok(self.store.layers(id)?)
     }
 
-    /// Ends a running job; `None` if it was no longer running.
+    /// Ends a job running here; `None` if it was no longer running here.
     pub fn finish(&self, id: &str, ending: &Ending) -> Result<Option<JobRow>, ServiceError> {
-        Ok(self.store.finish(id, ending)?)
+        let row = self.store.finish(id, &self.lease, ending);
+        self.running_here().remove(id);
+        Ok(row?)
     }
 
-    /// Queues a running job again (a shutdown stopped it).
-    pub fn requeue(&self, id: &str) -> Result<Option<JobRow>, ServiceError> {
-        Ok(self.store.requeue(id)?)
+    /// Queues a job running here again (a shutdown stopped it).
+    pub fn release(&self, id: &str) -> Result<Option<JobRow>, ServiceError> {
+        let row = self.store.release(id, &self.lease);
+        self.running_here().remove(id);
+        Ok(row?)
+    }
+
+    /// Stops tracking a job this server lost (another server may be running it now).
+    pub fn forget_lost(&self, id: &str) {
+        self.running_here().remove(id);
     }
 
     /// Records a complete upload, whose file is already in place.
@@ -390,7 +536,7 @@ impl Service {
 
     /// Writes the store's log into its main file, for a clean stop.
     pub fn checkpoint_store(&self) -> Result<(), ServiceError> {
-        Ok(self.store.checkpoint()?)
+        Ok(self.store.close()?)
     }
 
     /// The input and settings, as far as they can be checked without reading the input.
@@ -481,7 +627,8 @@ impl Service {
     pub fn link_result(&self, source: &JobRow, target: &str) -> Result<(), ServiceError> {
         let result = stored_result(source)
             .ok_or_else(|| ServiceError::internal(format!("job {} has no result", source.id)))?;
-        let staging = self.layout.staging(target);
+        // A job made from the cache has no run: its staging is attempt 0's.
+        let staging = self.layout.staging(target, 0);
         Layout::remove(&staging)?;
         let from = self.layout.job(&source.id);
         for file in result.all_files() {
@@ -493,7 +640,7 @@ impl Service {
                 std::fs::copy(from.join(&file.path), &to)?;
             }
         }
-        self.layout.publish(target)?;
+        self.layout.publish(target, 0)?;
         Ok(())
     }
 
@@ -632,9 +779,14 @@ impl Service {
         Ok((self.layout.job(id).join(&file.path), file))
     }
 
+    /// Milliseconds since the Unix epoch, by the service's clock.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
     /// Deletes results and uploads older than `--keep`.
     pub fn sweep(&self) -> Result<(), ServiceError> {
-        let cutoff = now_ms() - self.config.keep.as_millis() as i64;
+        let cutoff = self.now_ms() - self.config.keep.as_millis() as i64;
         // Marked first, then deleted: a crash in between leaves files a restart deletes, never a
         // succeeded job without its files.
         for id in self.store.expire(cutoff)? {

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use super::error::{ErrorKind, ServiceError};
 use super::layout::{new_id, Layout};
 use super::service::Service;
-use super::store::{now_ms, UploadRow};
+use super::store::UploadRow;
 use cs_init::checkpoint::{check_pth, looks_like_pth, SafetensorsFile};
 use cs_init::run::hex;
 
@@ -90,7 +90,7 @@ impl PendingUpload {
             size: self.size,
             format: format.into(),
             name: self.name.clone(),
-            created_at: now_ms(),
+            created_at: service.now_ms(),
         };
         if let Err(e) = service.insert_upload(&upload) {
             let _ = std::fs::remove_file(&path);

@@ -70,11 +70,17 @@ fn run_job(service: &Service, pool: &rayon::ThreadPool, job: JobRow) {
     }));
     service.announce(&job);
     let outcome = execute(service, pool, &job, &live);
-    let staging = service.layout.staging(&job.id);
+    let staging = service.layout.staging(&job.id, job.attempts);
     if outcome.is_err() {
         if let Err(e) = Layout::remove(&staging) {
             tracing::error!("job {}: cannot remove {}: {e}", job.id, staging.display());
         }
+    }
+    if live.lost() {
+        // Another server may be running it: whatever this run made is not the job's.
+        service.forget_lost(&job.id);
+        tracing::warn!("job {}: stopped here, as this server lost it", job.id);
+        return;
     }
     // Counted before the store says so, so that whoever sees the job ended sees it counted.
     let ended = match &outcome {
@@ -101,7 +107,7 @@ fn run_job(service: &Service, pool: &rayon::ThreadPool, job: JobRow) {
             service.finish(&job.id, &Ending::Canceled)
         }
         // A shutdown: the job runs again after the restart.
-        Err(Failure::Stopped) => service.requeue(&job.id),
+        Err(Failure::Stopped) => service.release(&job.id),
         Err(Failure::Failed { code, message }) => service.finish(
             &job.id,
             &Ending::Failed {
@@ -165,7 +171,7 @@ fn execute(
         return Ok((result, key, Some(source.id)));
     }
 
-    let staging = service.layout.staging(&job.id);
+    let staging = service.layout.staging(&job.id, job.attempts);
     let io = |e: std::io::Error| failed("internal", format!("{}: {e}", staging.display()));
     Layout::remove(&staging).map_err(io)?;
     std::fs::create_dir_all(&staging).map_err(io)?;
@@ -253,7 +259,7 @@ fn execute(
     if observer.stop_requested() {
         return Err(timed_out(&observer).unwrap_or(Failure::Stopped));
     }
-    service.layout.publish(&job.id).map_err(io)?;
+    service.layout.publish(&job.id, job.attempts).map_err(io)?;
     Ok((
         serde_json::to_string(&result).expect("result serializes"),
         key,
@@ -390,6 +396,7 @@ impl Observer for JobObserver<'_> {
 
     fn stop_requested(&self) -> bool {
         self.live.cancel_requested()
+            || self.live.lost()
             || self.service.live.shutting_down()
             || self.past_deadline().is_some()
     }

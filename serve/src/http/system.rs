@@ -1,7 +1,7 @@
 //! Health, metrics, the OpenAPI description and the web page.
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
@@ -13,23 +13,76 @@ use super::AppState;
 
 #[derive(Serialize, ToSchema)]
 pub struct Health {
-    /// `ok` while the server answers.
+    /// `ok` while the server answers and its store does; `degraded` when the store does not.
     status: &'static str,
     version: &'static str,
+    store: BackendHealth,
+    files: BackendHealth,
 }
 
-/// Liveness: answers while the server runs (no token needed).
+/// A backend the server depends on.
+#[derive(Serialize, ToSchema)]
+pub struct BackendHealth {
+    /// Which one, and where (no credentials): `sqlite (...)`, `postgresql (user@host:port/db)`,
+    /// `directory (...)`.
+    backend: String,
+    /// Whether it answered just now.
+    ok: bool,
+    /// Why not, when it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+impl BackendHealth {
+    fn of(backend: String, answer: Result<(), crate::error::ServiceError>) -> Self {
+        let error = answer.err().map(|e| e.message);
+        Self {
+            backend,
+            ok: error.is_none(),
+            error,
+        }
+    }
+}
+
+/// Liveness and the backends: answers while the server runs (no token needed), with 503 when
+/// the job store or the file directory does not answer.
 #[utoipa::path(
     get,
     path = "/healthz",
     tag = "system",
-    responses((status = 200, description = "The server is up", body = Health))
+    responses(
+        (status = 200, description = "The server and its backends are up", body = Health),
+        (status = 503, description = "A backend does not answer", body = Health),
+    )
 )]
-pub async fn healthz() -> Json<Health> {
-    Json(Health {
-        status: "ok",
-        version: env!("CARGO_PKG_VERSION"),
+pub async fn healthz(State(state): State<AppState>) -> Response {
+    let service = state.service.clone();
+    let health = tokio::task::spawn_blocking(move || {
+        let (store, store_answer) = service.store_health();
+        let (files, files_answer) = service.files_health();
+        Health {
+            status: if store_answer.is_ok() && files_answer.is_ok() {
+                "ok"
+            } else {
+                "degraded"
+            },
+            version: env!("CARGO_PKG_VERSION"),
+            store: BackendHealth::of(store, store_answer),
+            files: BackendHealth::of(files, files_answer),
+        }
     })
+    .await;
+    match health {
+        Ok(health) => {
+            let status = if health.status == "ok" {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            (status, Json(health)).into_response()
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
 }
 
 /// Metrics in the Prometheus (OpenMetrics) text format: jobs by state, queue depth, job seconds,

@@ -1,14 +1,20 @@
-//! The job store: SQLite in WAL mode with full synchronization, so that a state change that
-//! returned has reached the disk. One connection behind a mutex: every statement is short, and
-//! the file, not a server, is the source of truth, so a killed process loses nothing committed.
+//! The job store: the durable record of every upload and job, and the job's life cycle as
+//! transactions. Two implementations of one trait: [`SqliteStore`] (one server, a file in the
+//! data directory) and [`PostgresStore`] (any number of replicas on one database). Both run
+//! versioned migrations when opened and refuse a schema newer than this build's.
+
+mod clock;
+mod postgres;
+mod sqlite;
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
+
+pub use self::postgres::PostgresStore;
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use sqlite::SqliteStore;
 
 /// Where a job is in its life.
 #[derive(
@@ -78,6 +84,7 @@ pub struct JobRow {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// Runs started (a claim counts one).
     pub attempts: i64,
     pub cancel_requested: bool,
     pub error_code: Option<String>,
@@ -89,6 +96,9 @@ pub struct JobRow {
     pub cache_key: Option<String>,
     pub cached_from: Option<String>,
     pub expired_at: Option<i64>,
+    /// The server running it, while it runs.
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<i64>,
 }
 
 /// An accepted upload.
@@ -138,7 +148,7 @@ pub enum CreateError {
     #[error("the Idempotency-Key was used for a different request (job {job})")]
     IdempotencyConflict { job: String },
     #[error(transparent)]
-    Store(#[from] rusqlite::Error),
+    Store(#[from] StoreError),
 }
 
 /// What a cancel request did.
@@ -166,499 +176,191 @@ pub enum Ending<'a> {
     Canceled,
 }
 
-/// What a restart found and did.
-#[derive(Debug, Default)]
-pub struct Recovery {
-    /// Jobs that were running: queued again.
+/// Running jobs whose server stopped renewing their lease, and what became of them.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Abandoned {
+    /// Queued again, to run on whichever server claims them.
     pub requeued: Vec<String>,
-    /// Jobs that were running with a cancel request: canceled.
+    /// A cancel had been asked for: canceled.
     pub canceled: Vec<String>,
+    /// Their runs had been started `max_attempts` times: failed (`attempts_exhausted`).
+    pub failed: Vec<String>,
 }
 
-pub struct Store {
-    conn: Mutex<Connection>,
+impl Abandoned {
+    pub fn is_empty(&self) -> bool {
+        self.requeued.is_empty() && self.canceled.is_empty() && self.failed.is_empty()
+    }
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+/// A server's hold on the jobs it runs: its id, and how long a claim or a heartbeat holds.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub owner: String,
+    pub duration_ms: i64,
 }
 
-const JOB_COLUMNS: &str = "seq, id, state, input, settings, created_at, started_at, finished_at, \
-     attempts, cancel_requested, error_code, error_message, progress, result, cache_key, \
-     cached_from, expired_at";
-
-fn job_from_row(row: &Row) -> rusqlite::Result<JobRow> {
-    let state: String = row.get("state")?;
-    Ok(JobRow {
-        seq: row.get("seq")?,
-        id: row.get("id")?,
-        state: JobState::parse(&state).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(
-                2,
-                rusqlite::types::Type::Text,
-                format!("unknown job state '{state}'").into(),
-            )
-        })?,
-        input: row.get("input")?,
-        settings: row.get("settings")?,
-        created_at: row.get("created_at")?,
-        started_at: row.get("started_at")?,
-        finished_at: row.get("finished_at")?,
-        attempts: row.get("attempts")?,
-        cancel_requested: row.get::<_, i64>("cancel_requested")? != 0,
-        error_code: row.get("error_code")?,
-        error_message: row.get("error_message")?,
-        progress: row.get("progress")?,
-        result: row.get("result")?,
-        cache_key: row.get("cache_key")?,
-        cached_from: row.get("cached_from")?,
-        expired_at: row.get("expired_at")?,
-    })
+/// A running job as its server's heartbeat found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub id: String,
+    pub cancel_requested: bool,
 }
 
-fn upload_from_row(row: &Row) -> rusqlite::Result<UploadRow> {
-    Ok(UploadRow {
-        id: row.get("id")?,
-        sha256: row.get("sha256")?,
-        size: row.get::<_, i64>("size")? as u64,
-        format: row.get("format")?,
-        name: row.get("name")?,
-        created_at: row.get("created_at")?,
-    })
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("SQLite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] ::postgres::Error),
+    #[error("PostgreSQL connection pool: {0}")]
+    Pool(#[from] r2d2::Error),
+    #[error(
+        "the store's schema is version {found}, newer than this cs-init's ({supported}); \
+         run the cs-init that wrote it, or a newer one"
+    )]
+    NewerSchema { found: i64, supported: i64 },
+    #[error("the store holds a value this cs-init cannot read: {0}")]
+    Corrupt(String),
 }
 
-impl Store {
-    /// Opens (creating if needed) the store at `path`.
-    pub fn open(path: &Path) -> rusqlite::Result<Self> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.execute_batch(include_str!("schema.sql"))?;
-        Ok(Self {
-            conn: Mutex::new(conn),
-        })
-    }
+/// Why a job ended failed when its server stopped too often.
+pub fn attempts_exhausted_message(attempts: i64) -> String {
+    format!(
+        "the job's run was started {attempts} times and its server stopped each time before it \
+         finished (the server's --max-attempts); it is not run again"
+    )
+}
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        // A panic while holding the lock cannot leave SQLite half-written (a statement is atomic),
-        // so the connection stays usable.
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
-    }
+/// The job store's operations. Every method is one transaction; a state change that returned
+/// is durable. Methods that change a running job take the claiming server's lease, so a server
+/// that lost a job (its lease expired and another server claimed it) cannot finish it.
+pub trait JobStore: Send + Sync {
+    /// Which store this is, and where, without credentials (for logs and `/healthz`).
+    fn describe(&self) -> String;
+    /// Whether several servers may use this store at once.
+    fn shared(&self) -> bool;
+    /// Answers if the store is reachable.
+    fn ping(&self) -> Result<(), StoreError>;
 
-    /// Folds the write-ahead log into the database, so the directory is tidy after a clean stop.
-    pub fn checkpoint(&self) -> rusqlite::Result<()> {
-        self.conn()
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-    }
-
-    /// After a restart: jobs that were running run again (or end canceled if that was asked).
-    pub fn recover(&self) -> rusqlite::Result<Recovery> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let now = now_ms();
-        let ids = |tx: &rusqlite::Transaction, sql: &str| -> rusqlite::Result<Vec<String>> {
-            let mut stmt = tx.prepare(sql)?;
-            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-            rows.collect()
-        };
-        let canceled = ids(
-            &tx,
-            "SELECT id FROM jobs WHERE state = 'running' AND cancel_requested = 1",
-        )?;
-        tx.execute(
-            "UPDATE jobs SET state = 'canceled', finished_at = ?1, progress = NULL \
-             WHERE state = 'running' AND cancel_requested = 1",
-            params![now],
-        )?;
-        let requeued = ids(&tx, "SELECT id FROM jobs WHERE state = 'running'")?;
-        tx.execute(
-            "DELETE FROM job_layers WHERE job_id IN (SELECT id FROM jobs WHERE state = 'running')",
-            [],
-        )?;
-        tx.execute(
-            "UPDATE jobs SET state = 'queued', started_at = NULL, progress = NULL \
-             WHERE state = 'running'",
-            [],
-        )?;
-        tx.commit()?;
-        Ok(Recovery { requeued, canceled })
-    }
-
-    pub fn insert_upload(&self, upload: &UploadRow) -> rusqlite::Result<()> {
-        self.conn().execute(
-            "INSERT INTO uploads (id, sha256, size, format, name, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                upload.id,
-                upload.sha256,
-                upload.size as i64,
-                upload.format,
-                upload.name,
-                upload.created_at
-            ],
-        )?;
-        Ok(())
-    }
-
-    pub fn upload(&self, id: &str) -> rusqlite::Result<Option<UploadRow>> {
-        self.conn()
-            .query_row(
-                "SELECT * FROM uploads WHERE id = ?1",
-                params![id],
-                upload_from_row,
-            )
-            .optional()
-    }
-
-    pub fn upload_ids(&self) -> rusqlite::Result<Vec<String>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT id FROM uploads")?;
-        let rows = stmt.query_map([], |r| r.get(0))?;
-        rows.collect()
-    }
-
-    pub fn delete_upload(&self, id: &str) -> rusqlite::Result<()> {
-        self.conn()
-            .execute("DELETE FROM uploads WHERE id = ?1", params![id])?;
-        Ok(())
-    }
-
+    fn insert_upload(&self, upload: &UploadRow) -> Result<(), StoreError>;
+    fn upload(&self, id: &str) -> Result<Option<UploadRow>, StoreError>;
+    fn upload_ids(&self) -> Result<Vec<String>, StoreError>;
+    fn delete_upload(&self, id: &str) -> Result<(), StoreError>;
     /// Uploads created before `cutoff` that no queued or running job still needs.
-    pub fn stale_uploads(&self, cutoff: i64) -> rusqlite::Result<Vec<String>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT id FROM uploads WHERE created_at < ?1 AND NOT EXISTS (\
-                 SELECT 1 FROM jobs WHERE jobs.input = 'upload:' || uploads.id \
-                 AND jobs.state IN ('queued', 'running'))",
-        )?;
-        let rows = stmt.query_map(params![cutoff], |r| r.get(0))?;
-        rows.collect()
-    }
+    fn stale_uploads(&self, cutoff: i64) -> Result<Vec<String>, StoreError>;
 
     /// Creates a job: queued, or succeeded at once from a cached result. An `Idempotency-Key`
-    /// seen before returns the job it created, in one transaction with the check.
-    pub fn create_job(&self, new: &NewJob) -> Result<Created, CreateError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        if let Some((key, request)) = new.idempotency {
-            let earlier = tx
-                .query_row(
-                    &format!(
-                        "SELECT {JOB_COLUMNS}, request_sha256 FROM jobs WHERE idempotency_key = ?1"
-                    ),
-                    params![key],
-                    |r| {
-                        Ok((
-                            job_from_row(r)?,
-                            r.get::<_, Option<String>>("request_sha256")?,
-                        ))
-                    },
-                )
-                .optional()?;
-            if let Some((job, digest)) = earlier {
-                return if digest.as_deref() == Some(request) {
-                    Ok(Created::Replayed(job))
-                } else {
-                    Err(CreateError::IdempotencyConflict { job: job.id })
-                };
-            }
-        }
-        let now = now_ms();
-        let (key, request) = new.idempotency.unzip();
-        match &new.from_cache {
-            None => {
-                let queued: i64 = tx.query_row(
-                    "SELECT COUNT(*) FROM jobs WHERE state = 'queued'",
-                    [],
-                    |r| r.get(0),
-                )?;
-                if queued as usize >= new.max_queued {
-                    return Err(CreateError::QueueFull {
-                        queued: queued as usize,
-                    });
-                }
-                tx.execute(
-                    "INSERT INTO jobs (id, state, input, settings, created_at, idempotency_key, request_sha256) \
-                     VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6)",
-                    params![new.id, new.input, new.settings, now, key, request],
-                )?;
-            }
-            Some(cached) => {
-                tx.execute(
-                    "INSERT INTO jobs (id, state, input, settings, created_at, started_at, finished_at, \
-                     result, cache_key, cached_from, idempotency_key, request_sha256) \
-                     VALUES (?1, 'succeeded', ?2, ?3, ?4, ?4, ?4, ?5, ?6, ?7, ?8, ?9)",
-                    params![
-                        new.id,
-                        new.input,
-                        new.settings,
-                        now,
-                        cached.result,
-                        cached.cache_key,
-                        cached.source,
-                        key,
-                        request
-                    ],
-                )?;
-            }
-        }
-        let job = tx.query_row(
-            &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
-            params![new.id],
-            job_from_row,
-        )?;
-        tx.commit()?;
-        Ok(Created::New(job))
-    }
-
+    /// seen before returns the job it created.
+    fn create_job(&self, new: &NewJob) -> Result<Created, CreateError>;
     /// The job an `Idempotency-Key` created, and the digest of the request it came with.
-    pub fn job_by_idempotency_key(
+    fn job_by_idempotency_key(
         &self,
         key: &str,
-    ) -> rusqlite::Result<Option<(JobRow, Option<String>)>> {
-        self.conn()
-            .query_row(
-                &format!(
-                    "SELECT {JOB_COLUMNS}, request_sha256 FROM jobs WHERE idempotency_key = ?1"
-                ),
-                params![key],
-                |r| Ok((job_from_row(r)?, r.get("request_sha256")?)),
-            )
-            .optional()
-    }
-
-    pub fn job(&self, id: &str) -> rusqlite::Result<Option<JobRow>> {
-        self.conn()
-            .query_row(
-                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
-                params![id],
-                job_from_row,
-            )
-            .optional()
-    }
-
+    ) -> Result<Option<(JobRow, Option<String>)>, StoreError>;
+    fn job(&self, id: &str) -> Result<Option<JobRow>, StoreError>;
     /// Jobs newest first, optionally of one state, created before the job `before` (its `seq`).
-    pub fn list_jobs(
+    fn list_jobs(
         &self,
         state: Option<JobState>,
         before: Option<i64>,
         limit: usize,
-    ) -> rusqlite::Result<Vec<JobRow>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE (?1 IS NULL OR state = ?1) \
-             AND (?2 IS NULL OR seq < ?2) ORDER BY seq DESC LIMIT ?3"
-        ))?;
-        let rows = stmt.query_map(
-            params![state.map(JobState::as_str), before, limit as i64],
-            job_from_row,
-        )?;
-        rows.collect()
-    }
+    ) -> Result<Vec<JobRow>, StoreError>;
 
-    /// The oldest queued job, now running.
-    pub fn claim_next(&self) -> rusqlite::Result<Option<JobRow>> {
-        self.conn()
-            .query_row(
-                &format!(
-                    "UPDATE jobs SET state = 'running', started_at = ?1, attempts = attempts + 1, \
-                     progress = NULL WHERE seq = (SELECT seq FROM jobs WHERE state = 'queued' \
-                     ORDER BY seq LIMIT 1) RETURNING {JOB_COLUMNS}"
-                ),
-                params![now_ms()],
-                job_from_row,
-            )
-            .optional()
-    }
-
+    /// The oldest queued job, now running under `lease` (its attempt counted). No two servers
+    /// claim the same job.
+    fn claim_next(&self, lease: &Lease) -> Result<Option<JobRow>, StoreError>;
+    /// Renews the lease on every job `lease.owner` runs; returns them, with their cancel flags.
+    fn heartbeat(&self, lease: &Lease) -> Result<Vec<Held>, StoreError>;
+    /// Running jobs whose lease expired (all running jobs when `all`: nobody else can be
+    /// running them): queued again, canceled if asked, or failed after `max_attempts` runs.
+    fn release_abandoned(&self, all: bool, max_attempts: i64) -> Result<Abandoned, StoreError>;
     /// Records a finished conv tensor of a running job, and the progress it marks.
-    pub fn record_layer(
+    fn record_layer(
         &self,
         id: &str,
+        lease: &Lease,
         ordinal: usize,
         layer: &str,
         progress: &str,
-    ) -> rusqlite::Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        tx.execute(
-            "INSERT OR REPLACE INTO job_layers (job_id, ordinal, layer) VALUES (?1, ?2, ?3)",
-            params![id, ordinal as i64, layer],
-        )?;
-        tx.execute(
-            "UPDATE jobs SET progress = ?2 WHERE id = ?1 AND state = 'running'",
-            params![id, progress],
-        )?;
-        tx.commit()
-    }
-
+    ) -> Result<(), StoreError>;
     /// The conv tensors a job has reported, in order (JSON each).
-    pub fn layers(&self, id: &str) -> rusqlite::Result<Vec<String>> {
-        let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT layer FROM job_layers WHERE job_id = ?1 ORDER BY ordinal")?;
-        let rows = stmt.query_map(params![id], |r| r.get(0))?;
-        rows.collect()
-    }
-
-    /// Ends a running job. `None` when it was not running (a restart re-queued it meanwhile).
-    pub fn finish(&self, id: &str, ending: &Ending) -> rusqlite::Result<Option<JobRow>> {
-        let now = now_ms();
-        let conn = self.conn();
-        let returning = format!("RETURNING {JOB_COLUMNS}");
-        let row = match ending {
-            Ending::Succeeded {
-                result,
-                cache_key,
-                cached_from,
-            } => conn.query_row(
-                &format!(
-                    "UPDATE jobs SET state = 'succeeded', finished_at = ?2, result = ?3, \
-                     cache_key = ?4, cached_from = ?5, progress = NULL \
-                     WHERE id = ?1 AND state = 'running' {returning}"
-                ),
-                params![id, now, result, cache_key, cached_from],
-                job_from_row,
-            ),
-            Ending::Failed { code, message } => conn.query_row(
-                &format!(
-                    "UPDATE jobs SET state = 'failed', finished_at = ?2, error_code = ?3, \
-                     error_message = ?4, progress = NULL \
-                     WHERE id = ?1 AND state = 'running' {returning}"
-                ),
-                params![id, now, code, message],
-                job_from_row,
-            ),
-            Ending::Canceled => conn.query_row(
-                &format!(
-                    "UPDATE jobs SET state = 'canceled', finished_at = ?2, progress = NULL \
-                     WHERE id = ?1 AND state = 'running' {returning}"
-                ),
-                params![id, now],
-                job_from_row,
-            ),
-        };
-        row.optional()
-    }
-
-    /// Puts a job back in the queue (a running one stopped by a shutdown, or a succeeded one whose
-    /// files are gone), forgetting its layers.
-    pub fn requeue(&self, id: &str) -> rusqlite::Result<Option<JobRow>> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        tx.execute("DELETE FROM job_layers WHERE job_id = ?1", params![id])?;
-        let row = tx
-            .query_row(
-                &format!(
-                    "UPDATE jobs SET state = 'queued', started_at = NULL, finished_at = NULL, \
-                     progress = NULL, result = NULL WHERE id = ?1 {}",
-                    format_args!("RETURNING {JOB_COLUMNS}")
-                ),
-                params![id],
-                job_from_row,
-            )
-            .optional()?;
-        tx.commit()?;
-        Ok(row)
-    }
-
+    fn layers(&self, id: &str) -> Result<Vec<String>, StoreError>;
+    /// Ends a running job. `None` when it was no longer running under `lease`.
+    fn finish(
+        &self,
+        id: &str,
+        lease: &Lease,
+        ending: &Ending,
+    ) -> Result<Option<JobRow>, StoreError>;
+    /// Queues a job running under `lease` again (its server is stopping), forgetting its layers.
+    fn release(&self, id: &str, lease: &Lease) -> Result<Option<JobRow>, StoreError>;
+    /// Queues a succeeded job again whose files are gone, forgetting its layers.
+    fn requeue_lost_result(&self, id: &str) -> Result<Option<JobRow>, StoreError>;
     /// Cancels a queued job, or asks a running one to stop.
-    pub fn cancel(&self, id: &str) -> rusqlite::Result<Option<Cancel>> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let Some(job) = tx
-            .query_row(
-                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
-                params![id],
-                job_from_row,
-            )
-            .optional()?
-        else {
-            return Ok(None);
-        };
-        let outcome = match job.state {
-            JobState::Queued => {
-                tx.execute(
-                    "UPDATE jobs SET state = 'canceled', finished_at = ?2 WHERE id = ?1",
-                    params![id, now_ms()],
-                )?;
-                Cancel::Canceled
-            }
-            JobState::Running => {
-                tx.execute(
-                    "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1",
-                    params![id],
-                )?;
-                Cancel::Requested
-            }
-            _ => return Ok(Some(Cancel::Finished(job))),
-        };
-        let job = tx.query_row(
-            &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
-            params![id],
-            job_from_row,
-        )?;
-        tx.commit()?;
-        Ok(Some(outcome(job)))
-    }
+    fn cancel(&self, id: &str) -> Result<Option<Cancel>, StoreError>;
 
     /// The newest succeeded, unexpired job with this cache key.
-    pub fn cached(&self, cache_key: &str) -> rusqlite::Result<Option<JobRow>> {
-        self.conn()
-            .query_row(
-                &format!(
-                    "SELECT {JOB_COLUMNS} FROM jobs WHERE cache_key = ?1 AND state = 'succeeded' \
-                     AND expired_at IS NULL ORDER BY seq DESC LIMIT 1"
-                ),
-                params![cache_key],
-                job_from_row,
-            )
-            .optional()
-    }
-
+    fn cached(&self, cache_key: &str) -> Result<Option<JobRow>, StoreError>;
     /// Succeeded, unexpired jobs (whose files must exist).
-    pub fn live_results(&self) -> rusqlite::Result<Vec<JobRow>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'succeeded' AND expired_at IS NULL"
-        ))?;
-        let rows = stmt.query_map([], job_from_row)?;
-        rows.collect()
-    }
-
+    fn live_results(&self) -> Result<Vec<JobRow>, StoreError>;
     /// Marks the results of jobs finished before `cutoff` as expired; returns their ids, whose
-    /// files the caller then deletes.
-    pub fn expire(&self, cutoff: i64) -> rusqlite::Result<Vec<String>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "UPDATE jobs SET expired_at = ?2 WHERE state = 'succeeded' AND expired_at IS NULL \
-             AND finished_at < ?1 RETURNING id",
-        )?;
-        let rows = stmt.query_map(params![cutoff, now_ms()], |r| r.get(0))?;
-        rows.collect()
-    }
-
+    /// files the caller then deletes. Several sweepers at once each get distinct ids.
+    fn expire(&self, cutoff: i64) -> Result<Vec<String>, StoreError>;
     /// How many jobs are in each state.
-    pub fn counts(&self) -> rusqlite::Result<BTreeMap<JobState, u64>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM jobs GROUP BY state")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-        let mut counts: BTreeMap<JobState, u64> =
-            JobState::ALL.into_iter().map(|s| (s, 0)).collect();
-        for row in rows {
-            let (state, n) = row?;
-            if let Some(state) = JobState::parse(&state) {
-                counts.insert(state, n as u64);
-            }
-        }
-        Ok(counts)
+    fn counts(&self) -> Result<BTreeMap<JobState, u64>, StoreError>;
+    /// Leaves the store tidy for a clean stop.
+    fn close(&self) -> Result<(), StoreError>;
+}
+
+/// Opens the store `spec` names: `postgres://…` (or `postgresql://…`), or else SQLite at the
+/// data directory's `store.sqlite`.
+pub fn open(
+    spec: Option<&str>,
+    sqlite_path: &std::path::Path,
+    clock: Arc<dyn Clock>,
+) -> Result<Box<dyn JobStore>, StoreError> {
+    match spec {
+        Some(url) if PostgresStore::handles(url) => Ok(Box::new(PostgresStore::open(url, clock)?)),
+        _ => Ok(Box::new(SqliteStore::open(sqlite_path, clock)?)),
     }
+}
+
+/// The columns of a [`JobRow`], in every query that returns one.
+const JOB_COLUMNS: &str = "seq, id, state, input, settings, created_at, started_at, finished_at, \
+     attempts, cancel_requested, error_code, error_message, progress, result, cache_key, \
+     cached_from, expired_at, lease_owner, lease_expires_at";
+
+/// A store URL fit to print: no password, no query (which may carry one).
+pub fn redact_url(url: &str) -> String {
+    let url = url.split('?').next().unwrap_or(url);
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((credentials, place)) => {
+                let user = credentials.split(':').next().unwrap_or("");
+                format!("{scheme}://{user}@{place}")
+            }
+            None => format!("{scheme}://{rest}"),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// The password in a store URL, to keep out of every message.
+pub fn url_password(url: &str) -> Option<String> {
+    let config: ::postgres::Config = url.parse().ok()?;
+    let password = String::from_utf8_lossy(config.get_password()?).into_owned();
+    (!password.is_empty()).then_some(password)
+}
+
+/// Counts per state, every state present.
+fn counts_of(rows: impl IntoIterator<Item = (JobState, i64)>) -> BTreeMap<JobState, u64> {
+    let mut counts: BTreeMap<JobState, u64> = JobState::ALL.into_iter().map(|s| (s, 0)).collect();
+    for (state, n) in rows {
+        counts.insert(state, n as u64);
+    }
+    counts
 }
 
 #[cfg(test)]
