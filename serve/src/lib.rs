@@ -51,9 +51,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("--listen {listen}: cannot listen there"))?;
     let address = listener.local_addr()?;
     eprintln!(
-        "cs-init serve: listening on http://{address} (files in {}, store {}, {workers} worker{})",
+        "cs-init serve: listening on http://{address} (server {}, files in {}, store {}, {workers} worker{})",
+        service.server_id(),
         service.layout.root().display(),
-        service.store_health().0,
+        service.store_description(),
         if workers == 1 { "" } else { "s" }
     );
 
@@ -74,6 +75,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .name("cs-init-heartbeat".into())
             .spawn(move || heartbeat(&service, &stop))?
     };
+    let follower = service
+        .store_shared()
+        .then(|| {
+            let (service, stop) = (service.clone(), heartbeat_stop.clone());
+            std::thread::Builder::new()
+                .name("cs-init-follower".into())
+                .spawn(move || follow(&service, &stop))
+        })
+        .transpose()?;
     let sweeper = tokio::spawn(sweep(service.clone()));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -96,7 +106,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     // Renewed until every worker has released its job.
     heartbeat_stop.store(true, Ordering::SeqCst);
-    let _ = tokio::task::spawn_blocking(move || heartbeat.join()).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        let _ = heartbeat.join();
+        follower.map(std::thread::JoinHandle::join)
+    })
+    .await;
     let store = service.clone();
     tokio::task::spawn_blocking(move || store.checkpoint_store()).await??;
     eprintln!("cs-init serve: stopped");
@@ -111,6 +125,16 @@ fn heartbeat(service: &Service, stop: &AtomicBool) {
             tracing::error!("heartbeat: {e}");
         }
         std::thread::sleep(every);
+    }
+}
+
+/// Passes on other replicas' progress on the jobs clients here follow, until `stop`.
+fn follow(service: &Service, stop: &AtomicBool) {
+    while !stop.load(Ordering::SeqCst) {
+        if let Err(e) = service.pass_on_changes(Duration::from_secs(1)) {
+            tracing::warn!("following other replicas' jobs: {e}");
+            std::thread::sleep(Duration::from_secs(1));
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! retention, and what a restart does. Every change goes through the store before anyone hears
 //! of it (`announce` runs after the commit).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
@@ -17,7 +17,7 @@ use super::live::{Event, Live};
 use super::metrics::Metrics;
 use super::store::{
     self, Abandoned, CachedResult, Cancel, Clock, CreateError, Created, Ending, JobRow, JobState,
-    JobStore, Lease, NewJob, SystemClock, UploadRow,
+    JobStore, Lease, NewJob, StoreError, SystemClock, UploadRow,
 };
 use super::view::{CreateJob, JobList, JobView, StoredFile, StoredResult};
 use cs_init::checkpoint::{CheckpointError, HubEnv};
@@ -66,6 +66,8 @@ pub struct Service {
     lease: Lease,
     /// Jobs this server's workers are running.
     running: Mutex<HashSet<String>>,
+    /// Jobs that clients here follow while another server may be running them.
+    followed: Mutex<HashMap<String, Followed>>,
     pub live: Live,
     pub metrics: Metrics,
     pub device: candle_core::Device,
@@ -73,6 +75,15 @@ pub struct Service {
     secrets: Vec<String>,
     /// Wakes the workers when a job is queued.
     queue: (Mutex<u64>, Condvar),
+}
+
+/// What a follower has passed on of a job another server runs.
+struct Followed {
+    /// Layers sent (the run's first `layers` records).
+    layers: usize,
+    state: JobState,
+    /// The run they belong to: a new run records its layers from the first again.
+    attempts: i64,
 }
 
 /// What `create_job` did.
@@ -130,6 +141,7 @@ impl Service {
                 duration_ms: config.lease.as_millis() as i64,
             },
             running: Mutex::new(HashSet::new()),
+            followed: Mutex::new(HashMap::new()),
             config,
             layout,
             store,
@@ -419,11 +431,19 @@ impl Service {
 
     /// The oldest queued job, now running here (its attempt counted), if any.
     pub fn claim_next(&self) -> Result<Option<JobRow>, ServiceError> {
+        // Held across the claim, so that the heartbeat never sees a job claimed here and not
+        // yet known to be running here.
+        let mut running = self.running_here();
         let job = self.store.claim_next(&self.lease)?;
         if let Some(job) = &job {
-            self.running_here().insert(job.id.clone());
+            running.insert(job.id.clone());
         }
         Ok(job)
+    }
+
+    /// This server's id, as jobs it runs show it (`server`).
+    pub fn server_id(&self) -> &str {
+        &self.lease.owner
     }
 
     fn running_here(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
@@ -433,6 +453,7 @@ impl Service {
     /// Renews this server's leases, passes on cancels asked for through any server, stops jobs
     /// whose lease was lost, and releases the jobs of servers that stopped renewing theirs.
     pub fn heartbeat(&self) -> Result<(), ServiceError> {
+        let running_before = self.running_here().clone();
         let held = self.store.heartbeat(&self.lease)?;
         for job in &held {
             if job.cancel_requested {
@@ -441,24 +462,110 @@ impl Service {
                 }
             }
         }
-        let lost: Vec<String> = self
-            .running_here()
+        let lost: Vec<&String> = running_before
             .iter()
             .filter(|id| !held.iter().any(|h| &h.id == *id))
-            .cloned()
             .collect();
         for id in lost {
-            if let Some(live) = self.live.get(&id) {
+            if let Some(live) = self.live.get(id) {
                 if !live.lost() {
                     tracing::warn!("job {id}: this server's lease on it expired; stopping it");
                     live.lose();
                 }
             }
         }
+        // Held here but run by no worker: a claim or an ending whose answer the store lost
+        // (a dropped connection). Released, to run again.
+        let orphans: Vec<String> = {
+            let running = self.running_here();
+            held.into_iter()
+                .filter(|h| !running.contains(&h.id))
+                .map(|h| h.id)
+                .collect()
+        };
+        for id in orphans {
+            if let Some(row) = self.store.release(&id, &self.lease)? {
+                tracing::warn!("job {id}: held here without a worker; queued again");
+                self.announce(&row);
+                self.notify_queued();
+            }
+        }
         let abandoned = self
             .store
             .release_abandoned(false, self.config.max_attempts.into())?;
         self.report_abandoned(&abandoned);
+        Ok(())
+    }
+
+    /// Follows, for a client here, a job another server may be running: what that server
+    /// records reaches this server's live channel of the job. `layers_sent`: the layers the
+    /// client already has.
+    pub fn follow(&self, row: &JobRow, layers_sent: usize) {
+        if !self.store.shared() || row.state.is_terminal() {
+            return;
+        }
+        self.followed_jobs()
+            .entry(row.id.clone())
+            .or_insert(Followed {
+                layers: layers_sent,
+                state: row.state,
+                attempts: row.attempts,
+            });
+    }
+
+    fn followed_jobs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Followed>> {
+        self.followed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits up to `timeout` for other servers' changes, then passes on those of the jobs
+    /// followed here (all of them after a quiet `timeout`, in case a notice was missed).
+    pub fn pass_on_changes(&self, timeout: Duration) -> Result<(), ServiceError> {
+        let changed = self.store.wait_for_changes(timeout)?;
+        let followed: Vec<String> = self.followed_jobs().keys().cloned().collect();
+        for id in followed {
+            if changed.is_empty() || changed.contains(&id) {
+                self.pass_on(&id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a followed job's new layers, and its new state, to its listeners here.
+    fn pass_on(&self, id: &str) -> Result<(), ServiceError> {
+        let live = self.live.get(id);
+        let local = self.running_here().contains(id);
+        let (Some(live), false, Some(row)) = (live, local, self.store.job(id)?) else {
+            // Nobody listens, or this server runs it now and sends its events itself.
+            self.followed_jobs().remove(id);
+            return Ok(());
+        };
+        let layers = self.store.layers(id)?;
+        let announce = {
+            let mut followed = self.followed_jobs();
+            let Some(entry) = followed.get_mut(id) else {
+                return Ok(());
+            };
+            if row.attempts != entry.attempts {
+                entry.layers = 0;
+            }
+            for layer in layers.iter().skip(entry.layers) {
+                live.send(Event {
+                    name: "layer_finished",
+                    data: layer.clone(),
+                    terminal: false,
+                });
+            }
+            entry.layers = layers.len();
+            let changed = (row.state, row.attempts) != (entry.state, entry.attempts);
+            (entry.state, entry.attempts) = (row.state, row.attempts);
+            if row.state.is_terminal() {
+                followed.remove(id);
+            }
+            changed
+        };
+        if announce {
+            self.announce(&row);
+        }
         Ok(())
     }
 
@@ -476,6 +583,16 @@ impl Service {
                 .map(drop)
                 .map_err(ServiceError::from),
         )
+    }
+
+    /// Whether other servers may share this one's store (and so run its jobs).
+    pub fn store_shared(&self) -> bool {
+        self.store.shared()
+    }
+
+    /// The store's kind and place, without credentials.
+    pub fn store_description(&self) -> String {
+        self.store.describe()
     }
 
     /// The store's kind and place (no credentials), and whether it answers.
@@ -507,14 +624,14 @@ impl Service {
 
     /// Ends a job running here; `None` if it was no longer running here.
     pub fn finish(&self, id: &str, ending: &Ending) -> Result<Option<JobRow>, ServiceError> {
-        let row = self.store.finish(id, &self.lease, ending);
+        let row = retried(|| self.store.finish(id, &self.lease, ending));
         self.running_here().remove(id);
         Ok(row?)
     }
 
     /// Queues a job running here again (a shutdown stopped it).
     pub fn release(&self, id: &str) -> Result<Option<JobRow>, ServiceError> {
-        let row = self.store.release(id, &self.lease);
+        let row = retried(|| self.store.release(id, &self.lease));
         self.running_here().remove(id);
         Ok(row?)
     }
@@ -800,6 +917,27 @@ impl Service {
         }
         Ok(())
     }
+}
+
+/// How a run's ending reaches a store that is briefly away (a database restarting): tried
+/// again for this long before the job is left to its lease.
+const ENDING_RETRIES: (usize, Duration) = (30, Duration::from_secs(1));
+
+/// `store_call`, tried again while it fails, up to [`ENDING_RETRIES`].
+fn retried<T>(mut store_call: impl FnMut() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    let (tries, pause) = ENDING_RETRIES;
+    let mut outcome = store_call();
+    for _ in 1..tries {
+        match &outcome {
+            Err(e) => {
+                tracing::warn!("the job store: {e}; trying again");
+                std::thread::sleep(pause);
+                outcome = store_call();
+            }
+            Ok(_) => break,
+        }
+    }
+    outcome
 }
 
 /// A job's stored result, if it has one.

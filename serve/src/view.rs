@@ -169,6 +169,9 @@ pub struct JobView {
     /// How many times a worker started it (a restart re-runs a job that was running).
     pub attempts: i64,
     pub cancel_requested: bool,
+    /// While it runs: the id of the server running it (each server prints its id when it
+    /// starts; several replicas share one store).
+    pub server: Option<String>,
     pub progress: Option<Progress>,
     pub error: Option<ErrorDetail>,
     pub result: Option<ResultView>,
@@ -231,6 +234,7 @@ impl JobView {
             settings: serde_json::from_str(&row.settings).unwrap_or_default(),
             attempts: row.attempts,
             cancel_requested: row.cancel_requested,
+            server: row.lease_owner.clone(),
             progress,
             error: row.error_code.as_ref().map(|code| ErrorDetail {
                 code: code.clone(),

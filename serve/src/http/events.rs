@@ -62,6 +62,7 @@ pub async fn stream(
         }];
         let layers = s.layer_records(&snapshot_id)?;
         let caught_up = layers.len();
+        s.follow(&row, caught_up);
         for layer in layers {
             initial.push(Event {
                 name: "layer_finished",

@@ -310,6 +310,9 @@ pub trait JobStore: Send + Sync {
     fn expire(&self, cutoff: i64) -> Result<Vec<String>, StoreError>;
     /// How many jobs are in each state.
     fn counts(&self) -> Result<BTreeMap<JobState, u64>, StoreError>;
+    /// Waits up to `timeout` for other servers to change jobs; returns the ids they announced.
+    /// A store no other server uses has nothing to announce.
+    fn wait_for_changes(&self, timeout: std::time::Duration) -> Result<Vec<String>, StoreError>;
     /// Leaves the store tidy for a clean stop.
     fn close(&self) -> Result<(), StoreError>;
 }

@@ -7,10 +7,11 @@
 
 use std::collections::BTreeMap;
 use std::error::Error;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ::postgres::error::SqlState;
+use ::postgres::fallible_iterator::FallibleIterator;
 use ::postgres::types::{FromSql, Type};
 use ::postgres::{Client, Config, GenericClient, NoTls, Row};
 use r2d2_postgres::PostgresConnectionManager;
@@ -33,9 +34,28 @@ pub const CHANNEL: &str = "cs_init_jobs";
 const POOL_SIZE: u32 = 16;
 
 pub struct PostgresStore {
-    pool: r2d2::Pool<PostgresConnectionManager<NoTls>>,
+    /// `None` only while being dropped.
+    connections: Option<Connections>,
     config: Config,
     clock: Arc<dyn Clock>,
+}
+
+struct Connections {
+    pool: r2d2::Pool<PostgresConnectionManager<NoTls>>,
+    /// The connection that `LISTEN`s, opened on first use and again after it fails.
+    listener: Mutex<Option<Client>>,
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        // The synchronous client closes a connection by blocking on a runtime of its own, which
+        // a thread of the server's async runtime must not do: closed on a thread of their own.
+        if let Some(connections) = self.connections.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                let _ = std::thread::spawn(move || drop(connections)).join();
+            }
+        }
+    }
 }
 
 impl<'a> FromSql<'a> for JobState {
@@ -156,25 +176,27 @@ impl PostgresStore {
             .connection_timeout(Duration::from_secs(30))
             .build(PostgresConnectionManager::new(config.clone(), NoTls))?;
         Ok(Self {
-            pool,
+            connections: Some(Connections {
+                pool,
+                listener: Mutex::new(None),
+            }),
             config,
             clock,
         })
     }
 
-    /// A new connection of its own (for `LISTEN`, which holds one).
-    pub fn connect(&self) -> Result<Client, StoreError> {
-        Ok(self.config.connect(NoTls)?)
-    }
-
     fn client(
         &self,
     ) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>, StoreError> {
-        Ok(self.pool.get()?)
+        Ok(self.connections().pool.get()?)
     }
 
     fn now(&self) -> i64 {
         self.clock.now_ms()
+    }
+
+    fn connections(&self) -> &Connections {
+        self.connections.as_ref().expect("open until dropped")
     }
 
     /// Creates the job, or reports the `Idempotency-Key`'s earlier job; `Err(None)` when a
@@ -679,6 +701,41 @@ impl JobStore for PostgresStore {
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
             .collect::<Result<Vec<_>, StoreError>>()?;
         Ok(counts_of(counts))
+    }
+
+    fn wait_for_changes(&self, timeout: Duration) -> Result<Vec<String>, StoreError> {
+        let mut listener = self
+            .connections()
+            .listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let client = match listener.as_mut() {
+            Some(client) => client,
+            None => {
+                let mut client = self.config.connect(NoTls)?;
+                client.batch_execute(&format!("LISTEN {CHANNEL}"))?;
+                listener.insert(client)
+            }
+        };
+        let mut ids = Vec::new();
+        let mut received = || -> Result<(), ::postgres::Error> {
+            let mut notifications = client.notifications();
+            let first = notifications.timeout_iter(timeout).next()?;
+            if let Some(first) = first {
+                ids.push(first.payload().to_string());
+                let mut pending = notifications.iter();
+                while let Some(next) = pending.next()? {
+                    ids.push(next.payload().to_string());
+                }
+            }
+            Ok(())
+        };
+        if let Err(e) = received() {
+            // Listened again on a new connection next time (the database may have restarted).
+            *listener = None;
+            return Err(e.into());
+        }
+        Ok(ids)
     }
 
     fn close(&self) -> Result<(), StoreError> {

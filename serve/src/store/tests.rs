@@ -7,6 +7,10 @@ use std::sync::Arc;
 
 use super::*;
 
+#[path = "../../testing/test_database.rs"]
+mod test_database;
+use test_database::TestDatabase;
+
 const START: i64 = 1_700_000_000_000;
 const LEASE_MS: i64 = 10_000;
 
@@ -22,16 +26,7 @@ impl Backend {
     }
 
     fn postgres() -> Option<Self> {
-        match std::env::var("CS_INIT_TEST_POSTGRES") {
-            Ok(url) => Some(Self::Postgres(TestDatabase::create(&url))),
-            Err(_) if std::env::var_os("CS_INIT_REQUIRE_POSTGRES").is_some() => {
-                panic!("CS_INIT_REQUIRE_POSTGRES is set but CS_INIT_TEST_POSTGRES is not")
-            }
-            Err(_) => {
-                eprintln!("skipped: set CS_INIT_TEST_POSTGRES to a PostgreSQL URL to run this");
-                None
-            }
-        }
+        TestDatabase::create().map(Self::Postgres)
     }
 
     fn open(&self, clock: &Arc<ManualClock>) -> Result<Box<dyn JobStore>, StoreError> {
@@ -42,47 +37,6 @@ impl Backend {
                 clock,
             )?)),
             Backend::Postgres(db) => Ok(Box::new(PostgresStore::open(&db.url, clock)?)),
-        }
-    }
-}
-
-/// A database created for one test and dropped after it.
-struct TestDatabase {
-    admin: String,
-    name: String,
-    url: String,
-}
-
-impl TestDatabase {
-    fn create(admin: &str) -> Self {
-        let name = format!("cs_init_test_{}", crate::layout::new_id());
-        let mut client = ::postgres::Client::connect(admin, ::postgres::NoTls)
-            .unwrap_or_else(|e| panic!("CS_INIT_TEST_POSTGRES: cannot connect: {e}"));
-        client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .unwrap();
-        let base = admin.split('?').next().unwrap();
-        let url = match base.rsplit_once('/') {
-            Some((server, _)) if server.contains("://") && !server.ends_with('/') => {
-                format!("{server}/{name}")
-            }
-            _ => format!("{base}/{name}"),
-        };
-        Self {
-            admin: admin.into(),
-            name,
-            url,
-        }
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        if let Ok(mut client) = ::postgres::Client::connect(&self.admin, ::postgres::NoTls) {
-            let _ = client.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ));
         }
     }
 }
