@@ -13,6 +13,8 @@ mod hub;
 mod new;
 mod plan;
 #[cfg(feature = "serve")]
+mod replicas;
+#[cfg(feature = "serve")]
 mod service;
 
 /// The service's and the browser's tests need the `serve` feature; where the browser test is

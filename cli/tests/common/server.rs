@@ -105,17 +105,12 @@ impl Server {
         let address = rx
             .recv_timeout(Duration::from_secs(60))
             .unwrap_or_else(|_| panic!("the server did not start: {}", log.lock().unwrap()));
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(120)))
-            .build()
-            .into();
         Self {
             child: Some(child),
             base: format!("http://{address}"),
             data: data.to_path_buf(),
             log,
-            agent,
+            agent: Self::agent(),
             token: options.token.clone(),
         }
     }
@@ -145,6 +140,26 @@ impl Server {
         match &self.token {
             Some(t) => request.header("Authorization", format!("Bearer {t}")),
             None => request,
+        }
+    }
+
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(300)))
+            .build()
+            .into()
+    }
+
+    /// A client of a server started elsewhere (for another thread), which it does not own.
+    pub fn attach(base: &str) -> Self {
+        Self {
+            child: None,
+            base: base.to_string(),
+            data: PathBuf::new(),
+            log: Arc::default(),
+            agent: Self::agent(),
+            token: None,
         }
     }
 
