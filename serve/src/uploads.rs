@@ -21,7 +21,10 @@ pub struct PendingUpload {
     partial: PathBuf,
     file: Option<BufWriter<std::fs::File>>,
     hasher: Sha256,
+    /// Bytes written to the file.
     size: u64,
+    /// Bytes received, some perhaps not written yet.
+    received: u64,
     limit: u64,
 }
 
@@ -43,6 +46,7 @@ impl PendingUpload {
             file: Some(BufWriter::with_capacity(1 << 20, file)),
             hasher: Sha256::new(),
             size: 0,
+            received: 0,
             limit: service.config.max_upload,
         })
     }
@@ -53,6 +57,15 @@ impl PendingUpload {
             Some(n) if n > limit => Err(too_large(limit)),
             _ => Ok(()),
         }
+    }
+
+    /// Refuses the upload as soon as the bytes received pass the limit, before they are kept.
+    pub fn check_size(&mut self, more: usize) -> Result<(), ServiceError> {
+        self.received += more as u64;
+        if self.received > self.limit {
+            return Err(too_large(self.limit));
+        }
+        Ok(())
     }
 
     pub fn write(&mut self, chunk: &[u8]) -> Result<(), ServiceError> {

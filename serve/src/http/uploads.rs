@@ -1,4 +1,5 @@
-//! `POST /v1/uploads`: a checkpoint's raw bytes as the body, streamed to disk.
+//! `POST /v1/uploads`: a checkpoint's raw bytes as the body, streamed to disk (from blocking
+//! threads: the runtime's threads only move bytes).
 
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
@@ -14,6 +15,16 @@ use super::AppState;
 use crate::error::{ErrorKind, ServiceError};
 use crate::uploads::PendingUpload;
 use crate::view::{ErrorBody, UploadView};
+
+/// Bytes of the body gathered before they are written.
+const WRITE_BATCH: usize = 4 << 20;
+
+/// Runs file work on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
+) -> Result<T, ApiError> {
+    Ok(tokio::task::spawn_blocking(f).await??)
+}
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -52,19 +63,34 @@ pub async fn create(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     PendingUpload::check_length(service.config.max_upload, declared)?;
-    let mut pending = PendingUpload::begin(&service, query.name.as_deref())?;
+    let name = query.name.clone();
+    let opening = service.clone();
+    let mut pending = blocking(move || PendingUpload::begin(&opening, name.as_deref())).await?;
+    // The body arrives on the runtime; the file is written and hashed on blocking threads, a
+    // batch at a time.
     let mut chunks = body.into_data_stream();
-    while let Some(chunk) = chunks.next().await {
-        let chunk = chunk.map_err(|e| {
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    loop {
+        let chunk = chunks.next().await.transpose().map_err(|e| {
             ServiceError::new(
                 ErrorKind::Malformed,
                 "upload_interrupted",
                 format!("the upload was cut off: {e}"),
             )
         })?;
-        pending.write(&chunk)?;
+        if let Some(chunk) = &chunk {
+            pending.check_size(chunk.len())?;
+            batch.extend_from_slice(chunk);
+        }
+        if batch.len() >= WRITE_BATCH || (chunk.is_none() && !batch.is_empty()) {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(WRITE_BATCH));
+            pending = blocking(move || pending.write(&full).map(|()| pending)).await?;
+        }
+        if chunk.is_none() {
+            break;
+        }
     }
-    let upload = tokio::task::spawn_blocking(move || pending.finish(&service)).await??;
+    let upload = blocking(move || pending.finish(&service)).await?;
     let view = UploadView::from(&upload);
     let mut response_headers = HeaderMap::new();
     response_headers.insert(
