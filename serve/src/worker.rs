@@ -56,7 +56,7 @@ fn lower_priority() {
     }
 }
 
-fn run_job(service: &Service, pool: &rayon::ThreadPool, job: JobRow) {
+pub(crate) fn run_job(service: &Service, pool: &rayon::ThreadPool, job: JobRow) {
     let started = Instant::now();
     let live = service.live.job(&job.id);
     live.set_progress(Some(Progress {

@@ -21,11 +21,6 @@ use utoipa_axum::routes;
 
 use super::service::Service;
 
-/// Paths that need no token: liveness, and the page's static files (which hold no data; the
-/// page asks for the token and sends it with every API call, as a browser cannot send a header
-/// when loading a page).
-pub const PUBLIC_PATHS: [&str; 4] = ["/healthz", "/", "/app.js", "/style.css"];
-
 /// What every handler gets.
 #[derive(Clone)]
 pub struct AppState {
@@ -52,8 +47,8 @@ pub struct AppState {
 )]
 struct ApiDoc;
 
-/// The OpenAPI router: every route is registered with its description, so the two match.
-fn api() -> OpenApiRouter<AppState> {
+/// The routes that need the token when the server has one: every route with data.
+fn protected() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(uploads::create))
         .routes(routes!(jobs::create, jobs::list))
@@ -63,29 +58,42 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(files::file))
         .routes(routes!(files::report))
         .routes(routes!(files::plot))
-        .routes(routes!(system::healthz))
         .routes(routes!(system::metrics))
         .routes(routes!(system::openapi))
+}
+
+/// The routes open to anyone: health, and the page (it holds no data; it asks for the token
+/// and sends it with every API call, as a browser cannot send a header when loading a page).
+fn public() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(system::healthz))
         .routes(routes!(system::page))
 }
 
-/// The whole HTTP interface.
+/// The whole HTTP interface. Every route is registered with its OpenAPI description, so the two
+/// match; the token is checked by a layer on the protected routes only.
 pub fn router(service: Arc<Service>, shutdown: watch::Receiver<bool>) -> Router {
-    let (router, mut api) = api().split_for_parts();
+    let (protected, mut api) = protected().split_for_parts();
+    let (public, public_api) = public().split_for_parts();
+    api.merge(public_api);
     limits::describe(&mut api, &service.config);
     let state = AppState {
         service,
         openapi: Arc::new(api.to_pretty_json().expect("the description serializes")),
         shutdown,
     };
-    router
+    protected
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
+        .merge(public)
         .route("/app.js", get(system::script))
         .route("/style.css", get(system::style))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_token,
-        ))
         .with_state(state)
 }
+
+#[cfg(test)]
+mod tests;
