@@ -290,3 +290,78 @@ fn replicas_on_one_database_run_every_job_exactly_once() {
         asked.elapsed()
     );
 }
+
+/// `cs-init serve --store URL` that must not start: its exit code and stderr.
+fn refused(store: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = crate::common::cs_init(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            "data",
+            "--store",
+            store,
+        ],
+        dir.path(),
+    );
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_store_that_cannot_serve_is_an_error_at_start() {
+    let Some(database) = TestDatabase::create() else {
+        return;
+    };
+    // Not a store this build knows: a usage error.
+    let (code, stderr) = refused("mysql://cs:hunter2@db/jobs");
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("expected postgres://"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+
+    // Nothing listens there; the password is never printed.
+    let (code, stderr) = refused("postgres://cs:hunter2@127.0.0.1:1/jobs");
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("--store postgres://cs@127.0.0.1:1/jobs") && stderr.contains("connect"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+
+    // A user the server does not know, and a database that does not exist.
+    let server = database.url.rsplit_once('/').unwrap().0;
+    let (_, host) = server
+        .rsplit_once('@')
+        .unwrap_or(("", server.trim_start_matches("postgres://")));
+    let (code, stderr) = refused(&format!("postgres://nobody-here@{host}/postgres"));
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("role \"nobody-here\" does not exist"),
+        "{stderr}"
+    );
+    let (code, stderr) = refused(&format!("{server}/no_such_database_here"));
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("database \"no_such_database_here\" does not exist"),
+        "{stderr}"
+    );
+
+    // A schema newer than this build's.
+    let mut client = ::postgres::Client::connect(&database.url, ::postgres::NoTls).unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE cs_init_schema (version BIGINT NOT NULL); \
+             INSERT INTO cs_init_schema (version) VALUES (99)",
+        )
+        .unwrap();
+    let (code, stderr) = refused(&database.url);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("schema is version 99, newer than this cs-init's"),
+        "{stderr}"
+    );
+}

@@ -212,7 +212,7 @@ pub struct Held {
 pub enum StoreError {
     #[error("SQLite: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("PostgreSQL: {0}")]
+    #[error("PostgreSQL: {}", postgres_message(.0))]
     Postgres(#[from] ::postgres::Error),
     #[error("PostgreSQL connection pool: {0}")]
     Pool(#[from] r2d2::Error),
@@ -223,6 +223,23 @@ pub enum StoreError {
     NewerSchema { found: i64, supported: i64 },
     #[error("the store holds a value this cs-init cannot read: {0}")]
     Corrupt(String),
+}
+
+/// A PostgreSQL error in full: the server's own message (`role "x" does not exist`), or the
+/// chain of causes (`error connecting to server: Connection refused`), where the driver's
+/// `Display` says only `db error`.
+fn postgres_message(e: &::postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{}: {}", db.severity(), db.message());
+    }
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
 }
 
 /// Why a job ended failed when its server stopped too often.
