@@ -237,6 +237,7 @@ fn replicas_on_one_database_run_every_job_exactly_once() {
             "builtin:cnn1",
             json!({"iters": 30, "seed": 3, "probe": false}),
         );
+        let again = server.wait(again["id"].as_str().unwrap());
         assert_eq!(again["state"], "succeeded");
         assert!(again["result"]["cached_from"].is_string(), "{again}");
         assert_eq!(

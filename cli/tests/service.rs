@@ -178,10 +178,8 @@ fn the_result_cache_and_idempotency_keys_give_the_same_bytes() {
     assert!(first["result"]["cached_from"].is_null());
 
     let second = server.submit("builtin:cnn1", settings.clone());
-    assert_eq!(
-        second["state"], "succeeded",
-        "a cached result succeeds at once"
-    );
+    let second = server.wait(second["id"].as_str().unwrap());
+    assert_eq!(second["state"], "succeeded");
     assert_eq!(second["result"]["cached_from"], first["id"]);
     assert_ne!(second["id"], first["id"]);
     assert_eq!(
@@ -191,7 +189,8 @@ fn the_result_cache_and_idempotency_keys_give_the_same_bytes() {
     assert_eq!(download(&server, &second), download(&server, &first));
     // Other settings are another result.
     let other = server.submit("builtin:cnn1", json!({"iters": 16, "seed": 2}));
-    assert_ne!(other["state"], "succeeded");
+    let other = server.wait(other["id"].as_str().unwrap());
+    assert!(other["result"]["cached_from"].is_null());
 
     let body = json!({"input": "builtin:cnn2", "settings": {"iters": 3}}).to_string();
     let headers = [
@@ -457,10 +456,15 @@ fn hub_inputs_come_from_the_cache_offline() {
     let job = server.wait(job["id"].as_str().unwrap());
     assert_eq!(job["state"], "succeeded", "{job}");
     assert_eq!(job["result"]["files"][0]["name"], "net.cs.safetensors");
-    let missing = server.post_json("/v1/jobs", &json!({"input": "hf://owner/absent"}));
-    assert_eq!(missing.status, 422, "{}", missing.text());
-    assert_eq!(missing.code(), "input_unavailable");
-    assert!(missing.text().contains("HF_HUB_OFFLINE"));
+    // A repository not in the cache is found missing by the worker, which reads the input.
+    let missing = server.submit("hf://owner/absent", json!({}));
+    let missing = server.wait(missing["id"].as_str().unwrap());
+    assert_eq!(missing["state"], "failed");
+    assert_eq!(missing["error"]["code"], "input_unavailable");
+    assert!(missing["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("HF_HUB_OFFLINE"));
 }
 
 #[test]
@@ -697,8 +701,10 @@ fn bad_requests_get_their_status_and_a_message_that_says_what_to_fix() {
     let upload = uploads(&no_conv);
     assert_eq!(upload.status, 201, "{}", upload.text());
     let reply = jobs(&json!({"input": upload.json()["input"]}).to_string());
-    assert_eq!(reply.status, 422);
-    assert_eq!(reply.code(), "no_conv_layer");
+    assert_eq!(reply.status, 202, "creating a job does not read its input");
+    let failed = server.wait(reply.json()["id"].as_str().unwrap());
+    assert_eq!(failed["state"], "failed");
+    assert_eq!(failed["error"]["code"], "no_conv_layer");
 
     // Unknown ids, routes and methods.
     for path in [

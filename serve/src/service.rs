@@ -10,19 +10,19 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use super::error::{run_error_code, ErrorKind, ServiceError};
+use super::error::{ErrorKind, ServiceError};
 use super::input::{allowed_path, JobInput};
 use super::layout::{new_id, Layout};
 use super::live::{Event, Live};
 use super::metrics::Metrics;
 use super::store::{
-    self, Abandoned, CachedResult, Cancel, Clock, CreateError, Created, Ending, JobRow, JobState,
-    JobStore, Lease, NewJob, StoreError, SystemClock, UploadRow,
+    self, Abandoned, Cancel, Clock, CreateError, Created, Ending, JobRow, JobState, JobStore,
+    Lease, NewJob, StoreError, SystemClock, UploadRow,
 };
 use super::view::{CreateJob, JobList, JobView, StoredFile, StoredResult};
-use cs_init::checkpoint::{CheckpointError, HubEnv};
+use cs_init::checkpoint::HubEnv;
 use cs_init::device::DeviceChoice;
-use cs_init::run::{hex, prepare, InputAccess, Limits, RunError, RunSettings};
+use cs_init::run::{hex, Limits};
 
 /// How the service runs (`cs-init serve`'s flags).
 #[derive(Debug, Clone)]
@@ -321,46 +321,21 @@ impl Service {
         if let Some(created) = self.replay(idempotency_key, &request_sha256)? {
             return Ok(created);
         }
-        let input = self.check_request(&request)?;
-        let cached = self.preflight(&input, &request.settings, &settings_json)?;
-        let id = new_id();
-        let from_cache = match &cached {
-            Some((source, result, key)) => {
-                self.link_result(source, &id)?;
-                Some(CachedResult {
-                    source: &source.id,
-                    result,
-                    cache_key: key,
-                })
-            }
-            None => None,
-        };
-        let created = self.store.create_job(&NewJob {
-            id: &id,
-            input: &request.input,
-            settings: &settings_json,
-            idempotency: idempotency_key.map(|k| (k, request_sha256.as_str())),
-            max_queued: self.config.max_queued,
-            from_cache,
-        });
-        let created = match created {
-            Ok(created) => created,
-            Err(e) => {
-                if cached.is_some() {
-                    Layout::remove(&self.layout.job(&id))?;
-                }
-                return Err(self.create_error(e));
-            }
-        };
+        self.check_request(&request)?;
+        let created = self
+            .store
+            .create_job(&NewJob {
+                id: &new_id(),
+                input: &request.input,
+                settings: &settings_json,
+                idempotency: idempotency_key.map(|k| (k, request_sha256.as_str())),
+                max_queued: self.config.max_queued,
+            })
+            .map_err(|e| self.create_error(e))?;
         let (row, replayed) = match created {
             Created::New(row) => (row, false),
-            Created::Replayed(row) => {
-                // A concurrent request with the same key won the race.
-                if cached.is_some() {
-                    Layout::remove(&self.layout.job(&id))?;
-                }
-                (row, true)
-            }
+            // A concurrent request with the same key won the race.
+            Created::Replayed(row) => (row, true),
         };
         if !replayed && row.state == JobState::Queued {
             self.live.job(&row.id);
@@ -656,9 +631,10 @@ impl Service {
         Ok(self.store.close()?)
     }
 
-    /// The input and settings, as far as they can be checked without reading the input.
-    fn check_request(&self, request: &CreateJob) -> Result<JobInput, ServiceError> {
-        let input = self.parse_input(&request.input)?;
+    /// The input and settings, as far as they can be checked without reading the input: the
+    /// worker reads, plans and hashes it, so that a request answers at once whatever its size.
+    fn check_request(&self, request: &CreateJob) -> Result<(), ServiceError> {
+        self.parse_input(&request.input)?;
         request
             .settings
             .check_within(&self.config.limits)
@@ -678,51 +654,7 @@ impl Service {
                 }
             })?;
         }
-        Ok(input)
-    }
-
-    /// Reads the input as the worker will (from the Hub cache only) so that a bad one is refused
-    /// now, and finds an earlier result for the same input bytes, settings and version.
-    fn preflight(
-        &self,
-        input: &JobInput,
-        settings: &RunSettings,
-        settings_json: &str,
-    ) -> Result<Option<(JobRow, String, String)>, ServiceError> {
-        let access = InputAccess {
-            progress: false,
-            cache_only: true,
-        };
-        let prepared = match prepare(&input.source, settings, &access) {
-            Ok(prepared) => prepared,
-            // Not cached, but the worker may download it.
-            Err(RunError::Checkpoint(CheckpointError::NotInHubCache { .. }))
-                if !HubEnv::from_env().offline =>
-            {
-                return Ok(None)
-            }
-            Err(e) => return Err(self.run_error(input, &e)),
-        };
-        let digest = prepared
-            .input_sha256()
-            .map_err(|e| self.run_error(input, &e))?;
-        let key = cache_key(&digest, settings_json);
-        Ok(self
-            .cached_result(&key)?
-            .map(|(row, result)| (row, result, key)))
-    }
-
-    /// A refused input or setting, as the command line would say it.
-    pub fn run_error(&self, input: &JobInput, e: &RunError) -> ServiceError {
-        let kind = match e {
-            RunError::Compute(_) | RunError::Output(_) | RunError::Device(_) => ErrorKind::Internal,
-            _ => ErrorKind::Invalid,
-        };
-        ServiceError::new(
-            kind,
-            run_error_code(e),
-            self.redact(&input.relabel(&e.to_string())),
-        )
+        Ok(())
     }
 
     /// A succeeded job with this cache key whose files are all present, and its result.
@@ -740,12 +672,16 @@ impl Service {
     }
 
     /// Hard-links (or copies, across file systems) a job's result files into `target`'s
-    /// directory, which appears whole.
-    pub fn link_result(&self, source: &JobRow, target: &str) -> Result<(), ServiceError> {
+    /// directory, which appears whole; `attempt` is the run of `target` doing it.
+    pub fn link_result(
+        &self,
+        source: &JobRow,
+        target: &str,
+        attempt: i64,
+    ) -> Result<(), ServiceError> {
         let result = stored_result(source)
             .ok_or_else(|| ServiceError::internal(format!("job {} has no result", source.id)))?;
-        // A job made from the cache has no run: its staging is attempt 0's.
-        let staging = self.layout.staging(target, 0);
+        let staging = self.layout.staging(target, attempt);
         Layout::remove(&staging)?;
         let from = self.layout.job(&source.id);
         for file in result.all_files() {
@@ -757,7 +693,7 @@ impl Service {
                 std::fs::copy(from.join(&file.path), &to)?;
             }
         }
-        self.layout.publish(target, 0)?;
+        self.layout.publish(target, attempt)?;
         Ok(())
     }
 

@@ -167,7 +167,9 @@ fn execute(
     let key = cache_key(&prepared.input_sha256().map_err(run_failed)?, &job.settings);
     let internal = |e: super::error::ServiceError| failed("internal", e.message);
     if let Some((source, result)) = service.cached_result(&key).map_err(internal)? {
-        service.link_result(&source, &job.id).map_err(internal)?;
+        service
+            .link_result(&source, &job.id, job.attempts)
+            .map_err(internal)?;
         return Ok((result, key, Some(source.id)));
     }
 

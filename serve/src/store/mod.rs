@@ -121,15 +121,6 @@ pub struct NewJob<'a> {
     pub idempotency: Option<(&'a str, &'a str)>,
     /// Refuse a queued job when this many are already waiting.
     pub max_queued: usize,
-    /// A job that succeeds at once from an earlier job's result (its files already in place).
-    pub from_cache: Option<CachedResult<'a>>,
-}
-
-/// An earlier result that a new job reuses.
-pub struct CachedResult<'a> {
-    pub source: &'a str,
-    pub result: &'a str,
-    pub cache_key: &'a str,
 }
 
 /// What creating a job did.
@@ -268,8 +259,7 @@ pub trait JobStore: Send + Sync {
     /// Uploads created before `cutoff` that no queued or running job still needs.
     fn stale_uploads(&self, cutoff: i64) -> Result<Vec<String>, StoreError>;
 
-    /// Creates a job: queued, or succeeded at once from a cached result. An `Idempotency-Key`
-    /// seen before returns the job it created.
+    /// Creates a queued job. An `Idempotency-Key` seen before returns the job it created.
     fn create_job(&self, new: &NewJob) -> Result<Created, CreateError>;
     /// The job an `Idempotency-Key` created, and the digest of the request it came with.
     fn job_by_idempotency_key(

@@ -212,47 +212,23 @@ impl PostgresStore {
         }
         let now = self.now();
         let (key, request) = new.idempotency.unzip();
-        let inserted = match &new.from_cache {
-            None => {
-                let queued: i64 = tx
-                    .query_one("SELECT COUNT(*) FROM jobs WHERE state = 'queued'", &[])
-                    .and_then(|r| r.try_get(0))
-                    .map_err(|e| store(e.into()))?;
-                if queued as usize >= new.max_queued {
-                    return Err(Some(CreateError::QueueFull {
-                        queued: queued as usize,
-                    }));
-                }
-                tx.query_one(
-                    &format!(
-                        "INSERT INTO jobs (id, state, input, settings, created_at, \
-                         idempotency_key, request_sha256) \
-                         VALUES ($1, 'queued', $2, $3, $4, $5, $6) RETURNING {JOB_COLUMNS}"
-                    ),
-                    &[&new.id, &new.input, &new.settings, &now, &key, &request],
-                )
-            }
-            Some(cached) => tx.query_one(
-                &format!(
-                    "INSERT INTO jobs (id, state, input, settings, created_at, started_at, \
-                     finished_at, result, cache_key, cached_from, idempotency_key, \
-                     request_sha256) \
-                     VALUES ($1, 'succeeded', $2, $3, $4, $4, $4, $5, $6, $7, $8, $9) \
-                     RETURNING {JOB_COLUMNS}"
-                ),
-                &[
-                    &new.id,
-                    &new.input,
-                    &new.settings,
-                    &now,
-                    &cached.result,
-                    &cached.cache_key,
-                    &cached.source,
-                    &key,
-                    &request,
-                ],
+        let queued: i64 = tx
+            .query_one("SELECT COUNT(*) FROM jobs WHERE state = 'queued'", &[])
+            .and_then(|r| r.try_get(0))
+            .map_err(|e| store(e.into()))?;
+        if queued as usize >= new.max_queued {
+            return Err(Some(CreateError::QueueFull {
+                queued: queued as usize,
+            }));
+        }
+        let inserted = tx.query_one(
+            &format!(
+                "INSERT INTO jobs (id, state, input, settings, created_at, idempotency_key, \
+                 request_sha256) VALUES ($1, 'queued', $2, $3, $4, $5, $6) \
+                 RETURNING {JOB_COLUMNS}"
             ),
-        };
+            &[&new.id, &new.input, &new.settings, &now, &key, &request],
+        );
         let row = match inserted {
             Ok(row) => row,
             Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) && key.is_some() => {

@@ -229,49 +229,24 @@ impl JobStore for SqliteStore {
             }
             let now = self.now();
             let (key, request) = new.idempotency.unzip();
-            match &new.from_cache {
-                None => {
-                    let queued: i64 = tx
-                        .query_row(
-                            "SELECT COUNT(*) FROM jobs WHERE state = 'queued'",
-                            [],
-                            |r| r.get(0),
-                        )
-                        .map_err(StoreError::from)?;
-                    if queued as usize >= new.max_queued {
-                        return Err(CreateError::QueueFull {
-                            queued: queued as usize,
-                        });
-                    }
-                    tx.execute(
-                        "INSERT INTO jobs (id, state, input, settings, created_at, \
-                         idempotency_key, request_sha256) \
-                         VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6)",
-                        params![new.id, new.input, new.settings, now, key, request],
-                    )
-                    .map_err(StoreError::from)?;
-                }
-                Some(cached) => {
-                    tx.execute(
-                        "INSERT INTO jobs (id, state, input, settings, created_at, started_at, \
-                         finished_at, result, cache_key, cached_from, idempotency_key, \
-                         request_sha256) \
-                         VALUES (?1, 'succeeded', ?2, ?3, ?4, ?4, ?4, ?5, ?6, ?7, ?8, ?9)",
-                        params![
-                            new.id,
-                            new.input,
-                            new.settings,
-                            now,
-                            cached.result,
-                            cached.cache_key,
-                            cached.source,
-                            key,
-                            request
-                        ],
-                    )
-                    .map_err(StoreError::from)?;
-                }
+            let queued: i64 = tx
+                .query_row(
+                    "SELECT COUNT(*) FROM jobs WHERE state = 'queued'",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(StoreError::from)?;
+            if queued as usize >= new.max_queued {
+                return Err(CreateError::QueueFull {
+                    queued: queued as usize,
+                });
             }
+            tx.execute(
+                "INSERT INTO jobs (id, state, input, settings, created_at, idempotency_key, \
+                 request_sha256) VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6)",
+                params![new.id, new.input, new.settings, now, key, request],
+            )
+            .map_err(StoreError::from)?;
             let job = Self::job_in(&tx, new.id)
                 .map_err(StoreError::from)?
                 .ok_or_else(|| StoreError::Corrupt(format!("job {} vanished", new.id)))?;

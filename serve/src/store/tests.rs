@@ -84,7 +84,6 @@ fn queue(store: &dyn JobStore, id: &str, max_queued: usize) -> Result<Created, C
         settings: "{}",
         idempotency: None,
         max_queued,
-        from_cache: None,
     })
 }
 
@@ -122,7 +121,6 @@ fn a_full_queue_refuses_and_a_key_replays(backend: &Backend) {
             settings: "{}",
             idempotency: Some(("key", request)),
             max_queued: 10,
-            from_cache: None,
         })
     };
     assert!(matches!(keyed("k1", "r1").unwrap(), Created::New(_)));
@@ -334,7 +332,6 @@ fn pages_expiry_and_stale_uploads(backend: &Backend) {
             settings: "{}",
             idempotency: None,
             max_queued: 10,
-            from_cache: None,
         })
         .unwrap();
     assert_eq!(store.stale_uploads(START + 1).unwrap(), ["free"]);
@@ -414,7 +411,6 @@ fn concurrent_requests_with_one_key_make_one_job(backend: &Backend) {
                         settings: "{}",
                         idempotency: Some(("same-key", "same-request")),
                         max_queued: 100,
-                        from_cache: None,
                     })
                     .unwrap()
                 {
