@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 
@@ -158,7 +158,8 @@ impl Service {
             .release_abandoned(!self.store.shared(), self.config.max_attempts.into())?;
         self.report_abandoned(&abandoned);
         if !self.store.shared() {
-            self.remove_leftovers()?;
+            self.forget_lost_uploads()?;
+            self.remove_leftovers(None)?;
         }
         // Job directories: only succeeded, unexpired jobs have one, complete.
         for job in self.store.live_results()? {
@@ -196,22 +197,24 @@ impl Service {
         }
     }
 
-    /// Files no row names: cut-off uploads, staging directories, expired results. Only a
-    /// server alone on its data directory can tell them from another server's work in progress.
-    fn remove_leftovers(&self) -> Result<(), ServiceError> {
-        // Uploads: partial ones, and files the store does not list, are leftovers.
+    /// Files no row names: cut-off uploads, staging directories, expired results; only those
+    /// last modified before `modified_before`, when given. A server alone on its data directory
+    /// removes them all at start; replicas sharing one cannot tell another's work in progress
+    /// from a leftover, so their sweepers remove only those older than `--keep`.
+    fn remove_leftovers(&self, modified_before: Option<SystemTime>) -> Result<(), ServiceError> {
+        let old_enough = |entry: &std::fs::DirEntry| match modified_before {
+            None => true,
+            Some(cutoff) => entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|modified| modified < cutoff),
+        };
         let uploads: HashSet<String> = self.store.upload_ids()?.into_iter().collect();
         for entry in std::fs::read_dir(self.layout.uploads())? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if !uploads.contains(&name) {
+            if !uploads.contains(&name) && old_enough(&entry) {
                 Layout::remove(&entry.path())?;
-            }
-        }
-        for id in &uploads {
-            if !self.layout.upload(id).is_file() {
-                tracing::warn!("upload {id} lost its file; forgotten");
-                self.store.delete_upload(id)?;
             }
         }
         let results: HashSet<String> = self
@@ -224,12 +227,23 @@ impl Service {
         for entry in std::fs::read_dir(self.layout.jobs())? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if !results.contains(&name) {
+            if !results.contains(&name) && old_enough(&entry) {
                 Layout::remove(&entry.path())?;
             }
         }
         Layout::sync_dir(&self.layout.jobs())?;
         Layout::sync_dir(&self.layout.uploads())?;
+        Ok(())
+    }
+
+    /// Forgets uploads whose file is gone (a server alone on its directory, at start).
+    fn forget_lost_uploads(&self) -> Result<(), ServiceError> {
+        for id in self.store.upload_ids()? {
+            if !self.layout.upload(&id).is_file() {
+                tracing::warn!("upload {id} lost its file; forgotten");
+                self.store.delete_upload(&id)?;
+            }
+        }
         Ok(())
     }
 
@@ -850,6 +864,11 @@ impl Service {
             self.store.delete_upload(&id)?;
             Layout::remove(&self.layout.upload(&id))?;
             tracing::info!("upload {id}: expired and deleted");
+        }
+        if let Some(cutoff) = SystemTime::now().checked_sub(self.config.keep) {
+            if self.store.shared() {
+                self.remove_leftovers(Some(cutoff))?;
+            }
         }
         Ok(())
     }
