@@ -173,6 +173,8 @@ impl PostgresStore {
         drop(client);
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
+            // Opened as needed: replicas idle at one connection each (plus the listener).
+            .min_idle(Some(1))
             .connection_timeout(Duration::from_secs(30))
             .build(PostgresConnectionManager::new(config.clone(), NoTls))?;
         Ok(Self {
