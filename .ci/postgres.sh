@@ -17,7 +17,7 @@ as_postgres() { su postgres -s /bin/sh -c "$*"; }
 as_postgres "$pg_bin/initdb -D $pg_dir/data -U postgres --auth=trust -E UTF8" >/dev/null
 as_postgres "$pg_bin/pg_ctl -D $pg_dir/data -w -l $pg_dir/log \
   -o '-p $pg_port -k $pg_dir -c listen_addresses=127.0.0.1 -c max_connections=300' start" >/dev/null
-trap 'as_postgres "$pg_bin/pg_ctl -D $pg_dir/data -m immediate stop" >/dev/null 2>&1; rm -rf "$pg_dir"' EXIT
+on_exit+=("as_postgres '$pg_bin/pg_ctl -D $pg_dir/data -m immediate stop' >/dev/null 2>&1; rm -rf '$pg_dir'")
 echo "== PostgreSQL $("$pg_bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$pg_port"
 export CS_INIT_TEST_POSTGRES="postgres://postgres@127.0.0.1:$pg_port/postgres"
 # How the replicas' test restarts the database mid-run.

@@ -34,6 +34,12 @@ pub struct ServeArgs {
     )]
     store: Option<String>,
 
+    /// Where uploads and results live when replicas do not share a file system:
+    /// s3://BUCKET/PREFIX (credentials, region and endpoint from the AWS_* environment
+    /// variables) or file:///DIRECTORY; --data is then this server's working copy.
+    #[arg(long, env = "CS_INIT_FILES", value_name = "URL")]
+    files: Option<String>,
+
     /// How long a running job stays this server's without a heartbeat; after it, another
     /// replica runs the job (e.g. 30s, 2m).
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
@@ -166,6 +172,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Exit> {
         listen: args.listen,
         data: args.data,
         store: args.store,
+        files: args.files,
         lease: args.lease,
         max_attempts: args.max_attempts,
         workers: usize::from(args.workers),

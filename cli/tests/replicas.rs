@@ -366,3 +366,163 @@ fn a_store_that_cannot_serve_is_an_error_at_start() {
         "{stderr}"
     );
 }
+
+/// The S3-compatible server of `CS_INIT_TEST_S3` (a URL such as `http://127.0.0.1:5055`, as
+/// .ci/s3.sh starts with moto), with a new bucket; `None` (the test skips) when it is not set,
+/// a panic when `CS_INIT_REQUIRE_S3` is.
+fn s3_bucket() -> Option<(String, String)> {
+    let Ok(endpoint) = std::env::var("CS_INIT_TEST_S3") else {
+        assert!(
+            std::env::var_os("CS_INIT_REQUIRE_S3").is_none(),
+            "CS_INIT_REQUIRE_S3 is set but CS_INIT_TEST_S3 is not"
+        );
+        eprintln!("skipped: set CS_INIT_TEST_S3 to an S3-compatible server's URL to run this");
+        return None;
+    };
+    let bucket = format!("cs-init-test-{:016x}", rand::random::<u64>());
+    let created = ureq::put(format!("{endpoint}/{bucket}"))
+        .send_empty()
+        .expect("the S3 server creates a bucket");
+    assert_eq!(created.status().as_u16(), 200);
+    Some((endpoint, bucket))
+}
+
+fn on_s3(endpoint: &str, store: &str, files: &str, extra: &[&str]) -> Options {
+    let mut args = vec!["--store", store, "--files", files];
+    args.extend(extra);
+    Options {
+        args: args.into_iter().map(String::from).collect(),
+        env: [
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ENDPOINT", endpoint),
+            ("AWS_ALLOW_HTTP", "true"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .to_vec(),
+        ..Options::default()
+    }
+}
+
+/// The keys under `prefix` in the bucket (S3's ListObjectsV2, read roughly).
+fn s3_keys(endpoint: &str, bucket: &str, prefix: &str) -> Vec<String> {
+    let listing = ureq::get(format!("{endpoint}/{bucket}?list-type=2&prefix={prefix}"))
+        .call()
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    listing
+        .split("<Key>")
+        .skip(1)
+        .map(|k| k.split("</Key>").next().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn replicas_without_a_shared_disk_share_files_through_s3() {
+    let Some((endpoint, bucket)) = s3_bucket() else {
+        return;
+    };
+    let Some(database) = TestDatabase::create() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let files = format!("s3://{bucket}/cs-init");
+    let options = on_s3(&endpoint, &database.url, &files, &[]);
+
+    // An upload to A, which then dies with its data directory's copy.
+    let mut a = Server::start(&dir.path().join("a"), &options);
+    let bytes = serialize(None, &small_network(Dtype::F32));
+    let upload = a.post("/v1/uploads?name=net.safetensors", &[], &bytes);
+    assert_eq!(upload.status, 201, "{}", upload.text());
+    let upload = upload.json();
+    a.kill();
+    std::fs::remove_dir_all(dir.path().join("a")).unwrap();
+
+    // B, on a disk of its own, runs a job on it: the upload comes from the store.
+    let b = Server::start(&dir.path().join("b"), &options);
+    let settings = json!({"iters": 30, "seed": 4, "probe": false});
+    let job = b.submit(upload["input"].as_str().unwrap(), settings.clone());
+    let job = b.wait(job["id"].as_str().unwrap());
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let id = job["id"].as_str().unwrap();
+    let keys = s3_keys(&endpoint, &bucket, "cs-init/");
+    for name in ["net.cs.safetensors", "report.json", "plot.svg"] {
+        assert!(
+            keys.contains(&format!("cs-init/jobs/{id}/{name}")),
+            "{keys:?}"
+        );
+    }
+
+    // A again, on an empty disk: B's result downloads through it, whole, by range and by ETag.
+    let a = Server::start(&dir.path().join("a"), &options);
+    let file = job["result"]["files"][0]["url"].as_str().unwrap();
+    let whole = a.get(file);
+    assert_eq!(whole.status, 200);
+    assert_eq!(whole.body, download(&b, &job));
+    std::fs::write(dir.path().join("net.safetensors"), &bytes).unwrap();
+    let args = [
+        "net.safetensors",
+        "--iters",
+        "30",
+        "--seed",
+        "4",
+        "--no-probe",
+        "-q",
+    ];
+    cs_init_ok(&args, dir.path());
+    assert!(
+        whole.body == std::fs::read(dir.path().join("net.cs.safetensors")).unwrap(),
+        "the checkpoint through S3 differs from the command line's"
+    );
+    let part = a.get_with(file, &[("Range", "bytes=10-19")]);
+    assert_eq!((part.status, &part.body[..]), (206, &whole.body[10..20]));
+    let etag = whole.header("etag").unwrap();
+    assert_eq!(a.get_with(file, &[("If-None-Match", &etag)]).status, 304);
+    let health = a.get("/healthz").json();
+    assert_eq!(
+        health["files"]["backend"],
+        format!("object store ({files})")
+    );
+
+    // The cache, from A: its worker reuses B's result, which it fetches from the store.
+    let again = a.submit(upload["input"].as_str().unwrap(), settings);
+    let again = a.wait(again["id"].as_str().unwrap());
+    assert_eq!(again["result"]["cached_from"], job["id"], "{again}");
+
+    // Retention deletes the objects too.
+    drop(a);
+    let sweeper = Server::start(
+        &dir.path().join("c"),
+        &on_s3(&endpoint, &database.url, &files, &["--keep", "1s"]),
+    );
+    sweeper.wait_until(id, Duration::from_secs(30), |j| {
+        j["result"]["expired"] == true
+    });
+    let start = Instant::now();
+    while !s3_keys(&endpoint, &bucket, &format!("cs-init/jobs/{id}/")).is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the objects stay"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(b);
+
+    // A bucket that does not exist stops the server at start.
+    let missing = std::process::Command::new(env!("CARGO_BIN_EXE_cs-init"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("missing"))
+        .args(["--files", "s3://no-such-bucket-here/x"])
+        .envs(options.env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(!missing.status.success());
+    assert!(
+        stderr.contains("--files s3://no-such-bucket-here/x: cannot be listed"),
+        "{stderr}"
+    );
+}

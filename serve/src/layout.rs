@@ -73,12 +73,23 @@ impl Layout {
     /// of the job published first (a server that lost it, finishing anyway), its files are the
     /// same bytes, as runs are deterministic, and are kept.
     pub fn publish(&self, id: &str, attempt: i64) -> io::Result<()> {
-        let staging = self.staging(id, attempt);
-        Self::sync_dir(&staging)?;
-        match std::fs::rename(&staging, self.job(id)) {
+        self.publish_from(&self.staging(id, attempt), id)
+    }
+
+    /// Where a copy of a job's result fetched from the object store is gathered, before it is
+    /// published as the job's directory. Random, as two requests may fetch one result at once.
+    pub fn fetching(&self, id: &str) -> PathBuf {
+        self.jobs()
+            .join(format!(".{id}.{:016x}.fetch", rand::random::<u64>()))
+    }
+
+    /// [`Layout::publish`] from any staging directory.
+    pub fn publish_from(&self, staging: &Path, id: &str) -> io::Result<()> {
+        Self::sync_dir(staging)?;
+        match std::fs::rename(staging, self.job(id)) {
             Err(e) if self.job(id).is_dir() => {
-                tracing::warn!("job {id}: another run published its files first ({e})");
-                Self::remove(&staging)?;
+                tracing::warn!("job {id}: its files were published meanwhile ({e})");
+                Self::remove(staging)?;
             }
             other => other?,
         }

@@ -15,6 +15,7 @@ mod input;
 pub mod layout;
 pub mod live;
 pub mod metrics;
+mod objects;
 pub mod service;
 pub mod store;
 mod uploads;

@@ -15,6 +15,7 @@ use super::input::{allowed_path, JobInput};
 use super::layout::{new_id, Layout};
 use super::live::{Event, Live};
 use super::metrics::Metrics;
+use super::objects::ObjectFiles;
 use super::store::{
     self, Abandoned, Cancel, Clock, CreateError, Created, Ending, JobRow, JobState, JobStore,
     Lease, NewJob, StoreError, SystemClock, UploadRow,
@@ -31,6 +32,9 @@ pub struct Config {
     pub data: PathBuf,
     /// `postgres://…` for a store shared by replicas; `None` for SQLite in `data`.
     pub store: Option<String>,
+    /// `s3://BUCKET/PREFIX` or `file:///DIR`: where uploads and results live, `data` being this
+    /// server's working copy; `None` for `data` alone.
+    pub files: Option<String>,
     /// How long a claimed job stays this server's without a heartbeat.
     pub lease: Duration,
     /// Runs of a job begun before it ends `failed` rather than run again (its server kept
@@ -61,6 +65,8 @@ pub struct Service {
     pub config: Config,
     pub layout: Layout,
     store: Box<dyn JobStore>,
+    /// The object store the files live in, when `--files` names one.
+    objects: Option<ObjectFiles>,
     clock: Arc<dyn Clock>,
     /// This server's hold on the jobs it runs (its id is new at every start).
     lease: Lease,
@@ -115,6 +121,16 @@ impl Service {
                 };
                 ServiceError::internal(format!("{place}: {e}"))
             })?;
+        let objects = config
+            .files
+            .as_deref()
+            .map(|url| {
+                let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+                    ServiceError::internal("--files: an object store needs the server's runtime")
+                })?;
+                ObjectFiles::open(url, runtime)
+            })
+            .transpose()?;
         let opened = config
             .device
             .open()
@@ -145,6 +161,7 @@ impl Service {
             config,
             layout,
             store,
+            objects,
             clock,
         });
         service.recover()?;
@@ -158,7 +175,9 @@ impl Service {
             .release_abandoned(!self.store.shared(), self.config.max_attempts.into())?;
         self.report_abandoned(&abandoned);
         if !self.store.shared() {
-            self.forget_lost_uploads()?;
+            if self.objects.is_none() {
+                self.forget_lost_uploads()?;
+            }
             self.remove_leftovers(None)?;
         }
         // Job directories: only succeeded, unexpired jobs have one, complete.
@@ -247,15 +266,91 @@ impl Service {
         Ok(())
     }
 
+    /// Whether a succeeded job's files are all here, or else all in the object store.
     fn result_files_present(&self, job: &JobRow) -> bool {
         let Some(result) = stored_result(job) else {
             return false;
         };
-        let dir = self.layout.job(&job.id);
-        let present = result.all_files().all(|f| {
+        self.result_files_here(&job.id, &result)
+            || self.objects.as_ref().is_some_and(|objects| {
+                objects.result_present(
+                    &job.id,
+                    result.all_files().map(|f| (f.path.as_str(), f.size)),
+                )
+            })
+    }
+
+    /// Whether a result's files are all in this server's data directory.
+    fn result_files_here(&self, id: &str, result: &StoredResult) -> bool {
+        let dir = self.layout.job(id);
+        result.all_files().all(|f| {
             std::fs::metadata(dir.join(&f.path)).is_ok_and(|m| m.is_file() && m.len() == f.size)
-        });
-        present
+        })
+    }
+
+    /// Puts a complete upload's file in the object store, if the files live in one.
+    pub fn share_upload(&self, id: &str) -> Result<(), ServiceError> {
+        match &self.objects {
+            Some(objects) => objects.put_upload(id, &self.layout.upload(id)),
+            None => Ok(()),
+        }
+    }
+
+    /// Puts a published result's files in the object store, if the files live in one.
+    pub fn share_result(&self, id: &str, result: &StoredResult) -> Result<(), ServiceError> {
+        match &self.objects {
+            Some(objects) => objects.put_result(
+                id,
+                &self.layout.job(id),
+                result.all_files().map(|f| f.path.as_str()),
+            ),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes an upload's file present here, fetching it from the object store if needed.
+    pub fn fetch_upload(&self, id: &str) -> Result<(), ServiceError> {
+        let path = self.layout.upload(id);
+        match &self.objects {
+            Some(objects) if !path.is_file() => objects.fetch_upload(id, &path),
+            _ => Ok(()),
+        }
+    }
+
+    /// Makes a result's files present here, fetching them from the object store if needed.
+    fn fetch_result(&self, id: &str, result: &StoredResult) -> Result<(), ServiceError> {
+        let Some(objects) = &self.objects else {
+            return Ok(());
+        };
+        if self.result_files_here(id, result) {
+            return Ok(());
+        }
+        let fetching = self.layout.fetching(id);
+        let fetched = objects
+            .fetch_result(id, &fetching, result.all_files().map(|f| f.path.as_str()))
+            .and_then(|()| Ok(self.layout.publish_from(&fetching, id)?));
+        if fetched.is_err() {
+            let _ = Layout::remove(&fetching);
+        }
+        fetched
+    }
+
+    /// Deletes a result's or an upload's copy in the object store (retention).
+    fn delete_shared(
+        &self,
+        result: Option<(&str, &StoredResult)>,
+        upload: Option<&str>,
+    ) -> Result<(), ServiceError> {
+        let Some(objects) = &self.objects else {
+            return Ok(());
+        };
+        if let Some((id, result)) = result {
+            objects.delete_result(id, result.all_files().map(|f| f.path.as_str()))?;
+        }
+        if let Some(id) = upload {
+            objects.delete_upload(id)?;
+        }
+        Ok(())
     }
 
     /// A message without any secret in it.
@@ -564,8 +659,11 @@ impl Service {
         (self.config.lease / 4).clamp(Duration::from_millis(20), Duration::from_secs(1))
     }
 
-    /// The file directory, and whether it can be listed.
+    /// The file directory or object store, and whether it answers.
     pub fn files_health(&self) -> (String, Result<(), ServiceError>) {
+        if let Some(objects) = &self.objects {
+            return (objects.describe(), objects.check());
+        }
         (
             format!("directory ({})", self.layout.root().display()),
             std::fs::read_dir(self.layout.jobs())
@@ -695,6 +793,7 @@ impl Service {
     ) -> Result<(), ServiceError> {
         let result = stored_result(source)
             .ok_or_else(|| ServiceError::internal(format!("job {} has no result", source.id)))?;
+        self.fetch_result(&source.id, &result)?;
         let staging = self.layout.staging(target, attempt);
         Layout::remove(&staging)?;
         let from = self.layout.job(&source.id);
@@ -708,7 +807,7 @@ impl Service {
             }
         }
         self.layout.publish(target, attempt)?;
-        Ok(())
+        self.share_result(target, &result)
     }
 
     /// A job, with its live progress.
@@ -843,6 +942,7 @@ impl Service {
                 ),
             ));
         }
+        self.fetch_result(id, &result)?;
         Ok((self.layout.job(id).join(&file.path), file))
     }
 
@@ -857,11 +957,15 @@ impl Service {
         // Marked first, then deleted: a crash in between leaves files a restart deletes, never a
         // succeeded job without its files.
         for id in self.store.expire(cutoff)? {
+            if let Some(result) = self.store.job(&id)?.as_ref().and_then(stored_result) {
+                self.delete_shared(Some((&id, &result)), None)?;
+            }
             Layout::remove(&self.layout.job(&id))?;
             tracing::info!("job {id}: result expired and deleted");
         }
         for id in self.store.stale_uploads(cutoff)? {
             self.store.delete_upload(&id)?;
+            self.delete_shared(None, Some(&id))?;
             Layout::remove(&self.layout.upload(&id))?;
             tracing::info!("upload {id}: expired and deleted");
         }

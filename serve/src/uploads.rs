@@ -105,7 +105,11 @@ impl PendingUpload {
             name: self.name.clone(),
             created_at: service.now_ms(),
         };
-        if let Err(e) = service.insert_upload(&upload) {
+        // In the object store before a row names it.
+        if let Err(e) = service
+            .share_upload(&upload.id)
+            .and_then(|()| service.insert_upload(&upload))
+        {
             let _ = std::fs::remove_file(&path);
             return Err(e);
         }

@@ -159,6 +159,11 @@ fn execute(
         RunError::Stopped => Failure::Stopped,
         e => failed(run_error_code(&e), input.relabel(&e.to_string())),
     };
+    if let Some(id) = job.input.strip_prefix("upload:") {
+        service
+            .fetch_upload(id)
+            .map_err(|e| failed("input_unavailable", e.message))?;
+    }
     let access = InputAccess {
         progress: false,
         cache_only: false,
@@ -262,6 +267,10 @@ fn execute(
         return Err(timed_out(&observer).unwrap_or(Failure::Stopped));
     }
     service.layout.publish(&job.id, job.attempts).map_err(io)?;
+    // In the object store before the row names it.
+    service
+        .share_result(&job.id, &result)
+        .map_err(|e| failed("internal", e.message))?;
     Ok((
         serde_json::to_string(&result).expect("result serializes"),
         key,

@@ -36,6 +36,7 @@ impl Harness {
             listen: "127.0.0.1:0".parse().unwrap(),
             data: dir.path().join("data"),
             store: None,
+            files: None,
             lease: Duration::from_secs(30),
             max_attempts: 3,
             workers: 1,
