@@ -1,5 +1,6 @@
 //! The router in process (tower's `oneshot`, no socket): every status code the API answers
-//! with, each from the request that should get it. The real-binary tests
+//! with, each from the request that should get it (all but 500, which only a failing server
+//! gives). The real-binary tests
 //! (cli/tests/service.rs) cover the same routes over TCP.
 
 use std::sync::Arc;
@@ -202,7 +203,8 @@ async fn every_status_comes_from_the_request_that_should_get_it() {
     let report = format!("/v1/jobs/{id}/report");
     assert_eq!(h.status(get(&report)).await, StatusCode::CONFLICT);
 
-    // Once run: 200 for its file, 206 for a range, 304 for an ETag it has, 409 to cancel it.
+    // Once run: 200 for its file, 206 for a range, 416 for a range past its end, 304 for an
+    // ETag it has, 409 to cancel it.
     h.run_queue().await;
     let (status, job) = h.json(get(&format!("/v1/jobs/{id}"))).await;
     assert_eq!(
@@ -221,6 +223,11 @@ async fn every_status_comes_from_the_request_that_should_get_it() {
         (status, part.as_slice()),
         (StatusCode::PARTIAL_CONTENT, &whole[..10])
     );
+    let beyond = Request::get(file)
+        .header(header::RANGE, format!("bytes={}-", whole.len() + 10))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(h.status(beyond).await, StatusCode::RANGE_NOT_SATISFIABLE);
     let etag = headers[header::ETAG].clone();
     let cached = Request::get(file)
         .header(header::IF_NONE_MATCH, etag)
