@@ -20,7 +20,7 @@ use super::store::{
     self, Abandoned, Cancel, Clock, CreateError, Created, Ending, JobRow, JobState, JobStore,
     Lease, NewJob, StoreError, SystemClock, UploadRow,
 };
-use super::view::{CreateJob, JobList, JobView, StoredFile, StoredResult};
+use super::view::{CreateJob, JobList, JobView, Progress, StoredFile, StoredResult};
 use cs_init::checkpoint::HubEnv;
 use cs_init::device::DeviceChoice;
 use cs_init::run::{hex, Limits};
@@ -268,10 +268,10 @@ impl Service {
 
     /// Whether a succeeded job's files are all here, or else all in the object store.
     fn result_files_present(&self, job: &JobRow) -> bool {
-        let Some(result) = stored_result(job) else {
+        let Some(result) = &job.result else {
             return false;
         };
-        self.result_files_here(&job.id, &result)
+        self.result_files_here(&job.id, result)
             || self.objects.as_ref().is_some_and(|objects| {
                 objects.result_present(
                     &job.id,
@@ -697,7 +697,7 @@ impl Service {
         id: &str,
         ordinal: usize,
         layer: &str,
-        progress: &str,
+        progress: Option<&Progress>,
     ) -> Result<(), ServiceError> {
         Ok(self
             .store
@@ -770,7 +770,7 @@ impl Service {
     }
 
     /// A succeeded job with this cache key whose files are all present, and its result.
-    pub fn cached_result(&self, key: &str) -> Result<Option<(JobRow, String)>, ServiceError> {
+    pub fn cached_result(&self, key: &str) -> Result<Option<(JobRow, StoredResult)>, ServiceError> {
         let Some(row) = self.store.cached(key)? else {
             return Ok(None);
         };
@@ -791,7 +791,9 @@ impl Service {
         target: &str,
         attempt: i64,
     ) -> Result<(), ServiceError> {
-        let result = stored_result(source)
+        let result = source
+            .result
+            .clone()
             .ok_or_else(|| ServiceError::internal(format!("job {} has no result", source.id)))?;
         self.fetch_result(&source.id, &result)?;
         let staging = self.layout.staging(target, attempt);
@@ -906,7 +908,7 @@ impl Service {
     /// A file of a succeeded job, found by name in its result list (never joined onto a path).
     pub fn result_file(&self, id: &str, name: &str) -> Result<(PathBuf, StoredFile), ServiceError> {
         let row = self.job_row(id)?;
-        let Some(result) = stored_result(&row) else {
+        let Some(result) = row.result.clone() else {
             return Err(ServiceError::new(
                 ErrorKind::Conflict,
                 "no_result",
@@ -957,7 +959,7 @@ impl Service {
         // Marked first, then deleted: a crash in between leaves files a restart deletes, never a
         // succeeded job without its files.
         for id in self.store.expire(cutoff)? {
-            if let Some(result) = self.store.job(&id)?.as_ref().and_then(stored_result) {
+            if let Some(result) = self.store.job(&id)?.and_then(|row| row.result) {
                 self.delete_shared(Some((&id, &result)), None)?;
             }
             Layout::remove(&self.layout.job(&id))?;
@@ -997,13 +999,6 @@ fn retried<T>(mut store_call: impl FnMut() -> Result<T, StoreError>) -> Result<T
         }
     }
     outcome
-}
-
-/// A job's stored result, if it has one.
-pub fn stored_result(row: &JobRow) -> Option<StoredResult> {
-    row.result
-        .as_deref()
-        .and_then(|r| serde_json::from_str(r).ok())
 }
 
 /// Jobs with equal keys have equal results: the same input bytes, settings and cs-init version.

@@ -199,29 +199,21 @@ impl JobView {
     /// The job as stored; `live` replaces the stored progress of a running job.
     pub fn new(row: &JobRow, live: Option<Progress>) -> Self {
         let base = format!("/v1/jobs/{}", row.id);
-        let result = row
-            .result
-            .as_deref()
-            .and_then(|r| serde_json::from_str::<StoredResult>(r).ok())
-            .map(|r| ResultView {
-                files: r
-                    .files
-                    .iter()
-                    .map(|f| file_view(f, format!("{base}/files/{}", f.name)))
-                    .collect(),
-                report: file_view(&r.report, format!("{base}/report")),
-                plot: file_view(&r.plot, format!("{base}/plot.svg")),
-                totals: r.totals,
-                diverged: r.diverged,
-                cached_from: row.cached_from.clone(),
-                expired: row.expired_at.is_some(),
-            });
+        let result = row.result.as_ref().map(|r| ResultView {
+            files: r
+                .files
+                .iter()
+                .map(|f| file_view(f, format!("{base}/files/{}", f.name)))
+                .collect(),
+            report: file_view(&r.report, format!("{base}/report")),
+            plot: file_view(&r.plot, format!("{base}/plot.svg")),
+            totals: r.totals.clone(),
+            diverged: r.diverged,
+            cached_from: row.cached_from.clone(),
+            expired: row.expired_at.is_some(),
+        });
         let progress = match row.state {
-            JobState::Running => live.or_else(|| {
-                row.progress
-                    .as_deref()
-                    .and_then(|p| serde_json::from_str(p).ok())
-            }),
+            JobState::Running => live.or_else(|| row.progress.clone()),
             _ => None,
         };
         Self {

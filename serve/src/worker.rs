@@ -145,7 +145,7 @@ fn execute(
     pool: &rayon::ThreadPool,
     job: &JobRow,
     live: &Arc<LiveJob>,
-) -> Result<(String, String, Option<String>), Failure> {
+) -> Result<(StoredResult, String, Option<String>), Failure> {
     let failed = |code, message: String| Failure::Failed {
         code,
         message: service.redact(&message),
@@ -271,11 +271,7 @@ fn execute(
     service
         .share_result(&job.id, &result)
         .map_err(|e| failed("internal", e.message))?;
-    Ok((
-        serde_json::to_string(&result).expect("result serializes"),
-        key,
-        None,
-    ))
+    Ok((result, key, None))
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -391,10 +387,10 @@ impl Observer for JobObserver<'_> {
             "layer": layer,
         });
         let text = record.to_string();
-        let progress_text = serde_json::to_string(&progress).expect("progress serializes");
+
         if let Err(e) = self
             .service
-            .record_layer(self.id, self.finished, &text, &progress_text)
+            .record_layer(self.id, self.finished, &text, progress.as_ref())
         {
             tracing::warn!("job {}: cannot record layer {}: {e}", self.id, layer.name);
         }

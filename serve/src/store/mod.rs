@@ -10,7 +10,10 @@ mod sqlite;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+use crate::view::{Progress, StoredResult};
 
 pub use self::postgres::PostgresStore;
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -78,7 +81,8 @@ pub struct JobRow {
     pub id: String,
     pub state: JobState,
     pub input: String,
-    /// The effective settings, JSON.
+    /// The effective settings, as JSON: the exact text the cache key and the idempotency digest
+    /// were computed from.
     pub settings: String,
     /// Milliseconds since the Unix epoch.
     pub created_at: i64,
@@ -89,10 +93,10 @@ pub struct JobRow {
     pub cancel_requested: bool,
     pub error_code: Option<String>,
     pub error_message: Option<String>,
-    /// The last layer boundary reached, JSON.
-    pub progress: Option<String>,
-    /// A succeeded job's files and totals, JSON.
-    pub result: Option<String>,
+    /// The last layer boundary reached (a JSON column).
+    pub progress: Option<Progress>,
+    /// A succeeded job's files and totals (a JSON column).
+    pub result: Option<StoredResult>,
     pub cache_key: Option<String>,
     pub cached_from: Option<String>,
     pub expired_at: Option<i64>,
@@ -156,7 +160,7 @@ pub enum Cancel {
 /// How a job ended, as the worker reports it.
 pub enum Ending<'a> {
     Succeeded {
-        result: &'a str,
+        result: &'a StoredResult,
         cache_key: &'a str,
         cached_from: Option<&'a str>,
     },
@@ -290,7 +294,7 @@ pub trait JobStore: Send + Sync {
         lease: &Lease,
         ordinal: usize,
         layer: &str,
-        progress: &str,
+        progress: Option<&Progress>,
     ) -> Result<(), StoreError>;
     /// The conv tensors a job has reported, in order (JSON each).
     fn layers(&self, id: &str) -> Result<Vec<String>, StoreError>;
@@ -362,6 +366,17 @@ pub fn url_password(url: &str) -> Option<String> {
     let config: ::postgres::Config = url.parse().ok()?;
     let password = String::from_utf8_lossy(config.get_password()?).into_owned();
     (!password.is_empty()).then_some(password)
+}
+
+/// A JSON column's text, as its type; `None` for NULL.
+fn from_json<T: DeserializeOwned>(column: &str, text: Option<String>) -> Result<Option<T>, String> {
+    text.map(|text| serde_json::from_str(&text).map_err(|e| format!("jobs.{column}: {e}")))
+        .transpose()
+}
+
+/// A value as its JSON column's text.
+fn to_json(value: &impl Serialize) -> String {
+    serde_json::to_string(value).expect("a stored value serializes")
 }
 
 /// Counts per state, every state present.

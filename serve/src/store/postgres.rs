@@ -17,8 +17,9 @@ use ::postgres::{Client, Config, GenericClient, NoTls, Row};
 use r2d2_postgres::PostgresConnectionManager;
 
 use super::{
-    attempts_exhausted_message, counts_of, Abandoned, Cancel, Clock, CreateError, Created, Ending,
-    Held, JobRow, JobState, JobStore, Lease, NewJob, StoreError, UploadRow, JOB_COLUMNS,
+    attempts_exhausted_message, counts_of, from_json, to_json, Abandoned, Cancel, Clock,
+    CreateError, Created, Ending, Held, JobRow, JobState, JobStore, Lease, NewJob, Progress,
+    StoreError, UploadRow, JOB_COLUMNS,
 };
 
 /// The migrations, in order: migration N brings the schema from version N-1 to N.
@@ -83,14 +84,19 @@ fn job_from_row(row: &Row) -> Result<JobRow, StoreError> {
         cancel_requested: row.try_get("cancel_requested")?,
         error_code: row.try_get("error_code")?,
         error_message: row.try_get("error_message")?,
-        progress: row.try_get("progress")?,
-        result: row.try_get("result")?,
+        progress: json(row, "progress")?,
+        result: json(row, "result")?,
         cache_key: row.try_get("cache_key")?,
         cached_from: row.try_get("cached_from")?,
         expired_at: row.try_get("expired_at")?,
         lease_owner: row.try_get("lease_owner")?,
         lease_expires_at: row.try_get("lease_expires_at")?,
     })
+}
+
+/// A JSON column, as its type.
+fn json<T: serde::de::DeserializeOwned>(row: &Row, column: &str) -> Result<Option<T>, StoreError> {
+    from_json(column, row.try_get(column)?).map_err(StoreError::Corrupt)
 }
 
 fn upload_from_row(row: &Row) -> Result<UploadRow, StoreError> {
@@ -488,8 +494,9 @@ impl JobStore for PostgresStore {
         lease: &Lease,
         ordinal: usize,
         layer: &str,
-        progress: &str,
+        progress: Option<&Progress>,
     ) -> Result<(), StoreError> {
+        let progress = progress.map(to_json);
         let mut client = self.client()?;
         let mut tx = client.transaction()?;
         let holds = tx.execute(
@@ -538,7 +545,14 @@ impl JobStore for PostgresStore {
                     "UPDATE jobs SET state = 'succeeded', finished_at = $3, result = $4, \
                      cache_key = $5, cached_from = $6, {cleared} {held} {returning}"
                 ),
-                &[&id, &lease.owner, &now, result, cache_key, cached_from],
+                &[
+                    &id,
+                    &lease.owner,
+                    &now,
+                    &to_json(result),
+                    cache_key,
+                    cached_from,
+                ],
             )?,
             Ending::Failed { code, message } => tx.query_opt(
                 &format!(

@@ -11,8 +11,9 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, 
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 
 use super::{
-    attempts_exhausted_message, counts_of, Abandoned, Cancel, Clock, CreateError, Created, Ending,
-    Held, JobRow, JobState, JobStore, Lease, NewJob, StoreError, UploadRow, JOB_COLUMNS,
+    attempts_exhausted_message, counts_of, from_json, to_json, Abandoned, Cancel, Clock,
+    CreateError, Created, Ending, Held, JobRow, JobState, JobStore, Lease, NewJob, Progress,
+    StoreError, UploadRow, JOB_COLUMNS,
 };
 
 /// The migrations, in order: migration N brings the schema from version N-1 to N.
@@ -55,13 +56,20 @@ fn job_from_row(row: &Row) -> rusqlite::Result<JobRow> {
         cancel_requested: row.get("cancel_requested")?,
         error_code: row.get("error_code")?,
         error_message: row.get("error_message")?,
-        progress: row.get("progress")?,
-        result: row.get("result")?,
+        progress: json(row, "progress")?,
+        result: json(row, "result")?,
         cache_key: row.get("cache_key")?,
         cached_from: row.get("cached_from")?,
         expired_at: row.get("expired_at")?,
         lease_owner: row.get("lease_owner")?,
         lease_expires_at: row.get("lease_expires_at")?,
+    })
+}
+
+/// A JSON column, as its type.
+fn json<T: serde::de::DeserializeOwned>(row: &Row, column: &str) -> rusqlite::Result<Option<T>> {
+    from_json(column, row.get(column)?).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
     })
 }
 
@@ -392,8 +400,9 @@ impl JobStore for SqliteStore {
         lease: &Lease,
         ordinal: usize,
         layer: &str,
-        progress: &str,
+        progress: Option<&Progress>,
     ) -> Result<(), StoreError> {
+        let progress = progress.map(to_json);
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let holds = tx.execute(
@@ -439,7 +448,14 @@ impl JobStore for SqliteStore {
                     "UPDATE jobs SET state = 'succeeded', finished_at = ?3, result = ?4, \
                      cache_key = ?5, cached_from = ?6, {cleared} {held} {returning}"
                 ),
-                params![id, lease.owner, now, result, cache_key, cached_from],
+                params![
+                    id,
+                    lease.owner,
+                    now,
+                    to_json(result),
+                    cache_key,
+                    cached_from
+                ],
                 job_from_row,
             ),
             Ending::Failed { code, message } => conn.query_row(

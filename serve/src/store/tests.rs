@@ -66,6 +66,36 @@ on_both_stores!(
     concurrent_requests_with_one_key_make_one_job,
 );
 
+/// A stored result, as a worker records it.
+fn result() -> StoredResult {
+    let file = |name: &str| crate::view::StoredFile {
+        name: name.into(),
+        path: name.into(),
+        size: 1,
+        sha256: "0".repeat(64),
+    };
+    StoredResult {
+        files: vec![file("net.cs.safetensors")],
+        report: file("report.json"),
+        plot: file("plot.svg"),
+        totals: serde_json::json!({"optimized": 1}),
+        diverged: false,
+    }
+}
+
+/// Progress at a layer boundary.
+fn progress(layer: usize) -> Progress {
+    Progress {
+        layer,
+        layers: 4,
+        tensor: Some(format!("conv{layer}.weight")),
+        iteration: 10,
+        iterations: 10,
+        loss: Some(1.5),
+        layers_done: layer,
+    }
+}
+
 fn clock() -> Arc<ManualClock> {
     Arc::new(ManualClock::new(START))
 }
@@ -183,7 +213,9 @@ fn leases_expire_into_the_queue_then_into_failure(backend: &Backend) {
     queue(&*store, "canceled", 10).unwrap();
     store.claim_next(&a).unwrap().unwrap();
     store.claim_next(&a).unwrap().unwrap();
-    store.record_layer("job", &a, 1, "{}", "{}").unwrap();
+    store
+        .record_layer("job", &a, 1, "{}", Some(&progress(1)))
+        .unwrap();
     store.cancel("canceled").unwrap();
 
     // Renewed by heartbeat, the lease holds past its first term.
@@ -227,11 +259,11 @@ fn a_server_that_lost_its_lease_cannot_finish_the_job(backend: &Backend) {
     // The slow server wakes up: its heartbeat holds nothing, its writes change nothing.
     assert!(store.heartbeat(&slow).unwrap().is_empty());
     store
-        .record_layer("job", &slow, 1, "\"slow\"", "{}")
+        .record_layer("job", &slow, 1, "\"slow\"", Some(&progress(1)))
         .unwrap();
     assert!(store.layers("job").unwrap().is_empty());
     let success = Ending::Succeeded {
-        result: "{}",
+        result: &result(),
         cache_key: "k",
         cached_from: None,
     };
@@ -240,11 +272,15 @@ fn a_server_that_lost_its_lease_cannot_finish_the_job(backend: &Backend) {
     assert_eq!(state(&*store, "job"), JobState::Running);
 
     store
-        .record_layer("job", &other, 1, "\"other\"", "{}")
+        .record_layer("job", &other, 1, "\"other\"", Some(&progress(1)))
         .unwrap();
     assert_eq!(store.layers("job").unwrap(), ["\"other\""]);
+    let running = store.job("job").unwrap().unwrap();
+    assert_eq!(running.progress, Some(progress(1)));
     let done = store.finish("job", &other, &success).unwrap().unwrap();
     assert_eq!((done.state, done.attempts), (JobState::Succeeded, 2));
+    // The JSON columns come back as they went in.
+    assert_eq!((done.result, done.progress), (Some(result()), None));
 }
 
 fn a_restart_alone_releases_every_running_job(backend: &Backend) {
@@ -256,7 +292,7 @@ fn a_restart_alone_releases_every_running_job(backend: &Backend) {
     store.claim_next(&before).unwrap();
     store.claim_next(&before).unwrap();
     store
-        .record_layer("a", &before, 1, "{}", "{\"layer\":1}")
+        .record_layer("a", &before, 1, "{}", Some(&progress(1)))
         .unwrap();
     store.cancel("b").unwrap();
     drop(store);
@@ -295,7 +331,7 @@ fn pages_expiry_and_stale_uploads(backend: &Backend) {
     let running = store.list_jobs(Some(JobState::Running), None, 10).unwrap();
     assert_eq!(running.len(), 1);
     let ending = Ending::Succeeded {
-        result: "{}",
+        result: &result(),
         cache_key: "k",
         cached_from: None,
     };
