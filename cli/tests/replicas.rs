@@ -246,6 +246,36 @@ fn replicas_on_one_database_run_every_job_exactly_once() {
         );
     }
 
+    // The same input and settings sent to two replicas at once: computed once, by whichever
+    // hashed the input first, the other job waiting for its result.
+    let twins: Vec<String> = [0, 1]
+        .map(|i| {
+            let settings = json!({"iters": 1500, "seed": 77, "probe": false});
+            replicas[i].submit("builtin:cnn2", settings)["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .to_vec();
+    let twins: Vec<Value> = twins.iter().map(|id| replicas[2].wait(id)).collect();
+    assert!(twins.iter().all(|t| t["state"] == "succeeded"), "{twins:?}");
+    let (computed, reused): (Vec<&Value>, Vec<&Value>) = twins
+        .iter()
+        .partition(|t| t["result"]["cached_from"].is_null());
+    assert_eq!((computed.len(), reused.len()), (1, 1), "{twins:?}");
+    assert_eq!(reused[0]["result"]["cached_from"], computed[0]["id"]);
+    let waited = format!(
+        "job {}: job {} is computing",
+        reused[0]["id"].as_str().unwrap(),
+        computed[0]["id"].as_str().unwrap()
+    );
+    assert!(
+        replicas
+            .iter()
+            .any(|r| r.log.lock().unwrap().contains(&waited)),
+        "the second job did not wait for the first: it ran after it"
+    );
+
     // One Idempotency-Key on two replicas at once: one job.
     let keyed: Vec<_> = [1, 2]
         .map(|i| {

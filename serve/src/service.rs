@@ -783,6 +783,39 @@ impl Service {
         }
     }
 
+    /// The result of `key` computed by another run, waited for when one is under way: the same
+    /// input and settings are computed once, however many replicas got them at once. `None`
+    /// when this job is to compute it (no other run has it, or that run ended without it).
+    pub fn shared_result(
+        &self,
+        id: &str,
+        key: &str,
+        stop: impl Fn() -> bool,
+    ) -> Result<Option<(JobRow, StoredResult)>, ServiceError> {
+        if let Some(found) = self.cached_result(key)? {
+            return Ok(Some(found));
+        }
+        let Some(earlier) = self.store.running_with_key(id, &self.lease, key)? else {
+            return Ok(None);
+        };
+        tracing::info!("job {id}: job {earlier} is computing the same result; waiting for it");
+        while !stop() {
+            if let Some(found) = self.cached_result(key)? {
+                return Ok(Some(found));
+            }
+            if self
+                .store
+                .job(&earlier)?
+                .is_none_or(|row| row.state != JobState::Running)
+            {
+                // It ended without the result (failed, canceled, or queued again).
+                return self.cached_result(key);
+            }
+            std::thread::sleep(SHARED_RESULT_POLL);
+        }
+        Ok(None)
+    }
+
     /// Hard-links (or copies, across file systems) a job's result files into `target`'s
     /// directory, which appears whole; `attempt` is the run of `target` doing it.
     pub fn link_result(
@@ -979,6 +1012,9 @@ impl Service {
         Ok(())
     }
 }
+
+/// How often a run waiting for another run's identical result looks for it.
+const SHARED_RESULT_POLL: Duration = Duration::from_millis(200);
 
 /// How a run's ending reaches a store that is briefly away (a database restarting): tried
 /// again for this long before the job is left to its lease.

@@ -171,7 +171,11 @@ fn execute(
     let prepared = prepare(&input.source, &settings, &access).map_err(run_failed)?;
     let key = cache_key(&prepared.input_sha256().map_err(run_failed)?, &job.settings);
     let internal = |e: super::error::ServiceError| failed("internal", e.message);
-    if let Some((source, result)) = service.cached_result(&key).map_err(internal)? {
+    let stop = || live.cancel_requested() || live.lost() || service.live.shutting_down();
+    if let Some((source, result)) = service
+        .shared_result(&job.id, &key, stop)
+        .map_err(internal)?
+    {
         service
             .link_result(&source, &job.id, job.attempts)
             .map_err(internal)?;

@@ -314,6 +314,17 @@ pub trait JobStore: Send + Sync {
 
     /// The newest succeeded, unexpired job with this cache key.
     fn cached(&self, cache_key: &str) -> Result<Option<JobRow>, StoreError>;
+    /// Records the cache key of a job running under `lease` (known once its input is hashed);
+    /// returns another running job that recorded the same key before, which is computing (or
+    /// waiting for) the same result, if any. Serialized per key, so of two runs recording one
+    /// key at once exactly one sees the other; a run only ever waits for runs that recorded
+    /// before it, so no two wait for each other. (A claim forgets an earlier run's key.)
+    fn running_with_key(
+        &self,
+        id: &str,
+        lease: &Lease,
+        cache_key: &str,
+    ) -> Result<Option<String>, StoreError>;
     /// Succeeded, unexpired jobs (whose files must exist).
     fn live_results(&self) -> Result<Vec<JobRow>, StoreError>;
     /// Marks the results of jobs finished before `cutoff` as expired; returns their ids, whose

@@ -405,7 +405,7 @@ impl JobStore for PostgresStore {
         let row = tx.query_opt(
             &format!(
                 "UPDATE jobs SET state = 'running', started_at = $1, attempts = attempts + 1, \
-                 progress = NULL, lease_owner = $2, lease_expires_at = $3 \
+                 progress = NULL, cache_key = NULL, lease_owner = $2, lease_expires_at = $3 \
                  WHERE seq = (SELECT seq FROM jobs WHERE state = 'queued' ORDER BY seq LIMIT 1 \
                  FOR UPDATE SKIP LOCKED) RETURNING {JOB_COLUMNS}"
             ),
@@ -665,6 +665,36 @@ impl JobStore for PostgresStore {
             .as_ref()
             .map(job_from_row)
             .transpose()
+    }
+
+    fn running_with_key(
+        &self,
+        id: &str,
+        lease: &Lease,
+        cache_key: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let mut client = self.client()?;
+        let mut tx = client.transaction()?;
+        // Runs recording one key take turns, so that one of them sees the other.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            &[&cache_key],
+        )?;
+        let earlier = tx
+            .query_opt(
+                "SELECT id FROM jobs WHERE cache_key = $2 AND state = 'running' AND id <> $1 \
+                 ORDER BY seq LIMIT 1",
+                &[&id, &cache_key],
+            )?
+            .map(|r| r.try_get(0))
+            .transpose()?;
+        tx.execute(
+            "UPDATE jobs SET cache_key = $3 WHERE id = $1 AND state = 'running' \
+             AND lease_owner = $2",
+            &[&id, &lease.owner, &cache_key],
+        )?;
+        tx.commit()?;
+        Ok(earlier)
     }
 
     fn live_results(&self) -> Result<Vec<JobRow>, StoreError> {

@@ -314,7 +314,7 @@ impl JobStore for SqliteStore {
             .query_row(
                 &format!(
                     "UPDATE jobs SET state = 'running', started_at = ?1, attempts = attempts + 1, \
-                     progress = NULL, lease_owner = ?2, lease_expires_at = ?3 \
+                     progress = NULL, cache_key = NULL, lease_owner = ?2, lease_expires_at = ?3 \
                      WHERE seq = (SELECT seq FROM jobs WHERE state = 'queued' \
                      ORDER BY seq LIMIT 1) RETURNING {JOB_COLUMNS}"
                 ),
@@ -562,6 +562,32 @@ impl JobStore for SqliteStore {
                 job_from_row,
             )
             .optional()?)
+    }
+
+    fn running_with_key(
+        &self,
+        id: &str,
+        lease: &Lease,
+        cache_key: &str,
+    ) -> Result<Option<String>, StoreError> {
+        // One connection behind a mutex: calls are serialized already.
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let earlier = tx
+            .query_row(
+                "SELECT id FROM jobs WHERE cache_key = ?2 AND state = 'running' AND id <> ?1 \
+                 ORDER BY seq LIMIT 1",
+                params![id, cache_key],
+                |r| r.get(0),
+            )
+            .optional()?;
+        tx.execute(
+            "UPDATE jobs SET cache_key = ?3 WHERE id = ?1 AND state = 'running' \
+             AND lease_owner = ?2",
+            params![id, lease.owner, cache_key],
+        )?;
+        tx.commit()?;
+        Ok(earlier)
     }
 
     fn live_results(&self) -> Result<Vec<JobRow>, StoreError> {

@@ -64,6 +64,7 @@ on_both_stores!(
     a_newer_schema_is_refused,
     concurrent_claims_take_each_job_once,
     concurrent_requests_with_one_key_make_one_job,
+    an_identical_run_waits_for_the_one_that_recorded_first,
 );
 
 /// A stored result, as a worker records it.
@@ -460,6 +461,31 @@ fn concurrent_requests_with_one_key_make_one_job(backend: &Backend) {
     assert_eq!(answers.iter().filter(|(_, replayed)| !replayed).count(), 1);
     assert!(answers.iter().all(|(id, _)| *id == answers[0].0));
     assert_eq!(store.counts().unwrap()[&JobState::Queued], 1);
+}
+
+fn an_identical_run_waits_for_the_one_that_recorded_first(backend: &Backend) {
+    let store = backend.open(&clock()).unwrap();
+    let (a, b) = (lease("a"), lease("b"));
+    queue(&*store, "first", 10).unwrap();
+    queue(&*store, "second", 10).unwrap();
+    store.claim_next(&a).unwrap().unwrap();
+    store.claim_next(&b).unwrap().unwrap();
+    // The younger job hashed first: it computes, and the older one waits for it.
+    assert_eq!(store.running_with_key("second", &b, "k").unwrap(), None);
+    assert_eq!(
+        store.running_with_key("first", &a, "k").unwrap().as_deref(),
+        Some("second")
+    );
+    // Other keys are other results; a server that lost the job cannot mark it.
+    assert_eq!(store.running_with_key("first", &a, "other").unwrap(), None);
+    store.running_with_key("first", &b, "k").unwrap();
+    assert_eq!(
+        store.job("first").unwrap().unwrap().cache_key.as_deref(),
+        Some("other")
+    );
+    // A new run forgets the key of the run before (it may not get that far this time).
+    store.release("second", &b).unwrap().unwrap();
+    assert_eq!(store.claim_next(&b).unwrap().unwrap().cache_key, None);
 }
 
 #[test]
