@@ -21,10 +21,8 @@ pub struct PendingUpload {
     partial: PathBuf,
     file: Option<BufWriter<std::fs::File>>,
     hasher: Sha256,
-    /// Bytes written to the file.
+    /// Bytes received (all written by the time the upload is finished).
     size: u64,
-    /// Bytes received, some perhaps not written yet.
-    received: u64,
     limit: u64,
 }
 
@@ -46,7 +44,6 @@ impl PendingUpload {
             file: Some(BufWriter::with_capacity(1 << 20, file)),
             hasher: Sha256::new(),
             size: 0,
-            received: 0,
             limit: service.config.max_upload,
         })
     }
@@ -61,18 +58,15 @@ impl PendingUpload {
 
     /// Refuses the upload as soon as the bytes received pass the limit, before they are kept.
     pub fn check_size(&mut self, more: usize) -> Result<(), ServiceError> {
-        self.received += more as u64;
-        if self.received > self.limit {
+        self.size += more as u64;
+        if self.size > self.limit {
             return Err(too_large(self.limit));
         }
         Ok(())
     }
 
+    /// Writes and hashes bytes that [`PendingUpload::check_size`] accepted.
     pub fn write(&mut self, chunk: &[u8]) -> Result<(), ServiceError> {
-        self.size += chunk.len() as u64;
-        if self.size > self.limit {
-            return Err(too_large(self.limit));
-        }
         self.hasher.update(chunk);
         self.file
             .as_mut()

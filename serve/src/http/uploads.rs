@@ -11,6 +11,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::error::ApiError;
+use super::jobs::blocking;
 use super::AppState;
 use crate::error::{ErrorKind, ServiceError};
 use crate::uploads::PendingUpload;
@@ -18,13 +19,6 @@ use crate::view::{ErrorBody, UploadView};
 
 /// Bytes of the body gathered before they are written.
 const WRITE_BATCH: usize = 4 << 20;
-
-/// Runs file work on a blocking thread.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
-) -> Result<T, ApiError> {
-    Ok(tokio::task::spawn_blocking(f).await??)
-}
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -64,8 +58,7 @@ pub async fn create(
         .and_then(|v| v.parse::<u64>().ok());
     PendingUpload::check_length(service.config.max_upload, declared)?;
     let name = query.name.clone();
-    let opening = service.clone();
-    let mut pending = blocking(move || PendingUpload::begin(&opening, name.as_deref())).await?;
+    let mut pending = blocking(&service, move |s| PendingUpload::begin(s, name.as_deref())).await?;
     // The body arrives on the runtime; the file is written and hashed on blocking threads, a
     // batch at a time.
     let mut chunks = body.into_data_stream();
@@ -84,13 +77,13 @@ pub async fn create(
         }
         if batch.len() >= WRITE_BATCH || (chunk.is_none() && !batch.is_empty()) {
             let full = std::mem::replace(&mut batch, Vec::with_capacity(WRITE_BATCH));
-            pending = blocking(move || pending.write(&full).map(|()| pending)).await?;
+            pending = blocking(&service, move |_| pending.write(&full).map(|()| pending)).await?;
         }
         if chunk.is_none() {
             break;
         }
     }
-    let upload = blocking(move || pending.finish(&service)).await?;
+    let upload = blocking(&service, move |s| pending.finish(s)).await?;
     let view = UploadView::from(&upload);
     let mut response_headers = HeaderMap::new();
     response_headers.insert(
