@@ -299,11 +299,7 @@ impl Service {
     /// Puts a published result's files in the object store, if the files live in one.
     pub fn share_result(&self, id: &str, result: &StoredResult) -> Result<(), ServiceError> {
         match &self.objects {
-            Some(objects) => objects.put_result(
-                id,
-                &self.layout.job(id),
-                result.all_files().map(|f| f.path.as_str()),
-            ),
+            Some(objects) => objects.put_result(id, &self.layout.job(id), result.paths()),
             None => Ok(()),
         }
     }
@@ -327,7 +323,7 @@ impl Service {
         }
         let fetching = self.layout.fetching(id);
         let fetched = objects
-            .fetch_result(id, &fetching, result.all_files().map(|f| f.path.as_str()))
+            .fetch_result(id, &fetching, result.paths())
             .and_then(|()| Ok(self.layout.publish_from(&fetching, id)?));
         if fetched.is_err() {
             let _ = Layout::remove(&fetching);
@@ -345,7 +341,7 @@ impl Service {
             return Ok(());
         };
         if let Some((id, result)) = result {
-            objects.delete_result(id, result.all_files().map(|f| f.path.as_str()))?;
+            objects.delete_result(id, result.paths())?;
         }
         if let Some(id) = upload {
             objects.delete_upload(id)?;

@@ -118,6 +118,11 @@ impl StoredResult {
     pub fn all_files(&self) -> impl Iterator<Item = &StoredFile> {
         self.files.iter().chain([&self.report, &self.plot])
     }
+
+    /// Where every file is inside the job's directory (and under its key in an object store).
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.all_files().map(|f| f.path.as_str())
+    }
 }
 
 /// A file of a result, with its link.
