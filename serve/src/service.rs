@@ -240,7 +240,12 @@ impl Service {
             .store
             .live_results()?
             .into_iter()
-            .filter(|job| self.result_files_present(job))
+            // A complete copy here; the object store need not be asked.
+            .filter(|job| {
+                job.result
+                    .as_ref()
+                    .is_some_and(|result| self.result_files_here(&job.id, result))
+            })
             .map(|job| job.id)
             .collect();
         for entry in std::fs::read_dir(self.layout.jobs())? {
